@@ -1,0 +1,21 @@
+"""One family of user-facing errors: the CLI prints them as one line and exits 1."""
+
+
+class MTLoRAError(Exception):
+    """Base class of every error a user can fix (bad option, bad file, missing package)."""
+
+
+class ConfigError(MTLoRAError):
+    """A config field, preset name or YAML file is invalid."""
+
+
+class WeightsError(MTLoRAError):
+    """A weight or checkpoint file does not fit the model it is loaded into."""
+
+
+class DataError(MTLoRAError):
+    """A dataset file is missing or unreadable."""
+
+
+class MissingDependencyError(MTLoRAError):
+    """An optional package (tensorrt, modelopt, ...) is needed but not installed."""

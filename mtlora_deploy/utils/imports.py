@@ -1,0 +1,29 @@
+"""Lazy imports of optional packages with a one-line install hint (the Polygraphy importer idea)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from mtlora_deploy.errors import MissingDependencyError
+
+_INSTALL_HINTS = {
+    "tensorrt": "pip install 'mtlora-deploy[tensorrt]' (TensorRT 10.x/11.x wheels from NVIDIA's index)",
+    "modelopt": "pip install 'mtlora-deploy[int8]' (nvidia-modelopt[onnx])",
+    "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
+}
+
+
+def require(module: str, extra: str | None = None) -> ModuleType:
+    """Import ``module`` or raise a one-line error naming what to install.
+
+    Args:
+        module: dotted module name, e.g. ``"tensorrt"`` or ``"modelopt.onnx.quantization"``.
+        extra: the optional-dependency group that provides it, for the message.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        root = module.split(".")[0]
+        hint = _INSTALL_HINTS.get(root) or (f"pip install 'mtlora-deploy[{extra}]'" if extra else f"pip install {root}")
+        raise MissingDependencyError(f"'{module}' is not importable ({exc}); install it with: {hint}") from exc
