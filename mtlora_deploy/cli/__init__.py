@@ -1,0 +1,1 @@
+"""The ``mtlora`` command line: one thin file per subcommand, loaded lazily."""

@@ -1,0 +1,83 @@
+"""``mtlora`` entry point: a lazy click group, one-line user errors, ``--debug`` for tracebacks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import click
+
+from mtlora_deploy import __version__
+from mtlora_deploy.errors import MTLoRAError
+
+# command name -> (module, attribute, one-line summary); modules import only when the command runs.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "info": ("mtlora_deploy.cli.info", "info", "Parameter table and task outputs of a preset or checkpoint."),
+    "import-checkpoint": (
+        "mtlora_deploy.cli.import_checkpoint",
+        "import_checkpoint",
+        "Convert a reference MTLoRA .pth checkpoint.",
+    ),
+    "make-dataset": ("mtlora_deploy.cli.make_dataset", "make_dataset", "Generate the built-in synthetic PASCAL-MT set."),
+    "train": ("mtlora_deploy.cli.train", "train", "Train MTLoRA or a baseline (CPU, GPU, torchrun)."),
+    "evaluate": ("mtlora_deploy.cli.evaluate", "evaluate", "Per-task metrics and delta-m of a checkpoint or ONNX model."),
+    "predict": ("mtlora_deploy.cli.predict", "predict", "Per-task visualisations of images as PNG."),
+    "merge": ("mtlora_deploy.cli.merge", "merge", "Fold the task-agnostic LoRA into the backbone exactly."),
+    "export": ("mtlora_deploy.cli.export", "export", "Export one ONNX graph with one output per task."),
+    "calibrate": ("mtlora_deploy.cli.calibrate", "calibrate", "Draw INT8 calibration inputs from a dataset."),
+    "build-engine": ("mtlora_deploy.cli.build_engine", "build_engine", "Build a TensorRT engine from an ONNX graph."),
+    "profile": ("mtlora_deploy.cli.profile", "profile", "Multi-task latency/throughput reports."),
+    "demo": ("mtlora_deploy.cli.demo", "demo", "The end-to-end job on synthetic data (the README's first command)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on use, so ``mtlora --help`` stays fast."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mtlora")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """mtlora: multi-task LoRA models from training to TensorRT.
+
+    Example: mtlora info --preset mtlora-r64 --tasks semseg,human_parts,sal,normals
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    """Run the CLI; user errors become one red line and exit code 1."""
+    debug = "--debug" in sys.argv
+    warnings.simplefilter("default")
+    try:
+        cli.main(standalone_mode=False)
+    except MTLoRAError as exc:
+        if debug:
+            raise
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

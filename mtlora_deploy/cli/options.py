@@ -1,0 +1,47 @@
+"""Options shared by the commands that build a model: preset < YAML < --tasks / --set overrides."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+import yaml
+
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.presets import PRESETS, resolve_config
+
+
+def parse_tasks(value: str | None) -> tuple[str, ...] | None:
+    """``semseg,sal`` -> ("semseg", "sal"); None stays None (keep the config's tasks)."""
+    if value is None:
+        return None
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """``--set key=value`` pairs, values parsed as YAML scalars/lists (``image_size=224``, ``tasks=[sal]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set: got {item!r}, expected KEY=VALUE (e.g. --set task_agnostic_rank=32)")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def model_options(func: Callable) -> Callable:
+    """Decorate a command with --preset, --config, --tasks and --set."""
+    func = click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override any model config field.")(func)
+    func = click.option("--tasks", default=None, help="Comma-separated tasks, e.g. semseg,human_parts,sal,normals.")(func)
+    func = click.option("--config", "config_path", default=None, type=click.Path(), help="YAML file with a model: section.")(func)
+    func = click.option("--preset", default=None, type=click.Choice(list(PRESETS)), help="Named method preset.")(func)
+    return func
+
+
+def config_from_options(preset: str | None, config_path: str | None, tasks: str | None, set_items: tuple[str, ...]) -> ModelConfig:
+    """Resolve the model config the way every command does."""
+    overrides = parse_set(set_items)
+    if tasks is not None:
+        overrides["tasks"] = parse_tasks(tasks)
+    return resolve_config(preset, config_path, overrides)

@@ -1,0 +1,115 @@
+"""Checkpoints: tensors in safetensors, config and metadata in a JSON file beside them.
+
+A checkpoint is the pair ``NAME.safetensors`` + ``NAME.json``. A run folder keeps ``checkpoints/best`` and
+``checkpoints/last``; a merged/export folder keeps ``model``. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
+
+FORMAT = "mtlora-deploy-checkpoint"
+# kind -> builder(config) producing an empty module of the right structure (the merge module adds "merged").
+BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def register_builder(kind: str, builder: Callable[[ModelConfig], nn.Module]) -> None:
+    """Let a model kind (e.g. merged) be re-created from its JSON before its tensors load."""
+    BUILDERS[kind] = builder
+
+
+def _version() -> str:
+    from mtlora_deploy import __version__
+
+    return __version__
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, kind: str = "multitask", metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the tensor file."""
+    stem = Path(path).with_suffix("") if Path(path).suffix in (".safetensors", ".json") else Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    info = {
+        "format": FORMAT,
+        "kind": kind,
+        "toolkit_version": _version(),
+        "model_config": model.config.to_dict(),
+        "metadata": metadata or {},
+    }
+    write_json_atomic(stem.with_suffix(".json"), info)
+    return stem.with_suffix(".safetensors")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Map a run folder, checkpoint folder, .safetensors or .json path to the checkpoint's stem."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("checkpoints/best", "checkpoints/last", "model"):
+            if (path / candidate).with_suffix(".json").is_file():
+                return path / candidate
+        raise WeightsError(f"{path}: no checkpoint found (expected checkpoints/best.json, checkpoints/last.json or model.json)")
+    stem = path.with_suffix("")
+    if not stem.with_suffix(".json").is_file() or not stem.with_suffix(".safetensors").is_file():
+        raise WeightsError(f"{path}: expected a checkpoint pair {stem.name}.safetensors + {stem.name}.json")
+    return stem
+
+
+def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """The JSON half of a checkpoint (config, kind, metadata)."""
+    stem = resolve_checkpoint(path)
+    info = json.loads(stem.with_suffix(".json").read_text())
+    if info.get("format") != FORMAT:
+        raise WeightsError(f"{stem}.json: not an mtlora-deploy checkpoint (format={info.get('format')!r})")
+    return info
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load tensors, failing on the first missing, unexpected or mis-shaped key with its name."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise WeightsError(f"{source}: missing key {key}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(f"{source}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise WeightsError(f"{source}: unexpected key {extra[0]} ({len(extra)} unexpected in all)")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model a checkpoint describes, load its tensors, return it in eval mode."""
+    stem = resolve_checkpoint(path)
+    info = read_checkpoint_info(stem)
+    config = ModelConfig.from_dict({**info["model_config"], "pretrained": None}, source=f"{stem}.json")
+    kind = info.get("kind", "multitask")
+    if kind not in BUILDERS:
+        _register_defaults()
+    if kind not in BUILDERS:
+        raise WeightsError(f"{stem}.json: unknown model kind {kind!r}; expected one of {', '.join(BUILDERS)}")
+    model = BUILDERS[kind](config)
+    load_state_strict(model, load_file(str(stem.with_suffix(".safetensors"))), f"{stem}.safetensors")
+    return model.to(device).eval()
+
+
+def _register_defaults() -> None:
+    from mtlora_deploy.model.multitask import build_model
+
+    register_builder("multitask", lambda config: build_model(config, warn_without_weights=False))
+    try:
+        import mtlora_deploy.deploy.merge  # noqa: F401  (registers "merged")
+    except ImportError:
+        pass

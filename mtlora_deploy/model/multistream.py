@@ -1,0 +1,96 @@
+"""The stage-final Swin block with one shared stream and one stream per task (model.md, TS-LoRA).
+
+Attention runs once on the shared stream; ``proj``, ``fc1`` and ``fc2`` compute their full-rank product once
+and add per-task low-rank terms. Streams are stacked along the batch axis for the window reverse, so the
+task streams cost rank-r_t products, a LayerNorm, a GELU and residual adds.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+from torch import nn
+
+
+def window_attention_core(attn: nn.Module, x_windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """timm ``WindowAttention.forward`` up to (not including) ``proj``: (nW*B, N, C) -> (nW*B, N, C)."""
+    num_windows_batch, tokens, _ = x_windows.shape
+    qkv = attn.qkv(x_windows).reshape(num_windows_batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    bias = attn._get_rel_pos_bias()
+    if mask is not None:
+        num_win = mask.shape[0]
+        mask = mask.view(1, num_win, 1, tokens, tokens).expand(num_windows_batch // num_win, -1, attn.num_heads, -1, -1)
+        bias = bias + mask.reshape(-1, attn.num_heads, tokens, tokens)
+    dropout_p = attn.attn_drop.p if attn.training else 0.0
+    out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(num_windows_batch, tokens, -1)
+
+
+def _to_windows(block: SwinTransformerBlock, x: torch.Tensor) -> torch.Tensor:
+    """Shift and partition (B, H, W, C) into (nW*B, N, C) exactly as timm's ``_attn`` does."""
+    if any(block.shift_size):
+        x = torch.roll(x, shifts=(-block.shift_size[0], -block.shift_size[1]), dims=(1, 2))
+    _, height, width, channels = x.shape
+    pad_h = (block.window_size[0] - height % block.window_size[0]) % block.window_size[0]
+    pad_w = (block.window_size[1] - width % block.window_size[1]) % block.window_size[1]
+    x = nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return window_partition(x, block.window_size).view(-1, block.window_area, channels)
+
+
+def _from_windows(block: SwinTransformerBlock, windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of ``_to_windows`` for any stacked batch: (nW*B', N, C) -> (B', H, W, C)."""
+    channels = windows.shape[-1]
+    padded_h = height + (block.window_size[0] - height % block.window_size[0]) % block.window_size[0]
+    padded_w = width + (block.window_size[1] - width % block.window_size[1]) % block.window_size[1]
+    windows = windows.view(-1, block.window_size[0], block.window_size[1], channels)
+    x = window_reverse(windows, block.window_size, padded_h, padded_w)[:, :height, :width, :].contiguous()
+    if any(block.shift_size):
+        x = torch.roll(x, shifts=block.shift_size, dims=(1, 2))
+    return x
+
+
+def _attention_mask(block: SwinTransformerBlock, x: torch.Tensor) -> torch.Tensor | None:
+    return block.get_attn_mask(x) if getattr(block, "dynamic_mask", False) else block.attn_mask
+
+
+def multistream_block_forward(
+    block: SwinTransformerBlock, x: torch.Tensor, tasks: tuple[str, ...]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run a stage-final block whose proj/fc1/fc2 are task-aware adapters.
+
+    Args:
+        block: timm block with ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` exposing ``forward_streams``.
+        x: shared stream (B, H, W, C).
+        tasks: task order of the returned streams.
+
+    Returns:
+        The shared output (B, H, W, C) and ``{task: z_t}`` of the same shape.
+    """
+    batch, height, width, channels = x.shape
+    streams = len(tasks) + 1
+    o = window_attention_core(block.attn, _to_windows(block, block.norm1(x)), _attention_mask(block, x))
+    p, p_tasks = block.attn.proj.forward_streams(o)
+    stacked = block.attn.proj_drop(torch.cat([p] + [p_tasks[t] for t in tasks], dim=0))
+    stacked = _from_windows(block, stacked, height, width).reshape(streams, batch, height * width, channels)
+    residual = x.reshape(1, batch, height * width, channels)
+    a_all = residual + block.drop_path1(stacked.flatten(0, 1)).view_as(stacked)
+    a, a_tasks = a_all[0], {t: a_all[i + 1] for i, t in enumerate(tasks)}
+    m, m_tasks = _mlp_streams(block, a, a_tasks)
+    out = a + block.drop_path2(m)
+    outs = {t: (a_tasks[t] + block.drop_path2(m_tasks[t])).view(batch, height, width, channels) for t in tasks}
+    return out.view(batch, height, width, channels), outs
+
+
+def _mlp_streams(
+    block: SwinTransformerBlock, a: torch.Tensor, a_tasks: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """timm ``Mlp`` on every stream: the frozen fc1/fc2 see the shared stream, the task LoRA its own."""
+    mlp = block.mlp
+    h, h_tasks = mlp.fc1.forward_streams(block.norm2(a), {t: block.norm2(v) for t, v in a_tasks.items()})
+
+    def act(v: torch.Tensor) -> torch.Tensor:
+        return mlp.norm(mlp.drop1(mlp.act(v)))
+
+    m, m_tasks = mlp.fc2.forward_streams(act(h), {t: act(v) for t, v in h_tasks.items()})
+    return mlp.drop2(m), {t: mlp.drop2(v) for t, v in m_tasks.items()}

@@ -1,0 +1,50 @@
+"""The multi-task model: MTLoRA Swin encoder + one decoder per task, logits at input size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtlora_deploy.model.backbone import MultiTaskSwin, create_timm_swin, warn_no_weights
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.decoders import HRNetHead
+
+
+class MultiTaskModel(nn.Module):
+    """``model(images) -> {task: logits (B, n_out, H, W)}`` for every configured task."""
+
+    def __init__(self, config: ModelConfig, backbone: MultiTaskSwin | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.tasks = tuple(config.tasks)
+        self.backbone = backbone if backbone is not None else MultiTaskSwin(config)
+        channels = self.backbone.feature_channels
+        self.decoders = nn.ModuleDict(
+            {
+                t: HRNetHead(channels, config.decoder_widths, config.head_channels, config.output_channels(t))
+                for t in self.tasks
+            }
+        )
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(images)
+        size = images.shape[-2:]
+        return {
+            t: nn.functional.interpolate(self.decoders[t](feats[t]), size=size, mode="bilinear", align_corners=False)
+            for t in self.tasks
+        }
+
+
+def build_model(config: ModelConfig, warn_without_weights: bool = True) -> MultiTaskModel:
+    """Build the model: timm Swin -> ImageNet weights (if configured) -> adapters -> decoders -> freezing."""
+    from mtlora_deploy.model.freezing import apply_trainable
+    from mtlora_deploy.model.weights import load_imagenet_weights
+
+    swin = create_timm_swin(config)
+    if config.pretrained is not None:
+        load_imagenet_weights(swin, config.pretrained)
+    elif warn_without_weights:
+        warn_no_weights(config)
+    model = MultiTaskModel(config, MultiTaskSwin(config, swin))
+    apply_trainable(model, config)
+    return model

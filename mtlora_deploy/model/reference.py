@@ -1,0 +1,88 @@
+"""Convert between the reference MTLoRA checkpoint layout and ours (both directions).
+
+Reference (``{'model': state_dict}``, see spec/reference_keys.tsv): Microsoft Swin stage layout (the
+downsample of stage i stored at the END of stage i), frozen weights under ``<layer>.linear``, decoders as
+``downsampler.<task>.downsample_<i>`` + ``decoders.decoders.<task>.last_layer.*``. Ours: timm layout
+(patch merging at the START of stage i+1), ``<layer>.base_layer``, ``decoders.<task>.reduce.<i>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.model.config import ModelConfig
+
+_REFERENCE_BUFFERS = ("attn_mask", "relative_position_index")
+_RULES_TO_OURS: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"^backbone\.layers\.(\d+)\.downsample\."), lambda m: f"backbone.layers.{int(m.group(1)) + 1}.downsample."),
+    (re.compile(r"\.linear\.(weight|bias)$"), lambda m: f".base_layer.{m.group(1)}"),
+    (re.compile(r"^downsampler\.(\w+?)\.downsample_(\d+)\."), lambda m: f"decoders.{m.group(1)}.reduce.{m.group(2)}."),
+    (re.compile(r"^decoders\.decoders\."), lambda m: "decoders."),
+]
+_RULES_TO_REFERENCE: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"^backbone\.layers\.(\d+)\.downsample\."), lambda m: f"backbone.layers.{int(m.group(1)) - 1}.downsample."),
+    (re.compile(r"\.base_layer\.(weight|bias)$"), lambda m: f".linear.{m.group(1)}"),
+    (re.compile(r"^decoders\.(\w+?)\.reduce\.(\d+)\."), lambda m: f"downsampler.{m.group(1)}.downsample_{m.group(2)}."),
+    (re.compile(r"^decoders\.(\w+?)\.last_layer\."), lambda m: f"decoders.decoders.{m.group(1)}.last_layer."),
+]
+
+
+def _rename(key: str, rules: list) -> str:
+    for pattern, replacement in rules:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def reference_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename reference keys to ours; the reference's recomputable buffers are dropped."""
+    return {_rename(k, _RULES_TO_OURS): v for k, v in state.items() if not k.endswith(_REFERENCE_BUFFERS)}
+
+
+def ours_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename our keys to the reference layout (for round trips and for users going back)."""
+    return {_rename(k, _RULES_TO_REFERENCE): v for k, v in state.items()}
+
+
+def check_against_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> list[str]:
+    """Return the keys of ``state`` that fit nowhere; raise on missing or mis-shaped keys (named)."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise WeightsError(f"{source}: the checkpoint lacks {key} (shape {tuple(tensor.shape)}); wrong preset or tasks?")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"{source}: {key} has shape {tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}; "
+                "check --preset (rank) and --tasks"
+            )
+    return sorted(set(state) - set(expected))
+
+
+def import_reference_checkpoint(path: str | Path, config: ModelConfig, allow_unused: bool = False) -> tuple[nn.Module, list[str]]:
+    """Build our model for ``config`` and load a reference MTLoRA ``.pth`` into it.
+
+    Returns the model and the reference keys that did not fit (an error unless ``allow_unused``).
+    """
+    from mtlora_deploy.model.multitask import build_model
+    from mtlora_deploy.model.weights import read_state_dict
+
+    model = build_model(config.replace(pretrained=None), warn_without_weights=False)
+    state = reference_to_ours(read_state_dict(path))
+    unused = check_against_model(state, model, str(path))
+    if unused and not allow_unused:
+        raise WeightsError(f"{path}: {len(unused)} keys fit nowhere in the model, first {unused[0]} (use --allow-unused to skip them)")
+    model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
+    return model.eval(), unused
+
+
+def save_reference_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Write ``{'model': state_dict}`` in the reference layout (what the reference code would load)."""
+    from mtlora_deploy.utils.atomic import atomic_path
+
+    state = ours_to_reference({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    with atomic_path(path) as tmp:
+        torch.save({"model": state}, tmp)

@@ -1,0 +1,56 @@
+"""ImageNet Swin weights from a local file: Microsoft ``{'model': ...}`` .pth or timm state dict/safetensors.
+
+Nothing is downloaded. Loading happens into the bare timm Swin, before adapters wrap its linears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from timm.models.swin_transformer import checkpoint_filter_fn
+from torch import nn
+
+from mtlora_deploy.errors import WeightsError
+
+_SKIPPED_PREFIXES = ("head.", "norm.")  # classifier and final LayerNorm are not part of the dense backbone
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .pth/.pt/.bin (torch) or .safetensors file into a flat state dict (unwrapping 'model'/'state_dict')."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the same user problem
+        raise WeightsError(f"weights file {path} could not be read: {str(exc).splitlines()[0]}") from exc
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path}: expected a dict of tensors (optionally under 'model')")
+    return state
+
+
+def load_imagenet_weights(swin: nn.Module, path: str | Path) -> None:
+    """Load Swin ImageNet weights into a bare timm Swin; the first missing or mis-shaped key is an error."""
+    state = checkpoint_filter_fn(read_state_dict(path), swin)
+    state = {k: v for k, v in state.items() if not k.startswith(_SKIPPED_PREFIXES)}
+    expected = {k: v for k, v in swin.state_dict().items() if not k.startswith(_SKIPPED_PREFIXES)}
+    for key, tensor in expected.items():
+        if key not in state:
+            raise WeightsError(f"weights file {path}: missing key {key} (is it a Swin of this size?)")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"weights file {path}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise WeightsError(f"weights file {path}: unexpected key {extra[0]} ({len(extra)} unexpected in all)")
+    swin.load_state_dict(state, strict=False)
