@@ -24,6 +24,7 @@ from mtlora_deploy.trainer.data.layout import (
     PERSON_CLASS_IND,
     SOURCES,
     TASK_SOURCES,
+    TASKS,
     PascalLayout,
 )
 
@@ -31,7 +32,10 @@ T = TypeVar("T")
 
 
 def _describe(task: str) -> str:
-    return "the input image of every task" if task == "image" else f"task '{task}'"
+    """``task`` is a task name, ``"image"`` (the input of every task) or any other phrase, e.g. a split."""
+    if task == "image":
+        return "the input image of every task"
+    return f"task '{task}'" if task in TASKS else task
 
 
 def read_file(path: Path, task: str, parse: Callable[[Path], T]) -> T:

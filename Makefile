@@ -1,0 +1,33 @@
+# Set-up and run targets. Each target creates/refreshes the local virtual environment first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo
+PYTEST_ARGS ?= -n 2 -m "not slow"
+
+.PHONY: venv demo test test-all lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mtlora demo --workdir $(WORKDIR)
+
+# pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
+test: $(VENV)/.installed
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-all: PYTEST_ARGS = -n 2
+test-all: test
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check mtlora_deploy tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
