@@ -52,7 +52,10 @@ def test_layout_and_splits(synth: Path) -> None:
     assert set(scipy.io.loadmat(layout.label_map(train[0]))) >= {"LabelMap"}
     marker = json.loads((synth / "synthetic.json").read_text())
     assert {k: marker[k] for k in ("seed", "num_images", "image_size", "complete")} == {
-        "seed": 3, "num_images": 12, "image_size": list(SIZE), "complete": True
+        "seed": 3,
+        "num_images": 12,
+        "image_size": list(SIZE),
+        "complete": True,
     }
 
 

@@ -37,7 +37,15 @@ HUMAN_PART_GROUPS: tuple[tuple[str, ...], ...] = (
     ("luleg", "ruleg"),
     ("llleg", "rlleg", "lfoot", "rfoot"),
 )
-HUMAN_PART_CLASSES: tuple[str, ...] = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
+HUMAN_PART_CLASSES: tuple[str, ...] = (
+    "background",
+    "head",
+    "torso",
+    "upper_arm",
+    "lower_arm",
+    "upper_leg",
+    "lower_leg",
+)
 PART_NAME_TO_ID: MappingProxyType[str, int] = MappingProxyType(
     {name: group + 1 for group, names in enumerate(HUMAN_PART_GROUPS) for name in names}
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -32,7 +33,9 @@ def _parts_cache_key(layout: PascalLayout, split: str, ids: list[str]) -> dict[s
     return {"version": PARTS_CACHE_VERSION, "root": str(layout.root.resolve()), "split": split, "ids_sha1": digest}
 
 
-def find_ids_with_parts(layout: PascalLayout, split: str, ids: list[str], cache_dir: str | Path | None) -> frozenset[str]:
+def find_ids_with_parts(
+    layout: PascalLayout, split: str, ids: list[str], cache_dir: str | Path | None
+) -> frozenset[str]:
     """Ids whose PASCAL-Part file has a person with parts, cached as JSON in ``cache_dir`` (never the dataset).
 
     Reading every ``.mat`` of a 5k-image split takes a while, so a run computes it once; the cache is
@@ -90,7 +93,13 @@ class PascalMTDataset(Dataset):
         self.layout = PascalLayout(Path(root))
         if not self.layout.root.is_dir():
             raise DataError(f"dataset root {self.layout.root} is not a folder; pass the extracted PASCAL_MT folder")
-        self.split, self.image_size, self.train, self.seed, self.epoch = split, int(image_size), bool(train), int(seed), 0
+        self.split, self.image_size, self.train, self.seed, self.epoch = (
+            split,
+            int(image_size),
+            bool(train),
+            int(seed),
+            0,
+        )
         self.ids = read_split(self.layout, split)
         check_files(self.layout, self.ids, self.tasks)
         self.ids_with_parts: frozenset[str] | None = None

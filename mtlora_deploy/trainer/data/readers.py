@@ -7,8 +7,9 @@ resize: the transforms do that. Label conventions follow the reference PASCAL-MT
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.io
@@ -72,7 +73,9 @@ def read_semseg(path: Path) -> np.ndarray:
     def parse(p: Path) -> np.ndarray:
         arr = _png_array(p)
         if arr.ndim != 2:
-            raise DataError(f"cannot read {p} (needed by task 'semseg'): expected a 1-channel label png, got {arr.shape}")
+            raise DataError(
+                f"cannot read {p} (needed by task 'semseg'): expected a 1-channel label png, got {arr.shape}"
+            )
         return arr.astype(np.uint8)
 
     return read_file(path, "semseg", parse)
@@ -208,10 +211,7 @@ def read_sample(
     tasks = tuple(tasks)
     sample = {"image": read_image(layout.image(image_id))}
     shape = sample["image"].shape[:2]
-    label_map = None
-    if "normals" in tasks or "edge" in tasks:
-        task = "normals" if "normals" in tasks else "edge"
-        label_map = _check_shape(read_label_map(layout.label_map(image_id), task), shape, layout.label_map(image_id), task)
+    label_map = _shared_label_map(layout, image_id, tasks, shape)
     readers: dict[str, tuple[Path, Callable[[Path], np.ndarray]]] = {
         "semseg": (layout.semseg(image_id), read_semseg),
         "human_parts": (layout.human_parts(image_id), lambda p: _read_parts(p, image_id, shape, ids_with_parts)),
@@ -225,7 +225,20 @@ def read_sample(
     return sample
 
 
-def _read_parts(path: Path, image_id: str, shape: tuple[int, int], ids_with_parts: Collection[str] | None) -> np.ndarray:
+def _shared_label_map(
+    layout: PascalLayout, image_id: str, tasks: tuple[str, ...], shape: tuple[int, int]
+) -> np.ndarray | None:
+    """The LabelMap, read once when normals (its mask) or edge (its boundaries) need it."""
+    users = [task for task in ("normals", "edge") if task in tasks]
+    if not users:
+        return None
+    path = layout.label_map(image_id)
+    return _check_shape(read_label_map(path, users[0]), shape, path, users[0])
+
+
+def _read_parts(
+    path: Path, image_id: str, shape: tuple[int, int], ids_with_parts: Collection[str] | None
+) -> np.ndarray:
     if ids_with_parts is not None and image_id not in ids_with_parts:
         return np.full(shape, IGNORE_INDEX, dtype=np.uint8)
     return read_human_parts(path, shape)

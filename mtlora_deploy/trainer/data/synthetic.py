@@ -41,10 +41,14 @@ UPPER_CONTEXT = (360, 440, 44, 68)  # sky, wall, building, ceiling (wall and cei
 LOWER_CONTEXT = (158, 189, 187, 324)  # floor, ground, grass, road (floor is normals-valid)
 ANIMALS = (3, 8, 10, 12, 13, 17)  # PASCAL-Part also annotates their parts; the loader must skip them
 LIGHT = np.array([-0.4, -0.5, 0.77]) / np.linalg.norm([-0.4, -0.5, 0.77])
-_PART_TINT = {"hair": (0.3, 0.25, 0.2), "head": (1.1, 0.9, 0.75), "neck": (1.1, 0.9, 0.75), "lhand": (1.1, 0.9, 0.75),
-              "rhand": (1.1, 0.9, 0.75), "luleg": (0.4, 0.45, 0.8), "ruleg": (0.4, 0.45, 0.8), "llleg": (0.3, 0.35, 0.7),
-              "rlleg": (0.3, 0.35, 0.7), "lfoot": (0.2, 0.2, 0.2), "rfoot": (0.2, 0.2, 0.2), "llarm": (0.8, 0.8, 0.8),
-              "rlarm": (0.8, 0.8, 0.8)}  # fmt: skip
+_SKIN, _TROUSERS, _SHOES = (1.1, 0.9, 0.75), (0.4, 0.45, 0.8), (0.2, 0.2, 0.2)
+_PART_TINT = {  # multiplies the person colour, so parts look different as on real people
+    **dict.fromkeys(("head", "neck", "lhand", "rhand"), _SKIN),
+    **dict.fromkeys(("luleg", "ruleg", "llleg", "rlleg"), _TROUSERS),
+    **dict.fromkeys(("lfoot", "rfoot"), _SHOES),
+    **dict.fromkeys(("llarm", "rlarm"), (0.8, 0.8, 0.8)),
+    "hair": (0.3, 0.25, 0.2),
+}
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by mtlora_deploy synthetic"  # fixed: scipy's holds the date
 
 
@@ -78,7 +82,7 @@ def class_stripes(class_ind: int, shape: tuple[int, int]) -> np.ndarray:
     """A class-specific stripe texture in [0, 1]: orientation and period depend on the class."""
     theta = np.pi / 4 * (class_ind % 4)
     period = 4.0 + 2.0 * (class_ind % 5)
-    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    ys, xs = np.ogrid[: shape[0], : shape[1]]
     return 0.5 + 0.5 * np.sin(2 * np.pi * (xs * np.cos(theta) + ys * np.sin(theta)) / period)
 
 
@@ -89,12 +93,12 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int = 1
 
 
 def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    ys, xs = np.ogrid[: shape[0], : shape[1]]
     return ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0
 
 
 def _box(shape: tuple[int, int], top: float, left: float, height: float, width: float) -> np.ndarray:
-    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    ys, xs = np.ogrid[: shape[0], : shape[1]]
     return (ys >= top) & (ys < top + height) & (xs >= left) & (xs < left + width)
 
 
@@ -191,7 +195,10 @@ def render_image(rng: np.random.Generator, scene: Scene, normals: np.ndarray) ->
     """RGB uint8: class colour x class stripes per object, textured background, Lambertian shading."""
     shape = normals.shape[:2]
     image = np.empty((*shape, 3))
-    for rows, context in ((slice(0, scene.horizon), scene.upper_context), (slice(scene.horizon, None), scene.lower_context)):
+    for rows, context in (
+        (slice(0, scene.horizon), scene.upper_context),
+        (slice(scene.horizon, None), scene.lower_context),
+    ):
         base = np.array(colorsys.hsv_to_rgb((context % 17) / 17.0, 0.35, 0.75))
         image[rows] = base * (0.7 + 0.3 * smooth_noise(rng, shape))[rows, :, None]
     for obj in scene.objects:
@@ -203,7 +210,6 @@ def render_image(rng: np.random.Generator, scene: Scene, normals: np.ndarray) ->
     shading = 0.55 + 0.45 * np.clip(normals @ LIGHT, 0, 1)
     image = image * shading[..., None] * 255 + rng.normal(0, 3, (*shape, 3))
     return np.clip(image, 0, 255).round().astype(np.uint8)
-
 
 
 @functools.cache
@@ -244,13 +250,20 @@ def mat_bytes(variables: dict[str, object]) -> bytes:
 
 def parts_struct(image_id: str, scene: Scene) -> dict[str, object]:
     """The PASCAL-Part ``anno`` struct: ``loadmat(f)['anno'][0][0][1][0]`` is the objects array."""
-    objects = np.zeros((1, len(scene.objects)), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
+    objects = np.zeros(
+        (1, len(scene.objects)), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
+    )
     for i, obj in enumerate(scene.objects):
         parts = np.zeros((1, len(obj.parts)), dtype=[("part_name", "O"), ("mask", "O")])
         for j, (name, mask) in enumerate(obj.parts):
             parts[0, j] = (name, mask.astype(np.uint8))
         parts_value = parts if obj.parts else np.zeros((0, 0))
-        objects[0, i] = (VOC_CLASSES[obj.class_ind], np.array([[obj.class_ind]], np.uint8), obj.mask.astype(np.uint8), parts_value)
+        objects[0, i] = (
+            VOC_CLASSES[obj.class_ind],
+            np.array([[obj.class_ind]], np.uint8),
+            obj.mask.astype(np.uint8),
+            parts_value,
+        )
     return {"anno": {"imname": f"{image_id}.jpg", "objects": objects}}
 
 
@@ -303,7 +316,9 @@ def _prepare_root(root: Path, provenance: dict[str, object]) -> bool:
         raise DataError(f"synthetic dataset root {root} is a file; pass a folder")
     if root.is_dir() and any(root.iterdir()):
         if not marker.is_file():
-            raise DataError(f"refusing to write a synthetic dataset into non-empty folder {root}; pass an empty or new folder")
+            raise DataError(
+                f"refusing to write a synthetic dataset into non-empty folder {root}; pass an empty or new folder"
+            )
         if json.loads(marker.read_text()) == {**provenance, "complete": True}:
             return True
         for folder in {SOURCES[s][0].split("/")[0] for s in SOURCES} | {"ImageSets"}:
@@ -333,8 +348,14 @@ def make_synthetic_dataset(
     """
     _check_arguments(num_images, image_size, val_fraction)
     root, shape = Path(root), (int(image_size[0]), int(image_size[1]))
-    provenance = {"kind": "mtlora_deploy synthetic PASCAL-MT", "version": SYNTHETIC_VERSION, "seed": int(seed),
-                  "num_images": int(num_images), "image_size": list(shape), "val_fraction": float(val_fraction)}  # fmt: skip
+    provenance = {
+        "kind": "mtlora_deploy synthetic PASCAL-MT",
+        "version": SYNTHETIC_VERSION,
+        "seed": int(seed),
+        "num_images": int(num_images),
+        "image_size": list(shape),
+        "val_fraction": float(val_fraction),
+    }
     if _prepare_root(root, provenance):
         return root
     layout = PascalLayout(root)
@@ -344,7 +365,7 @@ def make_synthetic_dataset(
     for index, image_id in enumerate(ids):
         for source, data in render_files(image_id, np.random.default_rng([seed, index]), shape).items():
             layout.path(source, image_id).write_bytes(data)
-    for split, split_list in zip(("train", "val"), split_ids(ids, seed, val_fraction)):
+    for split, split_list in zip(("train", "val"), split_ids(ids, seed, val_fraction), strict=True):
         layout.split_file(split).parent.mkdir(parents=True, exist_ok=True)
         layout.split_file(split).write_text("".join(f"{x}\n" for x in split_list))
     write_json_atomic(root / MARKER, {**provenance, "complete": True})

@@ -11,6 +11,7 @@ Samples enter as the readers' numpy dict (``image`` uint8 ``[H, W, 3]``, label m
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,9 +23,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ROTATION_RANGE = (-20.0, 20.0)
 SCALE_RANGE = (0.75, 1.25)
+MIN_NORMAL_LENGTH = 1e-6
 CUBIC_KEYS = ("image", "normals")  # continuous maps; everything else is a label map (nearest)
 LONG_KEYS = ("semseg", "human_parts")
 Planes = dict[str, torch.Tensor]  # key -> float32 [C, H, W]
+PlaneOp = Callable[[torch.Tensor], torch.Tensor]  # [1, C, H, W] -> [1, C, H', W']
 
 
 def as_generator(rng: np.random.Generator | int) -> np.random.Generator:
@@ -77,16 +80,18 @@ def rotate_normals(normals: torch.Tensor, angle_deg: float) -> torch.Tensor:
     return torch.stack([c * x + s * y, c * y - s * x, normals[2]])
 
 
-def _apply_grouped(planes: Planes, op_cubic, op_nearest) -> Planes:
+def _apply_grouped(planes: Planes, op_cubic: PlaneOp, op_nearest: PlaneOp) -> Planes:
     """Run one op over all cubic maps and one over all label maps, each stacked along channels."""
     out: Planes = {}
-    for keys, op in ((tuple(k for k in planes if k in CUBIC_KEYS), op_cubic),
-                     (tuple(k for k in planes if k not in CUBIC_KEYS), op_nearest)):
+    for keys, op in (
+        (tuple(k for k in planes if k in CUBIC_KEYS), op_cubic),
+        (tuple(k for k in planes if k not in CUBIC_KEYS), op_nearest),
+    ):
         if not keys:
             continue
         stacked = op(torch.cat([planes[k] for k in keys])[None])[0]
         sizes = [planes[k].shape[0] for k in keys]
-        out.update(zip(keys, torch.split(stacked, sizes)))
+        out.update(zip(keys, torch.split(stacked, sizes), strict=True))
     return {key: out[key].contiguous() for key in planes}
 
 
@@ -119,8 +124,9 @@ def add_ignore_regions(planes: Planes) -> Planes:
     if "normals" in out:
         normals = out["normals"]
         norm = torch.linalg.vector_norm(normals, dim=0, keepdim=True)
-        unit = normals / (norm + torch.finfo(torch.float32).eps)
-        out["normals"] = torch.where(norm > 0, unit, torch.full_like(unit, IGNORE_INDEX))
+        valid = norm > MIN_NORMAL_LENGTH  # "zero length" up to interpolation round-off, so kept ones are unit
+        unit = normals / norm.clamp_min(MIN_NORMAL_LENGTH)
+        out["normals"] = torch.where(valid, unit, torch.full_like(unit, IGNORE_INDEX))
     if "human_parts" in out:
         parts = out["human_parts"]
         if not bool(((parts > 0) & (parts < IGNORE_INDEX)).any()):
@@ -151,7 +157,9 @@ def sample_affine(rng: np.random.Generator) -> tuple[float, float]:
     return float(rng.uniform(*ROTATION_RANGE)), float(rng.uniform(*SCALE_RANGE))
 
 
-def train_transform(sample: dict[str, np.ndarray], rng: np.random.Generator | int, size: int = 448) -> dict[str, torch.Tensor]:
+def train_transform(
+    sample: dict[str, np.ndarray], rng: np.random.Generator | int, size: int = 448
+) -> dict[str, torch.Tensor]:
     """Training augmentation: hflip p=0.5, one random scale+rotate, resize, ignore, normalise.
 
     Args:

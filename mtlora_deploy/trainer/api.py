@@ -1,0 +1,47 @@
+"""Library entry points behind ``mtlora train``: start a run, or resume one from its folder alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.trainer.config import TrainConfig, load_run_configs
+from mtlora_deploy.trainer.loop import Trainer
+
+
+def start_run(
+    preset: str | None,
+    config_path: str | None,
+    model_overrides: dict[str, Any],
+    train_overrides: dict[str, Any],
+    run_dir: str | Path | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Resolve configs, refuse to overwrite a finished run folder, train."""
+    model_config, train_config = load_run_configs(preset, config_path, model_overrides, train_overrides)
+    run_dir = Path(run_dir or Path("runs") / (preset or "custom"))
+    if (run_dir / "checkpoints" / "last.json").exists():
+        raise ConfigError(f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder")
+    return Trainer(model_config, train_config, run_dir, stop_after=stop_after).fit()
+
+
+def resume_run(
+    run_dir: Path, stop_after: int | None = None, max_steps: int | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Continue a run from ``RUN/config.yaml`` and ``RUN/checkpoints/last.*`` exactly where it stopped."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
+    saved = yaml.safe_load(config_file.read_text())
+    model_config = ModelConfig.from_dict(saved["model"], source=str(config_file))
+    train_data = dict(saved["train"])
+    if max_steps is not None:
+        train_data["max_steps"] = max_steps
+    if device is not None:
+        train_data["device"] = device
+    train_config = TrainConfig.from_dict(train_data, source=str(config_file))
+    return Trainer(model_config, train_config, run_dir, resume=True, stop_after=stop_after).fit()

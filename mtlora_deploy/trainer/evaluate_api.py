@@ -1,0 +1,63 @@
+"""``mtlora evaluate`` as a library call: any artefact on any backend over a dataset split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.progress import Progress
+
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.trainer.data import PascalMTDataset
+from mtlora_deploy.trainer.data_setup import make_loader
+from mtlora_deploy.trainer.evaluation import evaluate_predictor
+from mtlora_deploy.utils.atomic import write_json_atomic
+
+
+def resolve_eval_data(data: str, artefact: Path) -> Path:
+    """``synthetic`` means the set generated into the run folder that holds ``artefact``."""
+    if data != "synthetic":
+        return Path(data)
+    for folder in [artefact, *artefact.parents][:4]:
+        if (folder / "data" / "synthetic.json").is_file():
+            return folder / "data"
+    raise ConfigError(
+        f"--data synthetic: no synthetic set found in a run folder around {artefact}; "
+        "pass --data DIR (make one with: mtlora make-dataset synthetic DIR)"
+    )
+
+
+def evaluate_artifact(
+    path: str | Path,
+    data: str,
+    split: str = "val",
+    backend: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 8,
+    num_images: int | None = None,
+    baselines: Mapping[str, float] | None = None,
+    output: str | Path | None = None,
+    workers: int = 0,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Per-task metrics, primary metrics and delta-m of ``path`` on ``split``; optionally written as JSON."""
+    from torch.utils.data import Subset
+
+    from mtlora_deploy.engines.registry import open_backend
+
+    path = Path(path)
+    runner = open_backend(path, backend, device)
+    dataset = PascalMTDataset(resolve_eval_data(data, path), split=split, tasks=runner.tasks,
+                              image_size=runner.image_size, train=False)
+    if num_images is not None:
+        dataset = Subset(dataset, range(min(num_images, len(dataset))))
+    loader = make_loader(dataset, None, batch_size, workers, False, device)
+    with Progress(console=console, transient=True) as bar, runner:
+        task_id = bar.add_task(f"evaluate {path.name} [{runner.name}]", total=len(dataset))
+        result = evaluate_predictor(runner, loader, runner.tasks, runner.device, baselines=baselines,
+                                    on_batch=lambda n: bar.advance(task_id, n))
+    result.update({"artefact": str(path), "backend": runner.describe(), "split": split, "data": str(data)})
+    if output is not None:
+        write_json_atomic(output, result)
+    return result

@@ -1,0 +1,80 @@
+"""Run logs: JSON lines for machines, TensorBoard for curves, rich progress and tables for people."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class RunLogger:
+    """Append-only ``metrics.jsonl`` plus TensorBoard scalars under ``tb/`` (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        step = record.get("step", 0)
+        for key, value in _flatten(record).items():
+            if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
+                self._tb.add_scalar(key, value, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def training_progress(console: Console | None = None, disable: bool = False) -> Progress:
+    """A rich bar: steps, per-task losses, lr, images/s, elapsed and ETA."""
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
+def metrics_table(result: dict[str, Any], title: str) -> Table:
+    """Per-task metric table with the primary metric first and delta-m in the title."""
+    delta = result.get("delta_m")
+    suffix = f" | delta-m {delta:+.2f} %" if delta is not None else ""
+    table = Table(title=f"{title}{suffix}")
+    table.add_column("task")
+    table.add_column("primary", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("all metrics")
+    for task, metrics in result["metrics"].items():
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "/" not in k and isinstance(v, float))
+        baseline = result.get("baselines", {}).get(task)
+        table.add_row(task, f"{result['primary'][task]:.2f}", "-" if baseline is None else f"{baseline:.2f}", shown)
+    return table
