@@ -1,5 +1,7 @@
 """MTLoRA Swin backbone: a timm Swin with LoRA adapters and per-task streams out of every stage.
 
+With ``adapter=mtl-lora`` the encoder is task-conditioned instead (MTL-LoRA in every block, no task streams).
+
 Built from timm (patch merging at the START of stages 2-4). Stage i's task streams go through stage i+1's
 patch merging (same module, same weights) before reaching the decoders; stage 4's go as they are.
 """
@@ -7,13 +9,16 @@ patch merging (same module, same weights) before reaching the decoders; stage 4'
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import timm
 import torch
 from torch import nn
 
+from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.config import TIMM_BASE_FOR, ModelConfig
+from mtlora_deploy.model.mtl_lora import MTLLoRALinear, MTLoRAMTLLinear, task_routing
 from mtlora_deploy.model.multistream import multistream_block_forward
 
 
@@ -35,7 +40,12 @@ def create_timm_swin(config: ModelConfig) -> nn.Module:
 
 
 class MultiTaskSwin(nn.Module):
-    """Swin encoder returning four feature maps per task (NCHW), shared or task-specific."""
+    """Swin encoder returning four feature maps per task (NCHW), shared, task-specific or task-conditioned.
+
+    ``mtlora``/``mtlora-mtl`` run one pass with per-task streams out of every stage-final block; ``lora``/``none``
+    run one shared pass; ``mtl-lora`` is task-conditioned and runs the encoder once per task, batched as one pass
+    over the images repeated T times with per-sample task ids.
+    """
 
     def __init__(self, config: ModelConfig, swin: nn.Module | None = None) -> None:
         super().__init__()
@@ -44,9 +54,10 @@ class MultiTaskSwin(nn.Module):
         self.tasks = tuple(config.tasks)
         self.patch_embed = swin.patch_embed
         self.layers = swin.layers
-        self.task_specific = config.adapter == "mtlora"
+        self.task_specific = config.adapter in ("mtlora", "mtlora-mtl")
+        self.task_conditioned = config.adapter == "mtl-lora"
         self.embed_dims = [int(config.arch["embed_dim"] * 2**i) for i in range(len(self.layers))]
-        if config.adapter in ("mtlora", "lora"):
+        if config.adapter != "none":
             self._wrap_adapters(config)
 
     @property
@@ -56,18 +67,17 @@ class MultiTaskSwin(nn.Module):
         return dims[1:] + dims[-1:]
 
     def _wrap_adapters(self, config: ModelConfig) -> None:
-        """Replace qkv/proj/fc1/fc2 (and MTLoRA+ reductions) by LoRA adapters; TS pairs at stage ends."""
-        common = dict(rank=config.task_agnostic_rank, scale=config.lora_scale, dropout=config.lora_dropout)
-        task_kw = dict(tasks=self.tasks, task_rank=config.task_specific_rank, task_scale=config.task_specific_scale)
+        """Replace qkv/proj/fc1/fc2 (and MTLoRA+ reductions) by adapters; task branches at stage ends."""
+        shared, task_aware = adapter_factories(config)
         for stage in self.layers:
             for index, block in enumerate(stage.blocks):
-                stage_final = self.task_specific and index == len(stage.blocks) - 1
-                block.attn.qkv = MTLoRALinear(block.attn.qkv, **common)
-                block.attn.proj = MTLoRALinear(block.attn.proj, **common, **(task_kw if stage_final else {}))
-                block.mlp.fc1 = MTLoRALinear(block.mlp.fc1, **common, **(task_kw if stage_final else {}))
-                block.mlp.fc2 = MTLoRALinear(block.mlp.fc2, **common, **(task_kw if stage_final else {}))
+                wrap = task_aware if self.task_specific and index == len(stage.blocks) - 1 else shared
+                block.attn.qkv = shared(block.attn.qkv)
+                block.attn.proj = wrap(block.attn.proj)
+                block.mlp.fc1 = wrap(block.mlp.fc1)
+                block.mlp.fc2 = wrap(block.mlp.fc2)
             if config.lora_on_reductions and isinstance(stage.downsample, nn.Module) and hasattr(stage.downsample, "reduction"):
-                stage.downsample.reduction = MTLoRALinear(stage.downsample.reduction, **common)
+                stage.downsample.reduction = shared(stage.downsample.reduction)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         blocks = list(stage.blocks)
@@ -77,8 +87,39 @@ class MultiTaskSwin(nn.Module):
             return blocks[-1](x), None
         return multistream_block_forward(blocks[-1], x, self.tasks)
 
-    def forward(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """Images (B, 3, H, W) -> ``{task: [f1, f2, f3, f4]}`` NCHW at strides 8, 16, 32, 32."""
+    def forward(self, images: torch.Tensor, tasks: tuple[str, ...] | None = None) -> dict[str, list[torch.Tensor]]:
+        """Images (B, 3, H, W) -> ``{task: [f1, f2, f3, f4]}`` NCHW at strides 8, 16, 32, 32.
+
+        Args:
+            images: (B, 3, H, W).
+            tasks: the tasks to return (default all); a task-conditioned encoder runs only these.
+        """
+        tasks = self._check_tasks(tasks)
+        if self.task_conditioned:
+            return self._task_conditioned_features(images, tasks)
+        feats = self._stream_features(images)
+        return {t: feats[t] for t in tasks}
+
+    def _check_tasks(self, tasks: tuple[str, ...] | None) -> tuple[str, ...]:
+        tasks = self.tasks if tasks is None else tuple(tasks)
+        unknown = [t for t in tasks if t not in self.tasks]
+        if unknown or not tasks:
+            raise ConfigError(f"tasks: got {','.join(tasks) or 'none'}, expected a non-empty subset of {','.join(self.tasks)}")
+        return tasks
+
+    def _task_conditioned_features(self, images: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, list[torch.Tensor]]:
+        """One pass over the images repeated per task (task-major), split back per task."""
+        count, batch = len(tasks), images.shape[0]
+        ids = torch.tensor([self.tasks.index(t) for t in tasks], dtype=torch.long, device=images.device)
+        sample_ids = ids.view(count, 1).expand(count, batch).reshape(-1)
+        with task_routing(self, sample_ids):
+            # single-stream encoder: every task's list holds the same tensors
+            maps = self._stream_features(images.repeat(count, 1, 1, 1))[self.tasks[0]]
+        chunks = [m.chunk(count, dim=0) for m in maps]
+        return {t: [c[i] for c in chunks] for i, t in enumerate(tasks)}
+
+    def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """The single pass: shared stream through every stage, task streams out of stage-final blocks."""
         x = self.patch_embed(images)
         feats: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
         pending: dict[str, torch.Tensor] | None = None
@@ -93,6 +134,31 @@ class MultiTaskSwin(nn.Module):
         for task in self.tasks:
             feats[task].append(pending[task] if pending is not None else x)
         return {t: [f.permute(0, 3, 1, 2) for f in fs] for t, fs in feats.items()}
+
+
+def adapter_factories(config: ModelConfig) -> tuple[Callable[[nn.Linear], nn.Module], Callable[[nn.Linear], nn.Module]]:
+    """``(shared, task_aware)`` wrappers of a frozen linear for ``config.adapter``.
+
+    ``shared`` wraps every qkv and the linears of ordinary blocks (MTLoRA's TA-LoRA; MTL-LoRA for ``mtl-lora``);
+    ``task_aware`` wraps proj/fc1/fc2 of stage-final blocks in the multi-stream adapters.
+    """
+    tasks = tuple(config.tasks)
+    common = dict(rank=config.task_agnostic_rank, scale=config.lora_scale, dropout=config.lora_dropout)
+    mtl = dict(
+        rank=config.mtl_rank,
+        num_b=config.mtl_num_b,
+        temperature=config.mtl_temperature,
+        alpha=config.mtl_alpha,
+        diagonal_lambda=config.mtl_diagonal_lambda,
+        dropout=config.lora_dropout,
+    )
+    if config.adapter == "mtl-lora":
+        return (lambda base: MTLLoRALinear(base, tasks, **mtl)), (lambda base: MTLLoRALinear(base, tasks, **mtl))
+    if config.adapter == "mtlora-mtl":
+        hybrid = dict(shared_rank=config.task_agnostic_rank, shared_scale=config.lora_scale, **mtl)
+        return (lambda base: MTLoRALinear(base, **common)), (lambda base: MTLoRAMTLLinear(base, tasks, **hybrid))
+    task_kw = dict(tasks=tasks, task_rank=config.task_specific_rank, task_scale=config.task_specific_scale)
+    return (lambda base: MTLoRALinear(base, **common)), (lambda base: MTLoRALinear(base, **common, **task_kw))
 
 
 def warn_no_weights(config: ModelConfig) -> None:

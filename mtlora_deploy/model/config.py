@@ -19,7 +19,8 @@ ALL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
 TASK_OUTPUT_CHANNELS = {"semseg": 21, "human_parts": 7, "sal": 1, "normals": 3, "edge": 1}
 DEFAULT_TASKS = ("semseg", "human_parts", "sal", "normals")
 
-ADAPTERS = ("mtlora", "lora", "none")
+ADAPTERS = ("mtlora", "lora", "mtl-lora", "mtlora-mtl", "none")
+MTL_ADAPTERS = ("mtl-lora", "mtlora-mtl")  # adapters with an MTL-LoRA branch (spec mtl_lora.md)
 TRAINABLE_MODES = ("reference", "full", "decoders", "bitfit")
 
 # Backbone architectures: timm variants plus a tiny one for fast CPU tests (same code path, smaller numbers).
@@ -39,7 +40,13 @@ class ModelConfig:
     backbone: str = field(default="swin_tiny_patch4_window7_224", metadata={"help": "timm Swin variant or swin_test_tiny"})
     image_size: int = field(default=448, metadata={"help": "square input size; must tile into windows at every stage"})
     tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata={"help": "tasks, any subset of " + ",".join(ALL_TASKS)})
-    adapter: str = field(default="mtlora", metadata={"help": "mtlora (TA + TS LoRA), lora (TA only) or none"})
+    adapter: str = field(
+        default="mtlora",
+        metadata={
+            "help": "mtlora (TA + TS LoRA), lora (TA only), mtl-lora (MTL-LoRA everywhere, one encoder pass per task), "
+            "mtlora-mtl (MTLoRA with MTL-LoRA task branches) or none"
+        },
+    )
     trainable: str = field(default="reference", metadata={"help": "reference freezing, full, decoders or bitfit"})
     task_agnostic_rank: int = field(default=64, metadata={"help": "rank r of the shared LoRA in every block"})
     task_specific_rank: int = field(default=4, metadata={"help": "rank r_t of the per-task LoRA at stage ends"})
@@ -47,6 +54,11 @@ class ModelConfig:
     task_specific_scale: float = field(default=4.0, metadata={"help": "constant multiplier s_t of the TS-LoRA"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch input only"})
     lora_on_reductions: bool = field(default=False, metadata={"help": "MTLoRA+: TA-LoRA on patch-merging reductions"})
+    mtl_rank: int = field(default=32, metadata={"help": "MTL-LoRA rank r of the shared A, per-task Lambda_t and every B_i"})
+    mtl_num_b: int = field(default=3, metadata={"help": "MTL-LoRA: number n of shared up-projections B_i mixed per task"})
+    mtl_temperature: float = field(default=0.1, metadata={"help": "MTL-LoRA: softmax temperature tau of the B mixture"})
+    mtl_alpha: float = field(default=128.0, metadata={"help": "MTL-LoRA: the branch is scaled by mtl_alpha / mtl_rank"})
+    mtl_diagonal_lambda: bool = field(default=False, metadata={"help": "MTL-LoRA: diagonal Lambda_t (r values) not r x r"})
     drop_path_rate: float = field(default=0.2, metadata={"help": "stochastic depth, linear over all blocks"})
     decoder_widths: tuple[int, ...] = field(default=(18, 36, 72, 144), metadata={"help": "per-scale reducer widths"})
     head_channels: int = field(default=1080, metadata={"help": "hidden width of the HRNet-style head"})
@@ -66,15 +78,30 @@ class ModelConfig:
             _check_choice("tasks", task, ALL_TASKS)
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks: {','.join(self.tasks)} names a task twice")
-        if self.adapter != "none" and self.task_agnostic_rank < 1:
+        if self.adapter in ("mtlora", "lora", "mtlora-mtl") and self.task_agnostic_rank < 1:
             raise ConfigError(f"task_agnostic_rank: got {self.task_agnostic_rank}, expected >= 1 with a LoRA adapter")
         if self.adapter == "mtlora" and self.task_specific_rank < 1:
             raise ConfigError(f"task_specific_rank: got {self.task_specific_rank}, expected >= 1 for mtlora")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout: got {self.lora_dropout}, expected 0 <= p < 1")
+        self._check_mtl()
         if len(self.decoder_widths) != 4:
             raise ConfigError(f"decoder_widths: got {self.decoder_widths}, expected 4 widths (one per stage)")
         self._check_image_size()
+
+    def _check_mtl(self) -> None:
+        """MTL-LoRA fields (checked for every adapter, like lora_dropout: a bad value is a typo wherever it is)."""
+        for name in ("mtl_rank", "mtl_num_b"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: got {value!r}, expected an integer >= 1")
+        for name in ("mtl_temperature", "mtl_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name}: got {value!r}, expected a number > 0")
+            setattr(self, name, float(value))
+        if not isinstance(self.mtl_diagonal_lambda, bool):
+            raise ConfigError(f"mtl_diagonal_lambda: got {self.mtl_diagonal_lambda!r}, expected true or false")
 
     def _check_image_size(self) -> None:
         arch = BACKBONE_ARCHS[self.backbone]

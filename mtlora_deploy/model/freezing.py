@@ -9,6 +9,8 @@ from torch import nn
 from mtlora_deploy.model.config import ModelConfig
 
 # Reference MTLoRA: LoRA, every LayerNorm, patch embedding, rel-pos tables, (plain MTLoRA) reductions train.
+# The MTL-LoRA adapters (mtl-lora, mtlora-mtl) follow the same rules: their lora_A, lora_lambdas, lora_B and
+# lora_mix_logits train, their base_layer is frozen, reductions train unless wrapped (lora_on_reductions).
 _REFERENCE_TRAINABLE = re.compile(
     r"(lora_|\.norm\d?\.|^patch_embed\.|relative_position_bias_table|downsample\.reduction\.weight$)"
 )

@@ -26,12 +26,18 @@ class MultiTaskModel(nn.Module):
             }
         )
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone(images)
+    def forward(self, images: torch.Tensor, tasks: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Images (B, 3, H, W) -> ``{task: logits}`` for ``tasks`` (default every configured task).
+
+        A task-conditioned backbone (``mtl-lora``) runs its encoder once per requested task, batched; naming
+        one task is the per-task inference a per-task merged graph replaces.
+        """
+        tasks = self.tasks if tasks is None else tuple(tasks)
+        feats = self.backbone(images, tasks)
         size = images.shape[-2:]
         return {
             t: nn.functional.interpolate(self.decoders[t](feats[t]), size=size, mode="bilinear", align_corners=False)
-            for t in self.tasks
+            for t in tasks
         }
 
 

@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from mtlora_deploy.model.adapters import MTLoRALinear
+from mtlora_deploy.model.mtl_lora import MTLLoRABranch, MTLLoRALinear
 
 
 @dataclass
 class ParameterTable:
-    """Counts the MTLoRA paper reports; ``deployed`` is the count once the task-agnostic LoRA is folded."""
+    """Counts the MTLoRA paper reports; ``deployed`` is what the deployed graph(s) hold (see ``deployed_change``)."""
 
     lora_trainable: int
     lora_frozen: int
@@ -50,6 +51,29 @@ def folded_lora_params(model: nn.Module) -> int:
     )
 
 
+def _branch_numel(module: MTLLoRABranch) -> int:
+    return sum(p.numel() for p in (module.lora_A, module.lora_lambdas, module.lora_B, module.lora_mix_logits))
+
+
+def deployed_change(module: nn.Module) -> int:
+    """How many parameters deploying ``module`` adds (or, negative, removes).
+
+    - ``MTLoRALinear`` without tasks: the shared pair folds into W.
+    - ``MTLLoRALinear`` (``mtl-lora``): merged per task, ``W_t = W + delta_t``: the branch goes, T - 1 extra
+      copies of W come (one graph per task, or one graph running the T task-conditioned encoders).
+    - ``MTLoRAMTLLinear`` (``mtlora-mtl``): the shared pair stays (as in MTLoRA's stage-final adapters); the
+      branch becomes T rank-r pairs ``task_low_rank_pair`` (mixture and Lambda_t folded in).
+    """
+    if isinstance(module, MTLoRALinear):
+        return -(module.lora_shared_A.numel() + module.lora_shared_B.numel()) if not module.tasks else 0
+    if isinstance(module, MTLLoRALinear):
+        return (len(module.tasks) - 1) * module.base_layer.weight.numel() - _branch_numel(module)
+    if isinstance(module, MTLLoRABranch):
+        pairs = len(module.tasks) * module.rank * (module.in_features + module.out_features)
+        return pairs - _branch_numel(module)
+    return 0
+
+
 def count_parameters(model: nn.Module) -> ParameterTable:
     """Count every parameter of a MultiTaskModel-like module once, grouped as the paper does."""
     named = list(model.named_parameters())
@@ -60,4 +84,5 @@ def count_parameters(model: nn.Module) -> ParameterTable:
     bt, bf = _split(backbone)
     dt, df = _split(decoders)
     total = lt + lf + bt + bf + dt + df
-    return ParameterTable(lt, lf, bt, bf, dt, df, deployed_params=total - folded_lora_params(model))
+    deployed = total + sum(deployed_change(m) for m in model.modules())
+    return ParameterTable(lt, lf, bt, bf, dt, df, deployed_params=deployed)

@@ -14,6 +14,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         for r in (16, 32, 64)
     },
     "lora": dict(adapter="lora", task_agnostic_rank=32),
+    # MTL-LoRA: reference code's n = 3, tau = 0.1 and full Lambda_t; alpha / r = 4, the toolkit's LoRA multiplier.
+    "mtl-lora": dict(adapter="mtl-lora", mtl_rank=32, mtl_num_b=3, mtl_temperature=0.1, mtl_alpha=128.0),
+    "mtlora-mtl": dict(
+        adapter="mtlora-mtl", task_agnostic_rank=64, mtl_rank=4, mtl_num_b=3, mtl_temperature=0.1, mtl_alpha=16.0
+    ),
     "full": dict(adapter="none", trainable="full"),
     "decoders": dict(adapter="none", trainable="decoders"),
     "bitfit": dict(adapter="none", trainable="bitfit"),
@@ -27,6 +32,10 @@ PRESET_HELP = {
     "mtlora-plus-r32": "MTLoRA+, rank 32",
     "mtlora-plus-r64": "MTLoRA+, rank 64",
     "lora": "plain LoRA: task-agnostic only, rank 32",
+    "mtl-lora": "MTL-LoRA (arXiv 2410.09437) in every qkv/proj/fc1/fc2: shared A, per-task Lambda_t, softmax mix of "
+    "3 shared B's (tau 0.1), rank 32, alpha 128 (alpha/r = 4); task-conditioned, one encoder pass per task",
+    "mtlora-mtl": "hybrid: MTLoRA single pass (TA rank 64, s = 4) with MTL-LoRA task branches at stage ends "
+    "(rank 4, 3 B's, tau 0.1, alpha 16 = MTLoRA's s_t * r_t)",
     "full": "full fine-tuning of the multi-task model",
     "decoders": "frozen backbone, decoders trained",
     "bitfit": "backbone biases + decoders trained",

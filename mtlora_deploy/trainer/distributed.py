@@ -61,6 +61,16 @@ def all_reduce_sum(tensors: list[torch.Tensor], context: DistContext) -> list[to
     return out
 
 
+def broadcast_buffers(module: torch.nn.Module, context: DistContext) -> None:
+    """Make every rank's buffers (BatchNorm running stats) rank 0's, as DDP does before each forward.
+
+    Called before validation and checkpoints so replicas are identical there, not one local update apart.
+    """
+    if context.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def barrier(context: DistContext) -> None:
     if context.enabled:
         dist.barrier()

@@ -17,7 +17,7 @@ from mtlora_deploy.model.multitask import build_model
 from mtlora_deploy.model.params import count_parameters
 from mtlora_deploy.trainer import data_setup
 from mtlora_deploy.trainer.config import TrainConfig, save_run_config
-from mtlora_deploy.trainer.distributed import DistContext, init_distributed
+from mtlora_deploy.trainer.distributed import DistContext, broadcast_buffers, init_distributed
 from mtlora_deploy.trainer.evaluation import evaluate_predictor
 from mtlora_deploy.trainer.logging import RunLogger, metrics_table, training_progress
 from mtlora_deploy.trainer.losses import MultiTaskLoss
@@ -71,6 +71,7 @@ class Trainer:
         self.context = context or init_distributed(train_config.device)
         self.console = console or Console()
         self.logger: RunLogger | None = None
+        self.last_model: nn.Module | None = None
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _build(self) -> TrainSetup:
@@ -120,6 +121,7 @@ class Trainer:
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         setup = self._build()
+        self.last_model = setup.model
         progress = Progress()
         if self.resume:
             progress = load_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler)
@@ -146,6 +148,7 @@ class Trainer:
                 if epoch_done:
                     progress.epoch += 1
                 finished = progress.step >= end
+                broadcast_buffers(setup.model, self.context)
                 if (epoch_done and progress.epoch % self.cfg.eval_every == 0) or progress.step >= setup.total_steps:
                     result = self._validate(setup, progress)
                 if epoch_done or finished:

@@ -1,0 +1,25 @@
+"""``mtlora predict``: per-task visualisations of images as PNG."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("predict")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--model", "-m", "model_path", required=True, type=click.Path(), help="Checkpoint, run folder, .onnx or plan.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the PNG files.")
+@click.option("--backend", default="auto", show_default=True, help="auto, torch, onnxruntime, tensorrt.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+def predict(images, model_path, output, backend, device) -> None:
+    """Write colour segmentation maps, saliency, normals as RGB, edges and a side-by-side panel per image.
+
+    Example: mtlora predict photo.jpg --model runs/demo/train -o runs/demo/predictions
+    """
+    from rich.console import Console
+
+    from mtlora_deploy.report.predict import predict_images
+
+    panels = predict_images(model_path, list(images), output, backend, device)
+    for panel in panels:
+        Console().print(f"[green]wrote[/] {panel}")

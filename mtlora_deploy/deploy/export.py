@@ -1,0 +1,224 @@
+"""ONNX export of the merged multi-task model (deploy.md 2): one graph, input ``image``, one output per task.
+
+The torch.export-based exporter is the default (folded graph, LayerNormalization native, no Roll); the
+TorchScript exporter remains behind ``legacy=True``. The file is written through a temporary path and renamed
+only after every check passed, so a failed export leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from mtlora_deploy.deploy.graph_passes import simplify_graph
+from mtlora_deploy.deploy.merge import build_merged, merge_task_agnostic
+from mtlora_deploy.deploy.metadata import attach_metadata, build_metadata
+from mtlora_deploy.deploy.onnx_checks import (
+    ExportCheckError,
+    TaskParity,
+    check_onnx_model,
+    check_tensorrt_ops,
+    compare_with_onnxruntime,
+    raise_on_parity_failure,
+)
+from mtlora_deploy.deploy.postprocess import ExportHead
+from mtlora_deploy.errors import ConfigError, WeightsError
+from mtlora_deploy.model.checkpoint import load_state_strict
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.multitask import MultiTaskModel
+from mtlora_deploy.utils.atomic import atomic_path
+
+LEGACY_OPSET = 17
+SINGLE_FILE_LIMIT = 2**31 - 64 * 2**20  # protobuf's 2 GB, less room for the graph itself
+# Nodes per Swin block and per task-stage pair after clean-up are about 40-55; above this a regression is likely.
+NODES_PER_BLOCK, NODES_PER_TASK_STAGE, NODES_BASE = 80, 40, 100
+
+
+@dataclass
+class ExportReport:
+    """What ``export_onnx`` wrote and measured (``parity`` is empty when checks were skipped)."""
+
+    path: Path
+    node_count: int
+    op_types: dict[str, int]
+    parity: list[TaskParity]
+    seconds: float
+    exporter: str
+    opset: int
+    image_size: int
+    outputs: str
+    tasks: tuple[str, ...]
+    file_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_model(source: str | Path | nn.Module) -> tuple[MultiTaskModel, str]:
+    """A merged, eval-mode copy of a model or of the checkpoint/run folder at ``source``, and a name for it."""
+    if isinstance(source, nn.Module):
+        if not isinstance(source, MultiTaskModel):
+            raise ConfigError(f"export: expected a MultiTaskModel, got {type(source).__name__}")
+        return merge_task_agnostic(source), f"<in-memory {type(source).__name__}>"
+    path = Path(source)
+    if path.suffix == ".onnx":
+        raise ConfigError(f"{path}: already an ONNX file; export takes a checkpoint, run folder or merged folder")
+    if not path.exists():
+        raise WeightsError(f"{path}: checkpoint does not exist (expected a run folder, checkpoint or merged folder)")
+    from mtlora_deploy import load
+
+    model = load(path)
+    if not isinstance(model, MultiTaskModel):
+        raise WeightsError(f"{path}: expected a multi-task model checkpoint, got {type(model).__name__}")
+    return merge_task_agnostic(model), str(path)
+
+
+def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--image-size") -> None:
+    """Every stage's token grid must be a whole number of windows (no padding, same window at every size).
+
+    The last stage is the strictest: ``image_size / (4 * 2**(stages-1))`` must be a multiple of the window.
+    """
+    arch = config.arch
+    window, stages = arch["window_size"], len(arch["depths"])
+    unit = 4 * 2 ** (stages - 1) * window
+    if image_size <= 0 or image_size % unit:
+        grids = [round(image_size / (4 * 2**i), 2) for i in range(stages)]
+        raise ConfigError(
+            f"{option}: got {image_size}; the token grids {grids} must each be a multiple of the "
+            f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})"
+        )
+
+
+def resize_model(model: MultiTaskModel, image_size: int | None) -> MultiTaskModel:
+    """The merged model rebuilt at ``image_size`` from ``config.replace(image_size=...)`` with the same tensors."""
+    size = model.config.image_size if image_size is None else int(image_size)
+    check_window_tiling(model.config, size)
+    if size == model.config.image_size:
+        return model
+    config = model.config.replace(image_size=size)
+    resized = build_merged(config)
+    load_state_strict(resized, model.state_dict(), f"--image-size {image_size}")
+    return resized.eval().requires_grad_(False)
+
+
+def _quiet():
+    """The exporters print progress lines and warnings of their own; the CLI prints its own summary."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def _export_dynamo(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    from onnxscript import ir
+
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet():
+        program = torch.onnx.export(
+            head, (example,), dynamo=True, opset_version=opset, input_names=["image"], output_names=list(head.tasks),
+            dynamic_shapes={"image": {0: batch}}, external_data=False, optimize=True, verify=False,
+        )
+        simplify_graph(program.model)
+    return ir.serde.serialize_model(program.model)
+
+
+def _export_legacy(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    axes = {name: {0: "batch"} for name in ("image", *head.tasks)}
+    with _quiet():
+        torch.onnx.export(
+            head, (example,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
+            output_names=list(head.tasks), dynamic_axes=axes, do_constant_folding=True,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def node_budget(config: ModelConfig) -> int:
+    """A generous node count for the clean graph of ``config``; exceeding it flags an exporter regression."""
+    blocks, stages = sum(config.arch["depths"]), len(config.arch["depths"])
+    return NODES_BASE + NODES_PER_BLOCK * blocks + NODES_PER_TASK_STAGE * stages * len(config.tasks)
+
+
+def _check_size(model: nn.Module) -> None:
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    if size > SINGLE_FILE_LIMIT:
+        raise ConfigError(f"model weights are {size / 2**30:.1f} GiB; a single-file ONNX holds at most 2 GB")
+
+
+def _output_dtypes(model: onnx.ModelProto) -> dict[str, str]:
+    return {o.name: onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name for o in model.graph.output}
+
+
+def export_onnx(
+    source: str | Path | nn.Module,
+    output: str | Path,
+    image_size: int | None = None,
+    outputs: str = "logits",
+    opset: int | None = None,
+    check: bool = True,
+    legacy: bool = False,
+    rtol: float = 1e-4,
+    check_batch: int = 2,
+    seed: int = 0,
+) -> ExportReport:
+    """Export the merged model to one ONNX file with metadata, checked and written atomically.
+
+    Args:
+        source: a MultiTaskModel (merged or not), or a checkpoint / run folder / merged folder.
+        output: the ``.onnx`` path to write.
+        image_size: static H = W of the graph (default: the config's); the model is rebuilt at that size.
+        outputs: ``logits`` or ``labels`` (in-graph argmax / sigmoid / normalisation).
+        opset: ONNX opset (default 18 for torch.export, 17 for the TorchScript exporter).
+        check: run onnx.checker, the TensorRT op check and the ONNX Runtime parity check.
+        legacy: use the TorchScript exporter (``dynamo=False``) instead of torch.export.
+        rtol: tolerance on max|ort - torch| / max|torch| per float output.
+        check_batch: batch size of the random parity input; seed: its seed.
+
+    Raises:
+        ConfigError, WeightsError: bad source, image size or option.
+        ExportCheckError: the graph failed a check (nothing is left at ``output``).
+    """
+    start = time.perf_counter()
+    opset = opset if opset is not None else (LEGACY_OPSET if legacy else 18)
+    model, source_name = resolve_model(source)
+    model = resize_model(model, image_size)
+    _check_size(model)
+    head = ExportHead(model, outputs).eval()
+    size = model.config.image_size
+    images = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    proto = (_export_legacy if legacy else _export_dynamo)(head, images, opset)
+    exporter = "torchscript" if legacy else "torch.export"
+    attach_metadata(proto, build_metadata(model.config, outputs, source_name, exporter, opset, _output_dtypes(proto)))
+    report = ExportReport(Path(output), len(proto.graph.node), dict(collections.Counter(n.op_type for n in proto.graph.node)),
+                          [], 0.0, exporter, opset, size, outputs, head.tasks, 0)
+    with atomic_path(output) as tmp:
+        onnx.save_model(proto, str(tmp))
+        if check:
+            _run_checks(proto, tmp, head, images, rtol, report)
+        report.file_bytes = tmp.stat().st_size
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run_checks(
+    proto: onnx.ModelProto, path: Path, head: ExportHead, images: torch.Tensor, rtol: float, report: ExportReport
+) -> None:
+    check_onnx_model(proto)
+    check_tensorrt_ops(proto)
+    report.parity = compare_with_onnxruntime(path, head, head.tasks, images, rtol=rtol)
+    raise_on_parity_failure(report.parity)
+    budget = node_budget(head.model.config)
+    if report.node_count > budget:
+        report.warnings.append(f"{report.node_count} nodes, above the expected {budget} for this model "
+                               f"({report.exporter}); the exporter may have stopped folding something")
+
+
+__all__ = ["ExportReport", "ExportCheckError", "export_onnx", "resolve_model", "resize_model", "check_window_tiling"]

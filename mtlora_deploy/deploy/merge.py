@@ -1,0 +1,97 @@
+"""Exact merge of the task-agnostic LoRA (deploy.md 1) and the merged checkpoint kind.
+
+``merge_task_agnostic`` returns a ``MultiTaskModel`` with the same forward code: every adapter without task
+branches becomes a plain ``nn.Linear`` holding ``W + s B_sh A_sh``; stage-final adapters become
+``TaskBranchLinear``. Importing this module registers the ``merged`` checkpoint kind so ``mtlora_deploy.load``
+rebuilds merged folders.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.model.adapters import MTLoRALinear
+from mtlora_deploy.model.checkpoint import register_builder, save_checkpoint
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.multitask import MultiTaskModel, build_model
+from mtlora_deploy.model.params import count_parameters
+from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear
+
+MERGED_KIND = "merged"
+
+
+def _merged_module(adapter: MTLoRALinear, name: str) -> nn.Module:
+    return TaskBranchLinear.from_adapter(adapter, name) if adapter.tasks else fold_linear(adapter, name)
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+def is_merged(model: nn.Module) -> bool:
+    """True when no LoRA adapter is left (a merged model, or one that never had adapters)."""
+    return not any(isinstance(m, MTLoRALinear) for m in model.modules())
+
+
+def merge_task_agnostic(model: MultiTaskModel) -> MultiTaskModel:
+    """A merged copy of ``model`` in eval mode, numerically equal to it (the input is left untouched).
+
+    Presets without adapters (full, decoders, bitfit) come back as a plain copy; ``lora`` folds every adapter.
+
+    Raises:
+        WeightsError: a LoRA or base weight holds NaN/inf (the message names the layer and tensor).
+    """
+    if not isinstance(model, MultiTaskModel):
+        raise WeightsError(f"merge: expected a MultiTaskModel, got {type(model).__name__}")
+    merged = copy.deepcopy(model).eval()
+    adapters = [(n, m) for n, m in merged.named_modules() if isinstance(m, MTLoRALinear)]
+    for name, adapter in adapters:
+        _set_submodule(merged, name, _merged_module(adapter, name))
+    return merged.requires_grad_(False)
+
+
+def build_merged(config: ModelConfig) -> MultiTaskModel:
+    """The empty merged structure for ``config`` (the ``merged`` checkpoint builder; tensors load afterwards)."""
+    return merge_task_agnostic(build_model(config.replace(pretrained=None), warn_without_weights=False))
+
+
+register_builder(MERGED_KIND, build_merged)
+
+
+@dataclass
+class MergeReport:
+    """What ``mtlora merge`` did: where it wrote, and the parameter counts before and after."""
+
+    output: Path
+    source: str
+    params_before: int
+    params_after: int
+    deployed_expected: int
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_checkpoint(source: str | Path, output_dir: str | Path) -> MergeReport:
+    """Load a checkpoint or run folder, merge it and save ``output_dir/model.{safetensors,json}`` atomically.
+
+    Args:
+        source: run folder, checkpoint folder or checkpoint file (``mtlora_deploy.load`` accepts them all).
+        output_dir: folder for the merged checkpoint (created; both files are written via rename).
+    """
+    from mtlora_deploy import load
+
+    model = load(source)
+    if not isinstance(model, MultiTaskModel):
+        raise WeightsError(f"{source}: expected a multi-task model checkpoint, got {type(model).__name__}")
+    before, merged = count_parameters(model), merge_task_agnostic(model)
+    after = count_parameters(merged)
+    metadata = {"params_before": before.total_params, "params_after": after.total_params, "source": str(source)}
+    save_checkpoint(merged, Path(output_dir) / "model", kind=MERGED_KIND, metadata=metadata)
+    return MergeReport(Path(output_dir), str(source), before.total_params, after.total_params, before.deployed_params,
+                       {"before": before.to_dict(), "after": after.to_dict()})

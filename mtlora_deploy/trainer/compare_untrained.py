@@ -1,0 +1,45 @@
+"""Did training help? Score a run's checkpoint and the same architecture untrained on the same split."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.multitask import build_model
+from mtlora_deploy.trainer.data import PascalMTDataset
+from mtlora_deploy.trainer.data_setup import make_loader
+from mtlora_deploy.trainer.evaluation import evaluate_predictor
+from mtlora_deploy.trainer.metrics import primary_metric
+
+
+def _score(model: torch.nn.Module, dataset, batch_size: int) -> dict[str, Any]:
+    loader = make_loader(dataset, None, batch_size, 0, False, "cpu")
+    return evaluate_predictor(model.eval(), loader, model.config.tasks)
+
+
+def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: int = 8) -> dict[str, dict[str, Any]]:
+    """Per task: untrained and trained primary metric, the gain in the metric's good direction, and a verdict."""
+    from mtlora_deploy import load
+
+    run_dir = Path(run_dir)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = ModelConfig.from_dict(saved["model"])
+    torch.manual_seed(saved["train"]["seed"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        untrained = build_model(config)
+    dataset = PascalMTDataset(run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
+                              split=split, tasks=config.tasks, image_size=config.image_size, train=False)
+    before, after = _score(untrained, dataset, batch_size), _score(load(run_dir), dataset, batch_size)
+    rows = {}
+    for task in config.tasks:
+        metric = primary_metric(task)
+        old, new = before["primary"][task], after["primary"][task]
+        gain = (new - old) if metric.higher_is_better else (old - new)
+        rows[task] = {"metric": metric.name, "untrained": old, "trained": new, "gain": gain, "improved": gain > 0}
+    return rows
