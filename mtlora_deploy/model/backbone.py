@@ -104,7 +104,8 @@ class MultiTaskSwin(nn.Module):
         tasks = self.tasks if tasks is None else tuple(tasks)
         unknown = [t for t in tasks if t not in self.tasks]
         if unknown or not tasks:
-            raise ConfigError(f"tasks: got {','.join(tasks) or 'none'}, expected a non-empty subset of {','.join(self.tasks)}")
+            got = ",".join(tasks) or "none"
+            raise ConfigError(f"tasks: got {got}, expected a non-empty subset of {','.join(self.tasks)}")
         return tasks
 
     def _task_conditioned_features(self, images: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, list[torch.Tensor]]:
@@ -115,8 +116,8 @@ class MultiTaskSwin(nn.Module):
         with task_routing(self, sample_ids):
             # single-stream encoder: every task's list holds the same tensors
             maps = self._stream_features(images.repeat(count, 1, 1, 1))[self.tasks[0]]
-        chunks = [m.chunk(count, dim=0) for m in maps]
-        return {t: [c[i] for c in chunks] for i, t in enumerate(tasks)}
+        per_task = [m.unflatten(0, (count, batch)) for m in maps]  # unflatten, not chunk: export keeps B dynamic
+        return {t: [m[i] for m in per_task] for i, t in enumerate(tasks)}
 
     def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """The single pass: shared stream through every stage, task streams out of stage-final blocks."""
@@ -143,21 +144,21 @@ def adapter_factories(config: ModelConfig) -> tuple[Callable[[nn.Linear], nn.Mod
     ``task_aware`` wraps proj/fc1/fc2 of stage-final blocks in the multi-stream adapters.
     """
     tasks = tuple(config.tasks)
-    common = dict(rank=config.task_agnostic_rank, scale=config.lora_scale, dropout=config.lora_dropout)
-    mtl = dict(
-        rank=config.mtl_rank,
-        num_b=config.mtl_num_b,
-        temperature=config.mtl_temperature,
-        alpha=config.mtl_alpha,
-        diagonal_lambda=config.mtl_diagonal_lambda,
-        dropout=config.lora_dropout,
-    )
+    common = {"rank": config.task_agnostic_rank, "scale": config.lora_scale, "dropout": config.lora_dropout}
+    mtl = {
+        "rank": config.mtl_rank,
+        "num_b": config.mtl_num_b,
+        "temperature": config.mtl_temperature,
+        "alpha": config.mtl_alpha,
+        "diagonal_lambda": config.mtl_diagonal_lambda,
+        "dropout": config.lora_dropout,
+    }
     if config.adapter == "mtl-lora":
         return (lambda base: MTLLoRALinear(base, tasks, **mtl)), (lambda base: MTLLoRALinear(base, tasks, **mtl))
     if config.adapter == "mtlora-mtl":
-        hybrid = dict(shared_rank=config.task_agnostic_rank, shared_scale=config.lora_scale, **mtl)
+        hybrid = {"shared_rank": config.task_agnostic_rank, "shared_scale": config.lora_scale, **mtl}
         return (lambda base: MTLoRALinear(base, **common)), (lambda base: MTLoRAMTLLinear(base, tasks, **hybrid))
-    task_kw = dict(tasks=tasks, task_rank=config.task_specific_rank, task_scale=config.task_specific_scale)
+    task_kw = {"tasks": tasks, "task_rank": config.task_specific_rank, "task_scale": config.task_specific_scale}
     return (lambda base: MTLoRALinear(base, **common)), (lambda base: MTLoRALinear(base, **common, **task_kw))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,9 +88,10 @@ class MTLLoRABranch(nn.Module):
         return torch.diag_embed(self.lora_lambdas) if self.diagonal_lambda else self.lora_lambdas
 
     def task_low_rank_pair(self, task: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """An equivalent rank-r pair ``(A_t, B_t, scale)``: ``A_t = Lambda_t A`` (r x in), ``B_t`` the mixture (out x r).
+        """An equivalent rank-r pair ``(A_t, B_t, scale)``: ``A_t = Lambda_t A`` (r x in), mixture ``B_t`` (out x r).
 
         ``scale * B_t A_t`` is the task's delta weight, so merge/export code can treat it like an MTLoRA pair.
+        (The compact exact form shares A over tasks instead: ``scale * (B_t Lambda_t) A``.)
         """
         index = self.task_index(task)
         task_b = torch.einsum("n,nor->or", self.mixture_weights()[index], self.lora_B)
@@ -153,7 +155,8 @@ class MTLLoRALinear(MTLLoRABranch):
         return self.get_task_delta_weight(task)
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, num_b={self.num_b}, temperature={self.temperature}, alpha={self.alpha}, tasks={list(self.tasks)}"
+        branch = f"rank={self.rank}, num_b={self.num_b}, temperature={self.temperature}, alpha={self.alpha}"
+        return f"{branch}, diagonal_lambda={self.diagonal_lambda}, tasks={list(self.tasks)}"
 
 
 class MTLoRAMTLLinear(MTLLoRABranch):
@@ -163,7 +166,9 @@ class MTLoRAMTLLinear(MTLLoRABranch):
     Task output:   ``y_t = W x + b + (alpha / r) B_t Lambda_t A dropout(x_t)`` (no shared term; W sees shared x).
     """
 
-    def __init__(self, base_layer: nn.Linear, tasks: tuple[str, ...], shared_rank: int, shared_scale: float = 4.0, **branch) -> None:
+    def __init__(
+        self, base_layer: nn.Linear, tasks: tuple[str, ...], shared_rank: int, shared_scale: float = 4.0, **branch: Any
+    ) -> None:
         super().__init__(base_layer, tasks, **branch)
         self.shared_rank, self.scale = int(shared_rank), float(shared_scale)
         self.lora_shared_A = _kaiming_a(self.shared_rank, self.in_features)
@@ -180,7 +185,7 @@ class MTLoRAMTLLinear(MTLLoRABranch):
     def forward_streams(
         self, x: torch.Tensor, x_tasks: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Shared output and one output per task, ``W x + b`` computed once (``MTLoRALinear.forward_streams``'s contract).
+        """Shared output and one output per task, ``W x + b`` computed once (``MTLoRALinear.forward_streams``).
 
         Args:
             x: shared stream, (..., in).
@@ -202,7 +207,8 @@ class MTLoRAMTLLinear(MTLLoRABranch):
         return self.scale * self.lora_shared_B @ self.lora_shared_A
 
     def extra_repr(self) -> str:
-        return f"shared_rank={self.shared_rank}, scale={self.scale}, rank={self.rank}, num_b={self.num_b}, tasks={list(self.tasks)}"
+        shared = f"shared_rank={self.shared_rank}, scale={self.scale}"
+        return f"{shared}, rank={self.rank}, num_b={self.num_b}, alpha={self.alpha}, tasks={list(self.tasks)}"
 
 
 @contextmanager

@@ -62,15 +62,15 @@ def deployed_change(module: nn.Module) -> int:
     - ``MTLLoRALinear`` (``mtl-lora``): merged per task, ``W_t = W + delta_t``: the branch goes, T - 1 extra
       copies of W come (one graph per task, or one graph running the T task-conditioned encoders).
     - ``MTLoRAMTLLinear`` (``mtlora-mtl``): the shared pair stays (as in MTLoRA's stage-final adapters); the
-      branch becomes T rank-r pairs ``task_low_rank_pair`` (mixture and Lambda_t folded in).
+      branch becomes its exact compact form, the shared A plus one ``B_t Lambda_t`` (out x r) per task.
     """
     if isinstance(module, MTLoRALinear):
         return -(module.lora_shared_A.numel() + module.lora_shared_B.numel()) if not module.tasks else 0
     if isinstance(module, MTLLoRALinear):
         return (len(module.tasks) - 1) * module.base_layer.weight.numel() - _branch_numel(module)
     if isinstance(module, MTLLoRABranch):
-        pairs = len(module.tasks) * module.rank * (module.in_features + module.out_features)
-        return pairs - _branch_numel(module)
+        compact = module.rank * (module.in_features + len(module.tasks) * module.out_features)
+        return compact - _branch_numel(module)
     return 0
 
 
