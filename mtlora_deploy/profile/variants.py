@@ -1,0 +1,67 @@
+"""The model variants the comparisons time: task subsets with the same weights, the merged model, the bare backbone."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mtlora_deploy.model.backbone import create_timm_swin
+from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.multitask import MultiTaskModel, build_model
+
+
+def has_adapters(model: nn.Module) -> bool:
+    """True when merging would change the model (it still carries LoRA adapters)."""
+    from mtlora_deploy.model.adapters import MTLoRALinear
+
+    return any(isinstance(m, MTLoRALinear) for m in model.modules())
+
+
+def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
+    """The same architecture and adapter config for ``tasks`` only, carrying ``model``'s matching weights.
+
+    Used for one-model-per-task (``tasks=(t,)``) and per-task head cost (all tasks but one). Shared weights are
+    copied as they are; each kept task brings its own task-specific LoRA and decoder.
+    """
+    config = model.config.replace(tasks=list(tasks), pretrained=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if model.config.adapter != "none" and not has_adapters(model):
+            from mtlora_deploy.deploy.merge import build_merged
+
+            sub = build_merged(config)
+        else:
+            sub = build_model(config, warn_without_weights=False)
+    state = model.state_dict()
+    sub.load_state_dict({key: state[key] for key in sub.state_dict()}, strict=True)
+    return sub.eval()
+
+
+def merged_model(model: MultiTaskModel) -> MultiTaskModel:
+    """A merged copy (``merge_task_agnostic``); the input model is left as it is."""
+    from mtlora_deploy.deploy.merge import merge_task_agnostic
+
+    return merge_task_agnostic(model)
+
+
+class BareBackbone(nn.Module):
+    """The timm Swin alone (patch embedding, four stages, final norm): no adapters, no task streams, no heads.
+
+    The reference point for the encoder cost: a multi-task model cannot be cheaper than its backbone.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config.replace(adapter="none", pretrained=None)
+        self.swin = create_timm_swin(self.config)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.swin.forward_features(images)}
+
+
+def bare_backbone(model: MultiTaskModel) -> BareBackbone:
+    """A bare Swin of ``model``'s architecture and input size (weights do not change its latency)."""
+    return BareBackbone(model.config).eval()

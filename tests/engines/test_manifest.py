@@ -1,0 +1,98 @@
+"""Engine manifests and the early compatibility check, exercised with manifests and environments written here."""
+
+import hashlib
+import json
+
+import pytest
+
+from mtlora_deploy.engines.manifest import (
+    MANIFEST_FORMAT,
+    EngineMismatchError,
+    build_manifest,
+    check_compatibility,
+    check_plan_file,
+    file_sha256,
+    manifest_path,
+    probe_environment,
+    read_manifest,
+    write_manifest,
+)
+from mtlora_deploy.errors import MTLoRAError, WeightsError
+
+H100 = {"tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+        "cuda_version": "12.9"}
+
+
+def _manifest(**env) -> dict:
+    return build_manifest({**H100, **env}, precision="fp16", batch_profile={"min": 1, "opt": 8, "max": 32},
+                          tasks=["semseg", "sal"], image_size=64)
+
+
+def test_manifest_lives_beside_the_plan_not_inside_it(tmp_path):
+    plan = tmp_path / "engines" / "model_fp16.plan"
+    plan.parent.mkdir()
+    plan.write_bytes(b"plan bytes")
+    path = write_manifest(plan, _manifest())
+    assert path == manifest_path(plan) == tmp_path / "engines" / "model_fp16.plan.json"
+    assert plan.read_bytes() == b"plan bytes"
+    loaded = read_manifest(plan)
+    assert loaded["format"] == MANIFEST_FORMAT and loaded["tensorrt_version"] == "10.13.0.35"
+    assert loaded["compute_capability"] == "9.0" and loaded["tasks"] == ["semseg", "sal"]
+    assert loaded["toolkit_version"]
+
+
+def test_same_environment_passes_and_build_number_is_ignored():
+    check_compatibility(_manifest(), H100)
+    check_compatibility(_manifest(tensorrt_version="10.13.0.35"), {**H100, "tensorrt_version": "10.13.0.99"})
+
+
+@pytest.mark.parametrize(
+    "here, words",
+    [
+        ({**H100, "compute_capability": "8.0", "gpu_name": "NVIDIA A100-SXM4-80GB"}, ["GPU architecture", "8.0", "9.0"]),
+        ({**H100, "tensorrt_version": "11.0.0.10"}, ["TensorRT version", "10.13.0.35", "11.0.0.10"]),
+        ({**H100, "tensorrt_version": "10.14.1.48", "compute_capability": "8.9"}, ["TensorRT version and GPU"]),
+    ],
+)
+def test_mismatch_fails_early_with_one_line_naming_both(here, words):
+    with pytest.raises(EngineMismatchError) as info:
+        check_compatibility(_manifest(), here, "engines/model_fp16.plan")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("engines/model_fp16.plan:")
+    assert "NVIDIA H100 80GB HBM3" in message and "mtlora build-engine" in message
+    assert all(word in message for word in words), message
+    assert isinstance(info.value, MTLoRAError)
+
+
+def test_unknown_environment_is_a_mismatch_not_a_pass():
+    with pytest.raises(EngineMismatchError, match="unknown"):
+        check_compatibility(_manifest(), {"tensorrt_version": None, "compute_capability": None})
+
+
+def test_read_manifest_errors_name_the_file(tmp_path):
+    plan = tmp_path / "m.plan"
+    with pytest.raises(WeightsError, match="no manifest m.plan.json"):
+        read_manifest(plan)
+    manifest_path(plan).write_text("{not json")
+    with pytest.raises(WeightsError, match="not valid JSON"):
+        read_manifest(plan)
+    manifest_path(plan).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(WeightsError, match="not an mtlora-deploy engine manifest"):
+        read_manifest(plan)
+
+
+def test_plan_hash_must_match_its_manifest(tmp_path):
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"\x00engine")
+    manifest = {**_manifest(), "plan": {"file": plan.name, "sha256": hashlib.sha256(b"\x00engine").hexdigest()}}
+    check_plan_file(manifest, plan)
+    assert file_sha256(plan) == manifest["plan"]["sha256"]
+    plan.write_bytes(b"\x00another engine")
+    with pytest.raises(WeightsError, match="sha256 does not match"):
+        check_plan_file(manifest, plan)
+
+
+def test_probe_environment_uses_given_values_without_probing():
+    assert probe_environment(**H100) == H100
+    partial = probe_environment(tensorrt_version="10.9.0")
+    assert partial["tensorrt_version"] == "10.9.0" and set(partial) == set(H100)

@@ -1,0 +1,1 @@
+"""Tests of mtlora_deploy.profile."""

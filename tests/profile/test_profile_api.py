@@ -1,0 +1,175 @@
+"""run_profile on the tiny config (CPU, few iterations): report contents, comparisons, plots, ORT, compiled, CLI."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mtlora_deploy.cli.main import cli
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.profile.api import run_profile
+from mtlora_deploy.profile.report import LATENCY_KEYS
+from tests.conftest import randomize_lora, tiny_model
+
+TASKS = ("semseg", "sal", "normals")
+BATCHES = [1, 2]
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_model(tasks=TASKS)
+    randomize_lora(m)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def profiled(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile")
+    report = run_profile([("tiny", model)], precisions=["fp32", "fp16", "bf16"], batches=BATCHES, iterations=2,
+                         warmup=1, output=out, threads=1)
+    return report, out
+
+
+def _assert_png(path):
+    assert path.is_file() and path.stat().st_size > 5_000
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+
+
+def test_json_has_every_key(profiled):
+    report, out = profiled
+    saved = json.loads((out / "profile.json").read_text())
+    assert saved["measurements"] == report["measurements"]
+    assert {"format", "environment", "run", "measurements", "comparisons", "ratios", "notes", "metrics", "plots"} <= set(saved)
+    for key in ("torch", "onnxruntime", "tensorrt", "torch_threads", "device", "toolkit_version"):
+        assert key in saved["environment"]
+    assert saved["environment"]["torch_threads"] == 1
+    for key in ("iterations", "warmup", "include_copies", "timer", "memory_method", "batches", "backends"):
+        assert key in saved["run"]
+    assert saved["run"]["timer"] == "perf_counter" and "RSS" in saved["run"]["memory_method"]
+    for m in saved["measurements"]:
+        assert set(LATENCY_KEYS) <= set(m["latency_ms"]) and m["latency_ms"]["count"] == 2
+        assert m["latency_ms"]["min"] <= m["latency_ms"]["median"] <= m["latency_ms"]["p99"] <= m["latency_ms"]["max"]
+        assert m["throughput_images_per_s"] > 0 and m["batch"] in BATCHES and m["peak_memory_bytes"] is not None
+        assert m["settings"]["iterations"] == 2 and m["settings"]["warmup"] == 1 and m["settings"]["backend"]["backend"]
+    roles = {m["role"] for m in saved["measurements"]}
+    assert roles == {"single_pass", "merged", "bare_backbone", "per_task", *(f"without:{t}" for t in TASKS)}
+    assert {m["precision"] for m in saved["measurements"]} == {"fp32", "bf16"}
+
+
+def test_fp16_on_cpu_is_skipped_with_a_note(profiled):
+    report, _ = profiled
+    assert any("fp16 skipped on the CPU" in note for note in report["notes"])
+
+
+def test_comparison_ratios_present_and_positive(profiled):
+    comparisons = profiled[0]["comparisons"]
+    expected = len(BATCHES) * 2  # fp32 and bf16
+    for name, key in (("shared_vs_per_task", "ratio"), ("merged_vs_unmerged", "speedup"), ("vs_bare_backbone", "ratio")):
+        rows = comparisons[name]
+        assert len(rows) == expected, name
+        assert all(row[key] is not None and row[key] > 0 for row in rows), name
+    assert all(row["tasks"] == list(TASKS) for row in comparisons["shared_vs_per_task"])
+    assert all(row["compared"] == "merged" and row["target"] == 1.25 for row in comparisons["vs_bare_backbone"])
+    precision = [r for r in comparisons["precision"] if r["precision"] == "bf16"]
+    assert precision and all(r["baseline_precision"] == "fp32" and r["speedup"] > 0 for r in precision)
+    sweep = comparisons["batch_sweep"]
+    assert {r["batch"] for r in sweep} == set(BATCHES) and all(r["throughput_images_per_s"] > 0 for r in sweep)
+
+
+def test_head_cost_rows_for_every_task(profiled):
+    rows = profiled[0]["comparisons"]["head_cost"]
+    for precision in ("fp32", "bf16"):
+        for batch in BATCHES:
+            got = {r["task"] for r in rows if r["precision"] == precision and r["batch"] == batch}
+            assert got == set(TASKS), (precision, batch)
+    assert all(r["full_ms"] > 0 and r["without_task_ms"] > 0 for r in rows)
+
+
+def test_markdown_has_tables_and_ratio_lines(profiled):
+    report, out = profiled
+    text = (out / "profile.md").read_text()
+    for heading in ("# mtlora profile", "## Settings", "## Measurements", "## Ratios", "### head cost", "## Notes"):
+        assert heading in text
+    for phrase in ("tasks in one pass vs one single-task model per task", "merged vs unmerged", "merged / bare backbone",
+                   "bf16 vs fp32", "head cost of normals", "target <= 1.25x"):
+        assert phrase in text, phrase
+    assert all(line in text for line in report["ratios"])
+    assert "![latency_vs_batch](latency_vs_batch.png)" in text
+
+
+def test_latency_plot_is_a_real_png(profiled):
+    report, out = profiled
+    _assert_png(out / "latency_vs_batch.png")
+    assert report["plots"]["latency_vs_batch"].endswith("latency_vs_batch.png")
+    assert not (out / "accuracy_vs_latency.png").exists()  # only with --metrics
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(model, tmp_path_factory):
+    pytest.importorskip("mtlora_deploy.engines.onnxruntime", reason="OnnxRuntimeBackend not written yet")
+    from mtlora_deploy.deploy.export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(model, path, check=False)
+    return path
+
+
+def _metrics_file(folder, artefact, delta):
+    """A result shaped like ``mtlora evaluate -o`` output."""
+    path = folder / f"{artefact.stem}_eval.json"
+    path.write_text(json.dumps({"artefact": str(artefact), "backend": {"backend": "onnxruntime"},
+                                "primary": {"sal": 0.5}, "delta_m": delta}))
+    return path
+
+
+def test_onnxruntime_file_profiled_with_accuracy_plot(onnx_fp32, tmp_path):
+    report = run_profile([onnx_fp32], batches=BATCHES, iterations=2, warmup=0, output=tmp_path / "out",
+                         metrics=[_metrics_file(tmp_path, onnx_fp32, -1.5)], threads=1)
+    rows = report["measurements"]
+    assert [(m["backend"], m["role"], m["precision"], m["batch"]) for m in rows] == [
+        ("onnxruntime", "file", "fp32", 1), ("onnxruntime", "file", "fp32", 2)]
+    assert rows[0]["settings"]["backend"]["providers"] == ["CPUExecutionProvider"]
+    assert len(report["accuracy_vs_latency"]) == 1 and report["accuracy_vs_latency"][0]["delta_m"] == -1.5
+    _assert_png(tmp_path / "out" / "accuracy_vs_latency.png")
+
+
+def test_onnx_precision_variants_are_compared(onnx_fp32, tmp_path):
+    from mtlora_deploy.calib.precision import make_precision_variant
+
+    fp16 = make_precision_variant(onnx_fp32, "fp16", tmp_path / "tiny_fp16.onnx", tool="onnxruntime")
+    report = run_profile([onnx_fp32, fp16], batches=[1], iterations=2, warmup=0, threads=1)
+    assert {m["precision"] for m in report["measurements"]} == {"fp32", "fp16"}
+    (row,) = [r for r in report["comparisons"]["precision"] if r["precision"] == "fp16"]
+    assert row["family"] == "onnxruntime files" and row["baseline_precision"] == "fp32" and row["speedup"] > 0
+
+
+def test_torch_compiled_is_profiled_on_cpu(model, tmp_path):
+    report = run_profile([("tiny", model)], backends=["torch-compiled"], batches=[1], iterations=2, warmup=0,
+                         comparisons=[], compile_options={"compile_backend": "aot_eager"}, threads=1)
+    (row,) = report["measurements"]
+    assert row["backend"] == "torch-compiled" and row["settings"]["backend"]["compile_backend"] == "aot_eager"
+
+
+def test_cli_profile_on_a_checkpoint_folder(model, tmp_path):
+    save_checkpoint(model, tmp_path / "run" / "checkpoints" / "best")
+    args = ["profile", str(tmp_path / "run"), "--batch", "1", "--iterations", "1", "--warmup", "0",
+            "--comparisons", "none", "--threads", "1", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "profile.json").is_file() and (tmp_path / "out" / "profile.md").is_file()
+    flat = "".join(result.output.split())  # rich wraps long paths and narrow columns
+    assert "mtlora profile on" in result.output and "wrote" in flat and "out/profile.json" in flat
+
+
+def test_bad_options_are_one_line_config_errors(model):
+    with pytest.raises(ConfigError, match="--backend: got 'tvm'"):
+        run_profile([("tiny", model)], backends=["tvm"])
+    with pytest.raises(ConfigError, match="--batch"):
+        run_profile([("tiny", model)], batches=[0])
+    with pytest.raises(ConfigError, match="nothing to profile"):
+        run_profile([("tiny", model)], backends=["onnxruntime"])

@@ -1,0 +1,64 @@
+"""Our statistics and timers: percentiles on known samples, a fake clock, warm-up not timed, synchronisation."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtlora_deploy.profile.memory import CPU_METHOD, PeakMemory
+from mtlora_deploy.profile.timing import LatencyStats, PerfCounterTimer, make_timer, percentile
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])
+def test_percentile_matches_numpy_linear(q):
+    samples = [7.0, 1.0, 3.5, 9.25, 2.0, 4.0, 10.0, 6.5, 8.0, 5.0, 0.5]
+    assert percentile(samples, q) == pytest.approx(np.percentile(samples, q, method="linear"))
+
+
+def test_latency_stats_on_1_to_100():
+    stats = LatencyStats.from_samples(range(1, 101))
+    assert (stats.count, stats.min, stats.max) == (100, 1.0, 100.0)
+    assert stats.median == 50.5 and stats.mean == 50.5
+    assert stats.p90 == pytest.approx(90.1) and stats.p95 == pytest.approx(95.05) and stats.p99 == pytest.approx(99.01)
+    assert stats.throughput(8) == pytest.approx(8 * 1000 / 50.5)
+    assert set(stats.to_dict()) == {"count", "min", "median", "mean", "p90", "p95", "p99", "max"}
+
+
+def test_single_sample_and_empty():
+    stats = LatencyStats.from_samples([2.5])
+    assert stats.min == stats.median == stats.p99 == stats.max == 2.5
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+class FakeClock:
+    """Each call to ``fn`` advances time by the next duration; the clock only reads it."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, list(durations), 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.now += self.durations[self.calls]
+        self.calls += 1
+
+
+def test_perf_counter_timer_with_a_fake_clock_skips_warmup_and_syncs():
+    clock = FakeClock([5.0, 5.0, 0.001, 0.003, 0.002])  # two warm-up calls (slow: first-call effects), three timed
+    syncs = []
+    timer = PerfCounterTimer(clock=clock, sync=lambda: syncs.append(clock.calls))
+    samples = timer.time(clock.work, iterations=3, warmup=2)
+    assert samples == pytest.approx([1.0, 3.0, 2.0])  # milliseconds
+    assert clock.calls == 5
+    assert syncs == [2, 2, 3, 3, 4, 4, 5]  # after warm-up, then before and after every timed call
+    assert LatencyStats.from_samples(samples).median == pytest.approx(2.0)
+
+
+def test_cpu_uses_perf_counter_and_rss_memory():
+    assert make_timer(torch.device("cpu")).name == "perf_counter"
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = np.ones(32 * 2**20 // 8)  # 32 MiB touched
+        block.sum()
+    assert memory.peak_bytes is not None and memory.peak_bytes >= 0
+    assert "RSS" in CPU_METHOD
