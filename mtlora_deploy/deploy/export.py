@@ -89,9 +89,9 @@ def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--i
     window, stages = arch["window_size"], len(arch["depths"])
     unit = 4 * 2 ** (stages - 1) * window
     if image_size <= 0 or image_size % unit:
-        grids = [round(image_size / (4 * 2**i), 2) for i in range(stages)]
+        grids = ", ".join(f"{image_size / (4 * 2**i):g}" for i in range(stages))
         raise ConfigError(
-            f"{option}: got {image_size}; the token grids {grids} must each be a multiple of the "
+            f"{option}: got {image_size}; the token grids ({grids}) must each be a multiple of the "
             f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})"
         )
 
@@ -123,8 +123,16 @@ def _export_dynamo(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.
     batch = torch.export.Dim("batch", min=1)
     with _quiet():
         program = torch.onnx.export(
-            head, (example,), dynamo=True, opset_version=opset, input_names=["image"], output_names=list(head.tasks),
-            dynamic_shapes={"image": {0: batch}}, external_data=False, optimize=True, verify=False,
+            head,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=list(head.tasks),
+            dynamic_shapes={"image": {0: batch}},
+            external_data=False,
+            optimize=False,
+            verify=False,
         )
         simplify_graph(program.model)
     return ir.serde.serialize_model(program.model)
@@ -135,16 +143,46 @@ def _export_legacy(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.
     axes = {name: {0: "batch"} for name in ("image", *head.tasks)}
     with _quiet():
         torch.onnx.export(
-            head, (example,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
-            output_names=list(head.tasks), dynamic_axes=axes, do_constant_folding=True,
+            head,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=list(head.tasks),
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_graph(head: ExportHead, example: torch.Tensor, opset: int, exporter: str) -> onnx.ModelProto:
+    """Run one exporter; its failures become one line that suggests the other one (``--debug`` shows the cause)."""
+    try:
+        return (_export_legacy if exporter == "torchscript" else _export_dynamo)(head, example, opset)
+    except Exception as exc:  # any exporter failure is reported the same way
+        other = "the default exporter" if exporter == "torchscript" else "--legacy-exporter"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportCheckError(
+            f"{exporter} export failed: {first[:300]}; try {other}, or --debug for the traceback"
+        ) from exc
 
 
 def node_budget(config: ModelConfig) -> int:
     """A generous node count for the clean graph of ``config``; exceeding it flags an exporter regression."""
     blocks, stages = sum(config.arch["depths"]), len(config.arch["depths"])
     return NODES_BASE + NODES_PER_BLOCK * blocks + NODES_PER_TASK_STAGE * stages * len(config.tasks)
+
+
+def check_opset(opset: int, legacy: bool) -> None:
+    """torch.export's exporter starts at opset 18; below 17 LayerNormalization would be decomposed."""
+    low = LEGACY_OPSET if legacy else 18
+    if opset < low:
+        hint = "" if legacy else " (or --legacy-exporter for opset 17)"
+        raise ConfigError(
+            f"--opset: got {opset}, expected >= {low} with the {'TorchScript' if legacy else 'torch.export'} "
+            f"exporter{hint}"
+        )
 
 
 def _check_size(model: nn.Module) -> None:
@@ -188,17 +226,29 @@ def export_onnx(
     """
     start = time.perf_counter()
     opset = opset if opset is not None else (LEGACY_OPSET if legacy else 18)
+    check_opset(opset, legacy)
     model, source_name = resolve_model(source)
     model = resize_model(model, image_size)
     _check_size(model)
     head = ExportHead(model, outputs).eval()
     size = model.config.image_size
     images = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    proto = (_export_legacy if legacy else _export_dynamo)(head, images, opset)
     exporter = "torchscript" if legacy else "torch.export"
+    proto = _export_graph(head, images, opset, exporter)
     attach_metadata(proto, build_metadata(model.config, outputs, source_name, exporter, opset, _output_dtypes(proto)))
-    report = ExportReport(Path(output), len(proto.graph.node), dict(collections.Counter(n.op_type for n in proto.graph.node)),
-                          [], 0.0, exporter, opset, size, outputs, head.tasks, 0)
+    report = ExportReport(
+        path=Path(output),
+        node_count=len(proto.graph.node),
+        op_types=dict(collections.Counter(n.op_type for n in proto.graph.node)),
+        parity=[],
+        seconds=0.0,
+        exporter=exporter,
+        opset=opset,
+        image_size=size,
+        outputs=outputs,
+        tasks=head.tasks,
+        file_bytes=0,
+    )
     with atomic_path(output) as tmp:
         onnx.save_model(proto, str(tmp))
         if check:
@@ -217,8 +267,10 @@ def _run_checks(
     raise_on_parity_failure(report.parity)
     budget = node_budget(head.model.config)
     if report.node_count > budget:
-        report.warnings.append(f"{report.node_count} nodes, above the expected {budget} for this model "
-                               f"({report.exporter}); the exporter may have stopped folding something")
+        report.warnings.append(
+            f"{report.node_count} nodes, above the expected {budget} for this model "
+            f"({report.exporter}); the exporter may have stopped folding something"
+        )
 
 
-__all__ = ["ExportReport", "ExportCheckError", "export_onnx", "resolve_model", "resize_model", "check_window_tiling"]
+__all__ = ["ExportCheckError", "ExportReport", "check_window_tiling", "export_onnx", "resize_model", "resolve_model"]

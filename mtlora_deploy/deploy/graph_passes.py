@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import onnxscript
-from onnxscript import ir
+from onnxscript import ir, optimizer
 
 FOLD_LIMIT = 1 << 22  # elements (16 MiB in float32): above every weight of Swin-B
 
@@ -30,7 +29,13 @@ def remove_noop_pads(graph: ir.Graph) -> int:
 
 
 def simplify_graph(model: ir.Model) -> ir.Model:
-    """No-op pads out, then the onnxscript optimizer with a constant-folding limit that covers weights."""
+    """No-op pads out, then the exporter's own optimisation (torch.onnx ``optimize=True``) with a larger fold limit.
+
+    Runs instead of the exporter's pass (export with ``optimize=False``): the rewriter is the slow part of an export.
+    """
     remove_noop_pads(model.graph)
-    onnxscript.optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    optimizer.optimize_ir(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    from onnxscript.rewriter import onnx_fusions
+
+    onnx_fusions.fuse(model)
     return model

@@ -9,19 +9,22 @@ rebuilds merged folders.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import register_builder, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.multitask import MultiTaskModel, build_model
 from mtlora_deploy.model.params import count_parameters
-from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear
 
 MERGED_KIND = "merged"
 
@@ -82,16 +85,41 @@ def merge_checkpoint(source: str | Path, output_dir: str | Path) -> MergeReport:
 
     Args:
         source: run folder, checkpoint folder or checkpoint file (``mtlora_deploy.load`` accepts them all).
-        output_dir: folder for the merged checkpoint (created; both files are written via rename).
+        output_dir: folder for the merged checkpoint; a new folder appears in one rename, an existing one
+            gets its two files replaced (tensors first, then the JSON that makes them loadable).
     """
     from mtlora_deploy import load
 
+    if not Path(source).exists():
+        raise WeightsError(f"{source}: does not exist (expected a run folder, checkpoint folder or checkpoint file)")
     model = load(source)
     if not isinstance(model, MultiTaskModel):
         raise WeightsError(f"{source}: expected a multi-task model checkpoint, got {type(model).__name__}")
     before, merged = count_parameters(model), merge_task_agnostic(model)
     after = count_parameters(merged)
     metadata = {"params_before": before.total_params, "params_after": after.total_params, "source": str(source)}
-    save_checkpoint(merged, Path(output_dir) / "model", kind=MERGED_KIND, metadata=metadata)
-    return MergeReport(Path(output_dir), str(source), before.total_params, after.total_params, before.deployed_params,
-                       {"before": before.to_dict(), "after": after.to_dict()})
+    _save_into_folder(merged, Path(output_dir), metadata)
+    return MergeReport(
+        Path(output_dir),
+        str(source),
+        before.total_params,
+        after.total_params,
+        before.deployed_params,
+        {"before": before.to_dict(), "after": after.to_dict()},
+    )
+
+
+def _save_into_folder(model: MultiTaskModel, folder: Path, metadata: dict[str, Any]) -> None:
+    """Write the checkpoint in a sibling temp folder, then move it into place (see ``merge_checkpoint``)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the renamed folder
+    try:
+        save_checkpoint(model, staging / "model", kind=MERGED_KIND, metadata=metadata)
+        if not folder.exists():
+            os.replace(staging, folder)
+            return
+        for name in ("model.safetensors", "model.json"):
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -35,7 +35,9 @@ def folded_weight(adapter: MTLoRALinear, layer: str = "adapter") -> torch.Tensor
         adapter: the LoRA layer to fold.
         layer: its module name, for error messages.
     """
-    weight, lora_a, lora_b = (t.detach() for t in (adapter.base_layer.weight, adapter.lora_shared_A, adapter.lora_shared_B))
+    weight, lora_a, lora_b = (
+        t.detach() for t in (adapter.base_layer.weight, adapter.lora_shared_A, adapter.lora_shared_B)
+    )
     delta = adapter.scale * (lora_b.double() @ lora_a.double())
     merged = (weight.double() + delta).to(weight.dtype)
     if not _is_finite(merged):
@@ -48,8 +50,13 @@ def folded_weight(adapter: MTLoRALinear, layer: str = "adapter") -> torch.Tensor
 def fold_linear(adapter: MTLoRALinear, layer: str = "adapter") -> nn.Linear:
     """A plain ``nn.Linear`` with the shared LoRA folded into its weight (no LoRA code left)."""
     base = adapter.base_layer
-    linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                       device=base.weight.device, dtype=base.weight.dtype)
+    linear = nn.Linear(
+        base.in_features,
+        base.out_features,
+        bias=base.bias is not None,
+        device=base.weight.device,
+        dtype=base.weight.dtype,
+    )
     with torch.no_grad():
         linear.weight.copy_(folded_weight(adapter, layer))
         if base.bias is not None:
@@ -75,14 +82,22 @@ class TaskBranchLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.lora_A = nn.Parameter(torch.zeros(rank + len(self.tasks) * task_rank, in_features))
         self.lora_shared_B = nn.Parameter(torch.zeros(out_features, rank))
-        self.lora_tasks_B = nn.ParameterDict({t: nn.Parameter(torch.zeros(out_features, task_rank)) for t in self.tasks})
+        self.lora_tasks_B = nn.ParameterDict(
+            {t: nn.Parameter(torch.zeros(out_features, task_rank)) for t in self.tasks}
+        )
 
     @classmethod
-    def from_adapter(cls, adapter: MTLoRALinear, layer: str = "adapter") -> "TaskBranchLinear":
+    def from_adapter(cls, adapter: MTLoRALinear, layer: str = "adapter") -> TaskBranchLinear:
         """Fold ``adapter``'s shared pair into W and keep its task pairs as pre-scaled low-rank branches."""
         base = adapter.base_layer
-        module = cls(adapter.in_features, adapter.out_features, adapter.rank, adapter.tasks, adapter.task_rank,
-                     bias=base.bias is not None).to(device=base.weight.device, dtype=base.weight.dtype)
+        module = cls(
+            adapter.in_features,
+            adapter.out_features,
+            adapter.rank,
+            adapter.tasks,
+            adapter.task_rank,
+            bias=base.bias is not None,
+        ).to(device=base.weight.device, dtype=base.weight.dtype)
         for task in adapter.tasks:
             _check_finite(adapter.lora_tasks_A[task].detach(), layer, f"lora_tasks_A.{task}")
             _check_finite(adapter.lora_tasks_B[task].detach(), layer, f"lora_tasks_B.{task}")
@@ -124,11 +139,14 @@ class TaskBranchLinear(nn.Module):
             down_tasks = {t: down[..., self._task_rows(i)] for i, t in enumerate(self.tasks)}
         else:
             down_shared = nn.functional.linear(x, self.lora_A[: self.rank])
-            down_tasks = {t: nn.functional.linear(x_tasks[t], self.lora_A[self._task_rows(i)])
-                          for i, t in enumerate(self.tasks)}
+            down_tasks = {
+                t: nn.functional.linear(x_tasks[t], self.lora_A[self._task_rows(i)]) for i, t in enumerate(self.tasks)
+            }
         unadapted = y + nn.functional.linear(down_shared, self.lora_shared_B)
         return y, {t: unadapted + nn.functional.linear(down_tasks[t], self.lora_tasks_B[t]) for t in self.tasks}
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"tasks={list(self.tasks)}, task_rank={self.task_rank}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+            f"tasks={list(self.tasks)}, task_rank={self.task_rank}"
+        )

@@ -36,6 +36,7 @@ def build_metadata(
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "outputs": outputs,
+        "precision": "fp32",
         "output_dtypes": output_dtypes,
         "model_config": config.to_dict(),
         "toolkit_version": __version__,
@@ -56,7 +57,7 @@ def attach_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
 
 def metadata_from_proto(model: onnx.ModelProto) -> dict[str, Any]:
     """Decode the ``mtlora.*`` metadata_props of a loaded model."""
-    return {p.key[len(PREFIX):]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return {p.key[len(PREFIX) :]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(PREFIX)}
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def check_onnx_model(model: onnx.ModelProto) -> onnx.ModelProto:
         dims = output.type.tensor_type.shape.dim
         if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[1:]):
             shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-            raise ExportCheckError(f"output {output.name}: inferred shape {shape}, expected (batch, C, H, W) with static C/H/W")
+            raise ExportCheckError(
+                f"output {output.name}: inferred shape {shape}, expected (batch, C, H, W) with static C/H/W"
+            )
     return inferred
 
 
@@ -74,11 +76,15 @@ def check_tensorrt_ops(model: onnx.ModelProto, table: dict[str, Any] | None = No
     supported, version = set(table["supported"]), table["tensorrt_version"]
     low, high = table["opset_range"]
     if not low <= _opset(model) <= high:
-        raise ExportCheckError(f"opset {_opset(model)}: TensorRT {version} parses opsets {low}-{high}; re-export with --opset")
+        raise ExportCheckError(
+            f"opset {_opset(model)}: TensorRT {version} parses opsets {low}-{high}; re-export with --opset"
+        )
     for node in model.graph.node:
         if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported:
             op = f"{node.domain}::{node.op_type}" if node.domain not in DEFAULT_DOMAINS else node.op_type
-            raise ExportCheckError(f"op {op} (node {node.name or '?'}) is not supported by the TensorRT {version} ONNX parser")
+            raise ExportCheckError(
+                f"op {op} (node {node.name or '?'}) is not supported by the TensorRT {version} ONNX parser"
+            )
     return sorted({n.op_type for n in model.graph.node})
 
 
@@ -95,8 +101,12 @@ def _relative(ort_out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 
 def compare_with_onnxruntime(
-    onnx_path: str | Path, module: nn.Module, tasks: tuple[str, ...], images: torch.Tensor,
-    rtol: float = 1e-4, label_tolerance: float = 1e-3,
+    onnx_path: str | Path,
+    module: nn.Module,
+    tasks: tuple[str, ...],
+    images: torch.Tensor,
+    rtol: float = 1e-4,
+    label_tolerance: float = 1e-3,
 ) -> list[TaskParity]:
     """Run ``images`` through ONNX Runtime (CPU EP) and ``module`` (the exported torch module); one row per task."""
     ort = require("onnxruntime")

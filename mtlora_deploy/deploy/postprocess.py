@@ -35,7 +35,7 @@ def task_to_labels(task: str, logits: torch.Tensor) -> torch.Tensor:
 
 
 class ExportHead(nn.Module):
-    """``image (B, 3, H, W) -> tuple of per-task outputs`` in ``model.tasks`` order (ONNX outputs are named after them)."""
+    """``image (B, 3, H, W) -> tuple of per-task outputs`` in ``model.tasks`` order (ONNX output names)."""
 
     def __init__(self, model: nn.Module, outputs: str = "logits") -> None:
         super().__init__()

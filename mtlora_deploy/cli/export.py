@@ -1,0 +1,92 @@
+"""``mtlora export``: one ONNX graph of the merged model, checked, with optional precision variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@click.command("export")
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--image-size", default=None, type=int, help="Static input H = W (default: the model's image_size).")
+@click.option(
+    "--outputs",
+    default="logits",
+    show_default=True,
+    type=click.Choice(["logits", "labels"]),
+    help="labels: in-graph argmax (uint8) / sigmoid / unit normals.",
+)
+@click.option("--opset", default=None, type=int, help="ONNX opset (default 18; 17 with --legacy-exporter).")
+@click.option(
+    "--legacy-exporter", is_flag=True, help="Use the TorchScript exporter (dynamo=False) instead of torch.export."
+)
+@click.option("--rtol", default=1e-4, show_default=True, type=float, help="ONNX Runtime vs PyTorch relative tolerance.")
+@click.option("--no-check", is_flag=True, help="Skip onnx.checker, the TensorRT op check and the parity check.")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(PRECISIONS),
+    help="Also write a reduced-precision variant (the fp32 graph is kept beside it).",
+)
+@click.option("--calib", default=None, type=click.Path(), help="Calibration .npz for --precision int8.")
+def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no_check, precision, calib) -> None:
+    """Export a checkpoint, run folder or merged folder to ONNX (merging first if needed).
+
+    Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
+    config, tasks, classes and mean/std in the ONNX metadata.
+
+    Example: mtlora export runs/demo/merged -o runs/demo/model.onnx --outputs logits
+    """
+    import warnings
+
+    from rich.console import Console
+
+    from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.deploy.tables import export_summary_table, parity_table
+
+    console = Console()
+    fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
+    with warnings.catch_warnings(), console.status(f"exporting {source}"):
+        warnings.simplefilter("ignore")
+        report = export_onnx(
+            source,
+            fp32_path,
+            image_size=image_size,
+            outputs=outputs,
+            opset=opset,
+            check=not no_check,
+            legacy=legacy_exporter,
+            rtol=rtol,
+        )
+    console.print(export_summary_table(report))
+    if report.parity:
+        console.print(parity_table(report))
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"[green]wrote[/] {report.path}")
+    if precision != "fp32":
+        _write_precision_variant(console, fp32_path, precision, Path(output), calib)
+
+
+def _fp32_path(output: Path) -> Path:
+    """Where the fp32 graph goes when OUTPUT is a reduced-precision variant: ``model.onnx`` -> ``model.fp32.onnx``."""
+    return output.with_name(f"{output.stem}.fp32{output.suffix or '.onnx'}")
+
+
+def _write_precision_variant(console, fp32_path: Path, precision: str, output: Path, calib: str | None) -> None:
+    from mtlora_deploy.errors import MissingDependencyError
+
+    try:
+        from mtlora_deploy.calib.precision import make_precision_variant
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--precision {precision}: mtlora_deploy.calib.precision is not available ({exc})"
+        ) from exc
+    with console.status(f"writing the {precision} variant"):
+        path = make_precision_variant(fp32_path, precision, output, calibration=Path(calib) if calib else None)
+    console.print(f"[green]wrote[/] {path} ({precision})")

@@ -1,0 +1,125 @@
+"""The merged model equals the unmerged one (deploy.md 1), keeps task pairs low-rank and saves/loads as 'merged'."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import mtlora_deploy
+from mtlora_deploy.deploy.merge import is_merged, merge_checkpoint, merge_task_agnostic
+from mtlora_deploy.deploy.merged_layers import TaskBranchLinear
+from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.model.adapters import MTLoRALinear
+from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.model.config import ALL_TASKS
+from mtlora_deploy.model.params import count_parameters
+from tests.conftest import randomize_lora, tiny_model
+
+SUBSETS = [("semseg",), ("sal", "normals"), ALL_TASKS]
+CASES = [(p, t) for p in ("mtlora-r16", "mtlora-plus-r16", "lora") for t in SUBSETS]
+CASES += [(p, t) for p in ("full", "decoders", "bitfit") for t in (("edge",), ALL_TASKS)]
+
+
+def _relative_error(ref: dict, out: dict) -> float:
+    return max(((ref[t] - out[t]).abs().max() / ref[t].abs().max()).item() for t in ref)
+
+
+def _random_model(preset: str, tasks: tuple[str, ...]):
+    model = tiny_model(preset, tasks=tasks).eval()
+    randomize_lora(model)
+    return model
+
+
+@pytest.mark.parametrize(("preset", "tasks"), CASES, ids=[f"{p}-{len(t)}tasks-{t[0]}" for p, t in CASES])
+def test_merged_model_equals_unmerged(preset, tasks, images):
+    model = _random_model(preset, tasks)
+    merged = merge_task_agnostic(model)
+    with torch.no_grad():
+        ref, out = model(images), merged(images)
+    assert set(out) == set(tasks)
+    assert _relative_error(ref, out) <= 1e-5
+    assert count_parameters(merged).total_params == count_parameters(model).deployed_params
+    assert is_merged(merged) and not any(isinstance(m, MTLoRALinear) for m in merged.modules())
+    if preset.startswith(("mtlora", "lora")):
+        assert not is_merged(model), "merging must not modify its input"
+
+
+def test_shared_path_is_plain_linear_and_stage_ends_keep_low_rank_task_pairs():
+    model = _random_model("mtlora-plus-r16", ALL_TASKS)
+    merged = merge_task_agnostic(model)
+    branches = {n: m for n, m in merged.named_modules() if isinstance(m, TaskBranchLinear)}
+    stages = len(merged.backbone.layers)
+    assert len(branches) == 3 * stages
+    assert all(n.split(".blocks.")[1].split(".")[1] in ("attn", "mlp") for n in branches)
+    for stage in merged.backbone.layers:
+        for block in list(stage.blocks)[:-1]:
+            assert all(
+                type(layer) is nn.Linear for layer in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2)
+            )
+        assert type(stage.blocks[-1].attn.qkv) is nn.Linear
+        if hasattr(stage.downsample, "reduction"):
+            assert type(stage.downsample.reduction) is nn.Linear
+    for branch in branches.values():
+        assert all(tuple(b.shape) == (branch.out_features, branch.task_rank) for b in branch.lora_tasks_B.values())
+        assert tuple(branch.lora_A.shape) == (branch.rank + len(ALL_TASKS) * branch.task_rank, branch.in_features)
+
+
+@pytest.mark.parametrize("with_task_streams", [False, True])
+def test_task_branch_linear_streams_equal_the_adapter(with_task_streams):
+    torch.manual_seed(0)
+    adapter = MTLoRALinear(
+        nn.Linear(24, 40), rank=8, tasks=("semseg", "sal", "edge"), task_rank=4, task_scale=2.0
+    ).eval()
+    for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
+        nn.init.normal_(p, std=0.1)
+    merged = TaskBranchLinear.from_adapter(adapter)
+    x = torch.randn(5, 7, 24)
+    x_tasks = {t: torch.randn(5, 7, 24) for t in adapter.tasks} if with_task_streams else None
+    with torch.no_grad():
+        ref_shared, ref_tasks = adapter.forward_streams(x, x_tasks)
+        shared, tasks = merged.forward_streams(x, x_tasks)
+        torch.testing.assert_close(merged(x), ref_shared, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-5)
+    for task in adapter.tasks:
+        torch.testing.assert_close(tasks[task], ref_tasks[task], rtol=0, atol=1e-5)
+
+
+def test_merge_is_idempotent(images):
+    merged = merge_task_agnostic(_random_model("mtlora-r16", ("semseg", "sal")))
+    again = merge_task_agnostic(merged)
+    with torch.no_grad():
+        assert _relative_error(merged(images), again(images)) == 0
+
+
+@pytest.mark.parametrize("tensor", ["lora_shared_B", "lora_shared_A", "lora_tasks_B.sal"])
+def test_non_finite_lora_weight_names_the_layer(tensor):
+    model = _random_model("mtlora-r16", ("semseg", "sal"))
+    layer = "backbone.layers.0.blocks.0.mlp.fc2"
+    with torch.no_grad():
+        model.get_parameter(f"{layer}.{tensor}").view(-1)[3] = float("nan")
+    with pytest.raises(WeightsError, match=rf"^{layer}\.{tensor}: 1 non-finite value"):
+        merge_task_agnostic(model)
+
+
+def test_merged_checkpoint_round_trip(tmp_path, images):
+    model = _random_model("mtlora-r16", ("semseg", "human_parts", "normals"))
+    save_checkpoint(model, tmp_path / "run" / "checkpoints" / "best")
+    report = merge_checkpoint(tmp_path / "run", tmp_path / "merged")
+    assert report.params_after == count_parameters(model).deployed_params < report.params_before
+    info = json.loads((tmp_path / "merged" / "model.json").read_text())
+    assert info["kind"] == "merged" and info["metadata"]["params_after"] == report.params_after
+    assert info["metadata"]["source"] == str(tmp_path / "run")
+    loaded = mtlora_deploy.load(tmp_path / "merged")
+    assert is_merged(loaded) and not loaded.training
+    assert sum(isinstance(m, TaskBranchLinear) for m in loaded.modules()) == 12
+    with torch.no_grad():
+        assert _relative_error(model(images), loaded(images)) <= 1e-5
+    merge_checkpoint(tmp_path / "run", tmp_path / "merged")  # overwriting an existing folder works
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]
+
+
+def test_merge_of_a_missing_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        merge_checkpoint(tmp_path / "nope", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
