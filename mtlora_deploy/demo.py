@@ -59,12 +59,80 @@ def improvement_stage(run_dir: Path, console: Console) -> dict[str, Any]:
     return rows
 
 
+def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Path]:
+    """Merge, export fp32 ONNX, draw calibration images, write fp16 and int8 graphs."""
+    from mtlora_deploy.calib.dataset import draw_calibration_set
+    from mtlora_deploy.calib.precision import make_precision_variant
+    from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.deploy.merge import merge_checkpoint
+
+    console.rule("3. merge -> ONNX -> calibration -> fp16 / int8 graphs")
+    merged, onnx_dir = workdir / "merged", workdir / "onnx"
+    if not (merged / "model.json").is_file():
+        report = merge_checkpoint(run_dir, merged)
+        console.print(f"merged: {report}")
+    files = {"fp32": onnx_dir / "model.fp32.onnx"}
+    if not files["fp32"].is_file():
+        export_onnx(merged, files["fp32"])
+    calib = workdir / "calib" / "train.npz"
+    if not calib.is_file():
+        draw_calibration_set(run_dir / "data", "train", 48, DEMO_MODEL["image_size"], 0, calib)
+    for precision in ("fp16", "int8"):
+        files[precision] = onnx_dir / f"model.{precision}.onnx"
+        if not files[precision].is_file():
+            make_precision_variant(files["fp32"], precision, files[precision], calib if precision == "int8" else None,
+                                   min_images=32)
+    return {"merged": merged, **files}
+
+
+def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any]:
+    """Per-task metrics of PyTorch fp32 and every ONNX precision on the val split, side by side."""
+    from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
+
+    console.rule("4. what each precision costs in accuracy (val split, ONNX Runtime CPU)")
+    targets = {"pytorch fp32": run_dir, **{f"onnx {p}": artefacts[p] for p in ("fp32", "fp16", "int8")}}
+    results = {}
+    for name, path in targets.items():
+        output = workdir / "eval" / f"{name.replace(' ', '_')}.json"
+        results[name] = evaluate_artifact(path, str(run_dir / "data"), "val", output=output, console=console)
+    table = Table(title="primary metric per task (normals: mean angle, lower is better)")
+    table.add_column("model")
+    tasks = list(results["pytorch fp32"]["primary"])
+    for task in tasks:
+        table.add_column(task, justify="right")
+    for name, result in results.items():
+        reference = results["pytorch fp32"]["primary"]
+        cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - reference[t]:+.2f})" for t in tasks]
+        table.add_row(name, *cells)
+    console.print(table)
+    return {name: {"primary": r["primary"], "delta_m": r["delta_m"]} for name, r in results.items()}
+
+
+def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> Path:
+    """Latency of the deployed model on this machine (CUDA when present) with the built-in comparisons."""
+    import torch
+
+    from mtlora_deploy.profile.api import run_profile
+
+    console.rule("5. profile")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    inputs = [run_dir, artefacts["fp32"], artefacts["int8"]]  # torch comparisons merge the run themselves
+    output = workdir / "profile"
+    run_profile(inputs, batches=(1, 8), iterations=10, warmup=3, device=device, output=output,
+                metrics=sorted((workdir / "eval").glob("*.json")), console=console)
+    return output
+
+
 def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) -> dict[str, Any]:
     """Run every stage and return a summary (paths and results)."""
     console = console or Console()
     workdir = Path(workdir)
     run_dir = train_stage(workdir, console)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "improvement": improvement_stage(run_dir, console)}
+    artefacts = deploy_stage(run_dir, workdir, console)
+    summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console)
+    report = profile_stage(run_dir, artefacts, workdir, console)
     console.rule("done")
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {run_dir}\nONNX graphs: {workdir / 'onnx'}\nprofile report: {report / 'profile.md'} "
+                  f"(JSON: {report / 'profile.json'}, plots: {report}/*.png)")
     return summary

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calibrate": ("mtlora_deploy.cli.calibrate", "calibrate", "Draw INT8 calibration inputs from a dataset."),
     "build-engine": ("mtlora_deploy.cli.build_engine", "build_engine", "Build a TensorRT engine from an ONNX graph."),
     "profile": ("mtlora_deploy.cli.profile", "profile", "Multi-task latency/throughput reports."),
+    "compare": ("mtlora_deploy.cli.compare", "compare", "Train a list of presets and tabulate them like the MTLoRA paper."),
     "demo": ("mtlora_deploy.cli.demo", "demo", "The end-to-end job on synthetic data (the README's first command)."),
 }
 
