@@ -38,7 +38,8 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     """Export a checkpoint, run folder or merged folder to ONNX (merging first if needed).
 
     Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
-    config, tasks, classes and mean/std in the ONNX metadata.
+    config, tasks, classes and mean/std in the ONNX metadata. An mtl-lora model is task-conditioned: it is
+    merged per task and written as one graph per task, OUTPUT's name with the task inserted (model.semseg.onnx).
 
     Example: mtlora export runs/demo/merged -o runs/demo/model.onnx --outputs logits
     """
@@ -47,30 +48,38 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     from rich.console import Console
 
     from mtlora_deploy.deploy.export import export_onnx
-    from mtlora_deploy.deploy.tables import export_summary_table, parity_table
+    from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
 
     console = Console()
     fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
+    options = {"image_size": image_size, "outputs": outputs, "opset": opset, "check": not no_check,
+               "legacy": legacy_exporter, "rtol": rtol}
+    per_task = needs_per_task_export(source)
+    if per_task:
+        console.print("mtl-lora is task-conditioned: writing one merged ONNX graph per task "
+                      f"({per_task_path(fp32_path, 'TASK').name}) instead of {fp32_path.name}")
     with warnings.catch_warnings(), console.status(f"exporting {source}"):
         warnings.simplefilter("ignore")
-        report = export_onnx(
-            source,
-            fp32_path,
-            image_size=image_size,
-            outputs=outputs,
-            opset=opset,
-            check=not no_check,
-            legacy=legacy_exporter,
-            rtol=rtol,
-        )
+        if per_task:
+            reports = export_per_task(source, fp32_path, **options)
+        else:
+            reports = {"": export_onnx(source, fp32_path, **options)}
+    for task, report in reports.items():
+        _print_report(console, report)
+        if precision != "fp32":
+            target = per_task_path(output, task) if task else Path(output)
+            _write_precision_variant(console, report.path, precision, target, calib)
+
+
+def _print_report(console, report) -> None:
+    from mtlora_deploy.deploy.tables import export_summary_table, parity_table
+
     console.print(export_summary_table(report))
     if report.parity:
         console.print(parity_table(report))
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"[green]wrote[/] {report.path}")
-    if precision != "fp32":
-        _write_precision_variant(console, fp32_path, precision, Path(output), calib)
 
 
 def _fp32_path(output: Path) -> Path:

@@ -21,6 +21,7 @@ from torch import nn
 
 from mtlora_deploy.deploy.graph_passes import simplify_graph
 from mtlora_deploy.deploy.merge import build_merged, merge_task_agnostic
+from mtlora_deploy.deploy.merge_mtl import PerTaskModels
 from mtlora_deploy.deploy.metadata import attach_metadata, build_metadata
 from mtlora_deploy.deploy.onnx_checks import (
     ExportCheckError,
@@ -61,8 +62,13 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_model(source: str | Path | nn.Module) -> tuple[MultiTaskModel, str]:
-    """A merged, eval-mode copy of a model or of the checkpoint/run folder at ``source``, and a name for it."""
+def resolve_model(source: str | Path | nn.Module) -> tuple[MultiTaskModel | PerTaskModels, str]:
+    """A merged, eval-mode copy of a model or of the checkpoint/run folder at ``source``, and a name for it.
+
+    ``PerTaskModels`` (the ``mtl-lora`` per-task merged encoders, already merged) is taken as it is.
+    """
+    if isinstance(source, PerTaskModels):
+        return source.eval(), f"<in-memory {type(source).__name__}>"
     if isinstance(source, nn.Module):
         if not isinstance(source, MultiTaskModel):
             raise ConfigError(f"export: expected a MultiTaskModel, got {type(source).__name__}")
@@ -206,6 +212,7 @@ def export_onnx(
     rtol: float = 1e-4,
     check_batch: int = 2,
     seed: int = 0,
+    source_name: str | None = None,
 ) -> ExportReport:
     """Export the merged model to one ONNX file with metadata, checked and written atomically.
 
@@ -219,15 +226,19 @@ def export_onnx(
         legacy: use the TorchScript exporter (``dynamo=False``) instead of torch.export.
         rtol: tolerance on max|ort - torch| / max|torch| per float output.
         check_batch: batch size of the random parity input; seed: its seed.
+        source_name: what the metadata names as the source (default: the path, or ``<in-memory ...>``).
 
     Raises:
         ConfigError, WeightsError: bad source, image size or option.
         ExportCheckError: the graph failed a check (nothing is left at ``output``).
+
+    A multi-task ``mtl-lora`` model has no single merged graph: ``export_mtl.export_per_task`` writes one per task.
     """
     start = time.perf_counter()
     opset = opset if opset is not None else (LEGACY_OPSET if legacy else 18)
     check_opset(opset, legacy)
-    model, source_name = resolve_model(source)
+    model, resolved_name = resolve_model(source)
+    source_name = source_name or resolved_name
     model = resize_model(model, image_size)
     _check_size(model)
     head = ExportHead(model, outputs).eval()
@@ -265,7 +276,8 @@ def _run_checks(
     check_tensorrt_ops(proto)
     report.parity = compare_with_onnxruntime(path, head, head.tasks, images, rtol=rtol)
     raise_on_parity_failure(report.parity)
-    budget = node_budget(head.model.config)
+    encoders = len(head.tasks) if isinstance(head.model, PerTaskModels) else 1
+    budget = encoders * node_budget(head.model.config)
     if report.node_count > budget:
         report.warnings.append(
             f"{report.node_count} nodes, above the expected {budget} for this model "

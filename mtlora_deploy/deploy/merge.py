@@ -1,9 +1,10 @@
 """Exact merge of the task-agnostic LoRA (deploy.md 1) and the merged checkpoint kind.
 
 ``merge_task_agnostic`` returns a ``MultiTaskModel`` with the same forward code: every adapter without task
-branches becomes a plain ``nn.Linear`` holding ``W + s B_sh A_sh``; stage-final adapters become
-``TaskBranchLinear``. Importing this module registers the ``merged`` checkpoint kind so ``mtlora_deploy.load``
-rebuilds merged folders.
+branches becomes a plain ``nn.Linear`` holding ``W + s B_sh A_sh``; stage-final adapters (MTLoRA's, and the
+``mtlora-mtl`` hybrid's MTL-LoRA ones) become ``TaskBranchLinear``. The task-conditioned ``mtl-lora`` model has
+no task-agnostic merge: it merges per task (``merge_mtl.merge_per_task``). Importing this module registers the
+``merged`` checkpoint kind so ``mtlora_deploy.load`` rebuilds merged folders (per-task ones included).
 """
 
 from __future__ import annotations
@@ -18,50 +19,66 @@ from typing import Any
 
 from torch import nn
 
-from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear
+from mtlora_deploy.deploy.merge_mtl import (
+    TASK_CONDITIONED,
+    build_per_task_merged,
+    check_mergeable,
+    is_task_conditioned,
+    merge_per_task,
+)
+from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear, replace_submodule
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import register_builder, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.mtl_lora import MTLLoRABranch, MTLoRAMTLLinear
 from mtlora_deploy.model.multitask import MultiTaskModel, build_model
 from mtlora_deploy.model.params import count_parameters
 
 MERGED_KIND = "merged"
 
 
-def _merged_module(adapter: MTLoRALinear, name: str) -> nn.Module:
+def _merged_module(adapter: MTLoRALinear | MTLoRAMTLLinear, name: str) -> nn.Module:
+    if isinstance(adapter, MTLoRAMTLLinear):
+        return TaskBranchLinear.from_mtl_adapter(adapter, name)
     return TaskBranchLinear.from_adapter(adapter, name) if adapter.tasks else fold_linear(adapter, name)
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
-
-
 def is_merged(model: nn.Module) -> bool:
-    """True when no LoRA adapter is left (a merged model, or one that never had adapters)."""
-    return not any(isinstance(m, MTLoRALinear) for m in model.modules())
+    """True when no LoRA or MTL-LoRA adapter is left (a merged model, or one that never had adapters)."""
+    return not any(isinstance(m, (MTLoRALinear, MTLLoRABranch)) for m in model.modules())
 
 
 def merge_task_agnostic(model: MultiTaskModel) -> MultiTaskModel:
     """A merged copy of ``model`` in eval mode, numerically equal to it (the input is left untouched).
 
-    Presets without adapters (full, decoders, bitfit) come back as a plain copy; ``lora`` folds every adapter.
+    Presets without adapters (full, decoders, bitfit) come back as a plain copy; ``lora`` folds every adapter;
+    ``mtlora-mtl`` folds its shared path and keeps its MTL-LoRA task branches low-rank. A single-task ``mtl-lora``
+    model is merged per task (its only task); a multi-task one has no single merged encoder.
 
     Raises:
         WeightsError: a LoRA or base weight holds NaN/inf (the message names the layer and tensor).
+        ConfigError: ``model`` is a multi-task ``mtl-lora`` model (merge it per task instead).
     """
     if not isinstance(model, MultiTaskModel):
         raise WeightsError(f"merge: expected a MultiTaskModel, got {type(model).__name__}")
+    check_mergeable(model)
+    if is_task_conditioned(model):
+        return merge_per_task(model, model.tasks[0])
     merged = copy.deepcopy(model).eval()
-    adapters = [(n, m) for n, m in merged.named_modules() if isinstance(m, MTLoRALinear)]
+    adapters = [(n, m) for n, m in merged.named_modules() if isinstance(m, (MTLoRALinear, MTLoRAMTLLinear))]
     for name, adapter in adapters:
-        _set_submodule(merged, name, _merged_module(adapter, name))
+        replace_submodule(merged, name, _merged_module(adapter, name))
     return merged.requires_grad_(False)
 
 
 def build_merged(config: ModelConfig) -> MultiTaskModel:
-    """The empty merged structure for ``config`` (the ``merged`` checkpoint builder; tensors load afterwards)."""
+    """The empty merged structure for ``config`` (the ``merged`` checkpoint builder; tensors load afterwards).
+
+    A one-task ``mtl-lora`` config is a per-task merged model (``merge_per_task``).
+    """
+    if config.adapter == TASK_CONDITIONED:
+        return build_per_task_merged(config)
     return merge_task_agnostic(build_model(config.replace(pretrained=None), warn_without_weights=False))
 
 

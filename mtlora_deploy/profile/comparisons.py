@@ -3,6 +3,8 @@
 Every ratio is between measurements taken in the same process, on the same device, with the same settings:
 (1) shared-encoder single pass vs one single-task model per task, (2) merged vs unmerged, (3) precisions,
 (4) batch sweep, (5) per-task head cost, and the single pass against the bare backbone (target <= 1.25x merged).
+A task-conditioned ``mtl-lora`` model's merged variant is its T per-task merged encoders run one after another, and
+it is also put beside a merged MTLoRA single pass of the same backbone, tasks and heads (``mtl_lora_vs_mtlora``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ from typing import Any
 import torch
 
 from mtlora_deploy.profile.runs import PRECISION_DTYPES, Candidate, Measurement, SequentialPredictors
-from mtlora_deploy.profile.variants import bare_backbone, has_adapters, merged_model, sub_model
+from mtlora_deploy.profile.variants import (
+    bare_backbone,
+    has_adapters,
+    is_task_conditioned,
+    merged_model,
+    mtlora_reference,
+    per_task_merged,
+    sub_model,
+)
 
 COMPARISONS = ("per_task", "merged", "bare_backbone", "head_cost")
 TORCH_BACKENDS = ("torch", "torch-compiled")
 BARE_TARGET = 1.25
+MTL_LORA_VS_MTLORA = "mtl-lora T task passes (per-task merged encoders run one after another) vs MTLoRA single pass"
 
 
 def open_torch(factory: Callable[[], torch.nn.Module], backend: str, device: torch.device, precision: str,
@@ -43,7 +54,9 @@ def _open_per_task(model, backend, device, precision, compile_options) -> Sequen
 def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]:
     """(role, opener-maker) pairs for one torch model: its single pass and each requested comparison variant."""
     roles: list[tuple[str, Callable]] = [("single_pass", lambda: model)]
-    if "merged" in comparisons and has_adapters(model):
+    if "merged" in comparisons and is_task_conditioned(model):
+        roles += [("merged", partial(per_task_merged, model)), ("mtlora_single_pass", partial(mtlora_reference, model))]
+    elif "merged" in comparisons and has_adapters(model):
         roles.append(("merged", partial(merged_model, model)))
     if "bare_backbone" in comparisons:
         roles.append(("bare_backbone", partial(bare_backbone, model)))
@@ -92,6 +105,7 @@ def compute_comparisons(measurements: Iterable[Measurement]) -> dict[str, list[d
         "merged_vs_unmerged": list(_merged(singles, index)),
         "vs_bare_backbone": list(_vs_bare(singles, index)),
         "head_cost": list(_head_cost(singles, index)),
+        "mtl_lora_vs_mtlora": list(_mtl_lora_vs_mtlora(singles, index)),
         "precision": _precision(measurements),
         "batch_sweep": _batch_sweep(measurements),
     }
@@ -130,6 +144,18 @@ def _vs_bare(singles, index):
                    merged_ms=merged.latency.median if merged else None,
                    single_pass_ratio=_ratio(m.latency.median, bare.latency.median), compared=deployed.candidate.role,
                    ratio=ratio, target=BARE_TARGET, meets_target=ratio is not None and ratio <= BARE_TARGET)
+
+
+def _mtl_lora_vs_mtlora(singles, index):
+    """``mtl-lora``'s deployed T task passes (and its batched unmerged pass) against MTLoRA's merged single pass."""
+    for m in singles:
+        reference, passes = _other(m, index, "mtlora_single_pass"), _other(m, index, "merged")
+        if reference is None or passes is None:
+            continue
+        ms = reference.latency.median
+        yield _row(m, comparison=MTL_LORA_VS_MTLORA, tasks=list(m.candidate.tasks),
+                   task_passes_ms=passes.latency.median, unmerged_batched_ms=m.latency.median, mtlora_single_pass_ms=ms,
+                   ratio=_ratio(passes.latency.median, ms), unmerged_ratio=_ratio(m.latency.median, ms))
 
 
 def _head_cost(singles, index):

@@ -1,4 +1,5 @@
-"""The model variants the comparisons time: task subsets with the same weights, the merged model, the bare backbone."""
+"""The model variants the comparisons time: task subsets with the same weights, the merged model, the bare backbone,
+and for the task-conditioned ``mtl-lora`` model its per-task merged encoders and an MTLoRA model to put them beside."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from mtlora_deploy.model.multitask import MultiTaskModel, build_model
 
 
 def has_adapters(model: nn.Module) -> bool:
-    """True when merging would change the model (it still carries LoRA adapters)."""
+    """True when merging would change the model (it still carries LoRA or MTL-LoRA adapters)."""
     from mtlora_deploy.model.adapters import MTLoRALinear
+    from mtlora_deploy.model.mtl_lora import MTLLoRABranch
 
-    return any(isinstance(m, MTLoRALinear) for m in model.modules())
+    return any(isinstance(m, (MTLoRALinear, MTLLoRABranch)) for m in model.modules())
+
+
+def is_task_conditioned(model: nn.Module) -> bool:
+    """True for an unmerged multi-task ``mtl-lora`` model: its deployed form is one merged encoder per task."""
+    from mtlora_deploy.deploy.merge_mtl import is_task_conditioned as conditioned
+
+    return conditioned(model) and len(model.tasks) > 1
 
 
 def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
@@ -45,6 +54,26 @@ def merged_model(model: MultiTaskModel) -> MultiTaskModel:
     from mtlora_deploy.deploy.merge import merge_task_agnostic
 
     return merge_task_agnostic(model)
+
+
+def per_task_merged(model: MultiTaskModel) -> nn.Module:
+    """``mtl-lora`` deployed: the T per-task merged models (``W_t`` folded), run one after another."""
+    from mtlora_deploy.deploy.merge_mtl import PerTaskModels
+
+    return PerTaskModels.from_model(model)
+
+
+def mtlora_reference(model: MultiTaskModel) -> MultiTaskModel:
+    """A merged MTLoRA model (task-agnostic rank and task rank from ``model.config``) of the same backbone, input
+    size, tasks and heads: the single pass an ``mtl-lora`` model's T task passes are compared with.
+
+    Its weights are random (B = 0): latency does not depend on the values.
+    """
+    config = model.config.replace(adapter="mtlora", pretrained=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = build_model(config, warn_without_weights=False)
+    return merged_model(reference)
 
 
 class BareBackbone(nn.Module):
