@@ -52,6 +52,8 @@ def ratio_lines(comparisons: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines += [f"throughput at batch {r['batch']} vs the smallest batch ({r['backend']} {r['precision']}, "
               f"{r['role'].replace('_', ' ')}, {Path(str(r['source'])).name}): {_fmt(r['throughput_vs_smallest_batch'])}x"
               for r in comparisons.get("batch_sweep", []) if r["throughput_vs_smallest_batch"] not in (None, 1.0)]
+    lines += [f"{r['comparison']} ({_where(r)}): {_fmt(r['ratio'])}x ({_fmt(r['task_passes_ms'])} ms vs "
+              f"{_fmt(r['mtlora_single_pass_ms'])} ms)" for r in comparisons.get("mtl_lora_vs_mtlora", [])]
     return lines
 
 

@@ -44,8 +44,13 @@ def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
             sub = build_merged(config)
         else:
             sub = build_model(config, warn_without_weights=False)
-    state = model.state_dict()
-    sub.load_state_dict({key: state[key] for key in sub.state_dict()}, strict=True)
+    state, wanted = model.state_dict(), sub.state_dict()
+    if has_adapters(model) or model.config.adapter == "none":
+        sub.load_state_dict({key: state[key] for key in wanted}, strict=True)
+    else:
+        # merged: the row-stacked task branches differ with the task set; keep the sub-model's own values there
+        # (latency does not depend on them) and copy every tensor whose shape matches
+        sub.load_state_dict({k: state[k] if state[k].shape == v.shape else v for k, v in wanted.items()}, strict=True)
     return sub.eval()
 
 
