@@ -218,8 +218,10 @@ def detect_onnx_precision(path: str | Path) -> str:
     """fp32, fp16, bf16 or int8, from the graph's metadata or content (Q/DQ nodes, 16-bit float initializers)."""
     import onnx
 
+    from mtlora_deploy.deploy.metadata import metadata_from_proto
+
     model = onnx.load(str(path), load_external_data=False)
-    declared = {p.key: p.value for p in model.metadata_props}.get("precision")
+    declared = metadata_from_proto(model).get("precision")
     if declared in PRECISIONS:
         return declared
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):

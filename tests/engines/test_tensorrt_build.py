@@ -1,6 +1,7 @@
 """build-engine without TensorRT or a GPU: clear one-line errors, nothing written; option parsing; precision
 detection on ONNX graphs made here; TensorRT modules import (and --help runs) with tensorrt unimportable."""
 
+import json
 import importlib.util
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def _graph(path, weight: np.ndarray, nodes=(), precision=None):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [init])
     model = helper.make_model(graph)
     if precision:
-        model.metadata_props.add(key="precision", value=precision)
+        model.metadata_props.add(key="mtlora.precision", value=json.dumps(precision))  # as the variants write it
     onnx.save(model, str(path))
     return path
 
