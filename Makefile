@@ -3,9 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
-PYTEST_ARGS ?= -n 2 -m "not slow"
+PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ test: $(VENV)/.installed
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests"; exit 1; fi; exit $$rc
 
-test-all: PYTEST_ARGS = -n 2
-test-all: test
+test-fast: PYTEST_ARGS = -n 2 -m "not slow"
+test-fast: test
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mtlora_deploy tests benchmarks
