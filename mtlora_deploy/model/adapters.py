@@ -20,43 +20,15 @@ def _kaiming_a(rows: int, cols: int) -> nn.Parameter:
     return nn.Parameter(weight)
 
 
-class MTLoRALinear(nn.Module):
-    """Frozen linear + shared low-rank update + optional per-task low-rank updates.
+class SharedTaskStreams:
+    """The shared/task stream arithmetic of every stage-final adapter (MTLoRA's and the MTL-LoRA hybrid).
 
-    Shared output: ``y = W x + b + s * B_sh A_sh dropout(x)``.
-    Task output:   ``y_t = W x + b + s_t * B_t A_t dropout(x_t)`` (no shared term; W sees the shared x).
+    Needs ``base_layer``, ``lora_dropout``, ``lora_shared_A/B``, ``scale``, ``tasks`` and ``task_delta(task, x)``.
     """
-
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        scale: float = 4.0,
-        dropout: float = 0.05,
-        tasks: tuple[str, ...] = (),
-        task_rank: int = 4,
-        task_scale: float = 4.0,
-    ) -> None:
-        super().__init__()
-        self.base_layer = base_layer
-        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
-        self.rank, self.scale = rank, float(scale)
-        self.task_rank, self.task_scale = task_rank, float(task_scale)
-        self.tasks = tuple(tasks)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_shared_A = _kaiming_a(rank, self.in_features)
-        self.lora_shared_B = nn.Parameter(torch.zeros(self.out_features, rank))
-        self.lora_tasks_A = nn.ParameterDict({t: _kaiming_a(task_rank, self.in_features) for t in self.tasks})
-        self.lora_tasks_B = nn.ParameterDict({t: nn.Parameter(torch.zeros(self.out_features, task_rank)) for t in self.tasks})
 
     def shared_delta(self, x_dropped: torch.Tensor) -> torch.Tensor:
         """``s * B_sh A_sh x`` for an already dropped-out input."""
         return self.scale * nn.functional.linear(nn.functional.linear(x_dropped, self.lora_shared_A), self.lora_shared_B)
-
-    def task_delta(self, task: str, x_dropped: torch.Tensor) -> torch.Tensor:
-        """``s_t * B_t A_t x`` for one task."""
-        down = nn.functional.linear(x_dropped, self.lora_tasks_A[task])
-        return self.task_scale * nn.functional.linear(down, self.lora_tasks_B[task])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shared stream only (every block that is not stage-final, and the shared path of those that are)."""
@@ -85,6 +57,41 @@ class MTLoRALinear(nn.Module):
     def get_delta_weight(self) -> torch.Tensor:
         """``s * B_sh A_sh`` (out x in): what folding adds to W."""
         return self.scale * self.lora_shared_B @ self.lora_shared_A
+
+
+class MTLoRALinear(SharedTaskStreams, nn.Module):
+    """Frozen linear + shared low-rank update + optional per-task low-rank updates.
+
+    Shared output: ``y = W x + b + s * B_sh A_sh dropout(x)``.
+    Task output:   ``y_t = W x + b + s_t * B_t A_t dropout(x_t)`` (no shared term; W sees the shared x).
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        rank: int,
+        scale: float = 4.0,
+        dropout: float = 0.05,
+        tasks: tuple[str, ...] = (),
+        task_rank: int = 4,
+        task_scale: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.rank, self.scale = rank, float(scale)
+        self.task_rank, self.task_scale = task_rank, float(task_scale)
+        self.tasks = tuple(tasks)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_shared_A = _kaiming_a(rank, self.in_features)
+        self.lora_shared_B = nn.Parameter(torch.zeros(self.out_features, rank))
+        self.lora_tasks_A = nn.ParameterDict({t: _kaiming_a(task_rank, self.in_features) for t in self.tasks})
+        self.lora_tasks_B = nn.ParameterDict({t: nn.Parameter(torch.zeros(self.out_features, task_rank)) for t in self.tasks})
+
+    def task_delta(self, task: str, x_dropped: torch.Tensor) -> torch.Tensor:
+        """``s_t * B_t A_t x`` for one task."""
+        down = nn.functional.linear(x_dropped, self.lora_tasks_A[task])
+        return self.task_scale * nn.functional.linear(down, self.lora_tasks_B[task])
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scale={self.scale}, tasks={list(self.tasks)}, task_rank={self.task_rank}"

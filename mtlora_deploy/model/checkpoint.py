@@ -76,17 +76,29 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load tensors, failing on the first missing, unexpected or mis-shaped key with its name."""
-    expected = model.state_dict()
+def check_state_keys(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str, hint: str = ""
+) -> list[str]:
+    """Raise on the first missing or mis-shaped key (named, with ``hint``); return the unexpected keys, sorted."""
     for key, tensor in expected.items():
         if key not in state:
-            raise WeightsError(f"{source}: missing key {key}")
+            raise WeightsError(f"{source}: missing key {key} (shape {tuple(tensor.shape)}){hint}")
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(f"{source}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise WeightsError(f"{source}: unexpected key {extra[0]} ({len(extra)} unexpected in all)")
+            raise WeightsError(
+                f"{source}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}{hint}"
+            )
+    return sorted(set(state) - set(expected))
+
+
+def refuse_unexpected(unexpected: list[str], source: str) -> None:
+    """Keys that fit nowhere are an error, never silently dropped."""
+    if unexpected:
+        raise WeightsError(f"{source}: unexpected key {unexpected[0]} ({len(unexpected)} unexpected in all)")
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load tensors, failing on the first missing, unexpected or mis-shaped key with its name."""
+    refuse_unexpected(check_state_keys(state, model.state_dict(), source), source)
     model.load_state_dict(state, strict=True)
 
 

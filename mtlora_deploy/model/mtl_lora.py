@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.model.adapters import _kaiming_a
+from mtlora_deploy.model.adapters import SharedTaskStreams, _kaiming_a
 
 
 class MTLLoRABranch(nn.Module):
@@ -159,7 +159,7 @@ class MTLLoRALinear(MTLLoRABranch):
         return f"{branch}, diagonal_lambda={self.diagonal_lambda}, tasks={list(self.tasks)}"
 
 
-class MTLoRAMTLLinear(MTLLoRABranch):
+class MTLoRAMTLLinear(SharedTaskStreams, MTLLoRABranch):
     """MTLoRA stage-final adapter with MTL-LoRA task branches (the ``mtlora-mtl`` hybrid).
 
     Shared output: ``y = W x + b + s * B_sh A_sh dropout(x)`` (MTLoRA's task-agnostic pair; folds exactly).
@@ -173,38 +173,6 @@ class MTLoRAMTLLinear(MTLLoRABranch):
         self.shared_rank, self.scale = int(shared_rank), float(shared_scale)
         self.lora_shared_A = _kaiming_a(self.shared_rank, self.in_features)
         self.lora_shared_B = nn.Parameter(torch.zeros(self.out_features, self.shared_rank))
-
-    def shared_delta(self, x_dropped: torch.Tensor) -> torch.Tensor:
-        """``s * B_sh A_sh x`` for an already dropped-out input."""
-        return self.scale * F.linear(F.linear(x_dropped, self.lora_shared_A), self.lora_shared_B)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared stream only (what the next block sees)."""
-        return self.base_layer(x) + self.shared_delta(self.lora_dropout(x))
-
-    def forward_streams(
-        self, x: torch.Tensor, x_tasks: dict[str, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Shared output and one output per task, ``W x + b`` computed once (``MTLoRALinear.forward_streams``).
-
-        Args:
-            x: shared stream, (..., in).
-            x_tasks: per-task streams for the task branches; None means every task sees ``x`` with the shared
-                term's dropout mask (the ``attn.proj`` case).
-        """
-        base = self.base_layer(x)
-        x_dropped = self.lora_dropout(x)
-        shared = base + self.shared_delta(x_dropped)
-        outs = {}
-        for task in self.tasks:
-            x_t = x_dropped if x_tasks is None else self.lora_dropout(x_tasks[task])
-            outs[task] = base + self.task_delta(task, x_t)
-        return shared, outs
-
-    @torch.no_grad()
-    def get_delta_weight(self) -> torch.Tensor:
-        """``s * B_sh A_sh`` (out x in): what folding the shared path adds to W, as for ``MTLoRALinear``."""
-        return self.scale * self.lora_shared_B @ self.lora_shared_A
 
     def extra_repr(self) -> str:
         shared = f"shared_rank={self.shared_rank}, scale={self.scale}"

@@ -50,16 +50,9 @@ def ours_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def check_against_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> list[str]:
     """Return the keys of ``state`` that fit nowhere; raise on missing or mis-shaped keys (named)."""
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise WeightsError(f"{source}: the checkpoint lacks {key} (shape {tuple(tensor.shape)}); wrong preset or tasks?")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(
-                f"{source}: {key} has shape {tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}; "
-                "check --preset (rank) and --tasks"
-            )
-    return sorted(set(state) - set(expected))
+    from mtlora_deploy.model.checkpoint import check_state_keys
+
+    return check_state_keys(state, model.state_dict(), source, hint="; check --preset (rank) and --tasks")
 
 
 def import_reference_checkpoint(path: str | Path, config: ModelConfig, allow_unused: bool = False) -> tuple[nn.Module, list[str]]:

@@ -12,6 +12,7 @@ from timm.models.swin_transformer import checkpoint_filter_fn
 from torch import nn
 
 from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.model.checkpoint import check_state_keys, refuse_unexpected
 
 _SKIPPED_PREFIXES = ("head.", "norm.")  # classifier and final LayerNorm are not part of the dense backbone
 
@@ -43,14 +44,6 @@ def load_imagenet_weights(swin: nn.Module, path: str | Path) -> None:
     state = checkpoint_filter_fn(read_state_dict(path), swin)
     state = {k: v for k, v in state.items() if not k.startswith(_SKIPPED_PREFIXES)}
     expected = {k: v for k, v in swin.state_dict().items() if not k.startswith(_SKIPPED_PREFIXES)}
-    for key, tensor in expected.items():
-        if key not in state:
-            raise WeightsError(f"weights file {path}: missing key {key} (is it a Swin of this size?)")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(
-                f"weights file {path}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise WeightsError(f"weights file {path}: unexpected key {extra[0]} ({len(extra)} unexpected in all)")
+    source = f"weights file {path}"
+    refuse_unexpected(check_state_keys(state, expected, source, hint="; is it a Swin of this size?"), source)
     swin.load_state_dict(state, strict=False)
