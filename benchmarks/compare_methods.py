@@ -23,8 +23,14 @@ from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
 
 MODEL = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": [8, 8, 16, 16], "head_channels": 64}
 BUDGET = {"steps": 300, "batch_size": 8, "lr": 0.2, "seed": 0}
-MEASURE = {"synthetic_images": 192, "device": "cpu", "threads": 1, "latency_batch": 1, "latency_iterations": 50,
-           "latency_warmup": 10}
+MEASURE = {
+    "synthetic_images": 192,
+    "device": "cpu",
+    "threads": 1,
+    "latency_batch": 1,
+    "latency_iterations": 50,
+    "latency_warmup": 10,
+}
 RESULTS = Path(__file__).parent / "results" / "compare_methods"
 
 
@@ -62,12 +68,21 @@ def main() -> None:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = run_comparison(args.presets.split(","), "synthetic", output_dir=args.out, model_overrides=MODEL,
-                                command=command, **budget, **MEASURE)
+        result = run_comparison(
+            args.presets.split(","),
+            "synthetic",
+            output_dir=args.out,
+            model_overrides=MODEL,
+            command=command,
+            **budget,
+            **MEASURE,
+        )
     seconds = time.perf_counter() - start
     result["wall_seconds"] = seconds
     markdown = render_markdown(result).replace("![pareto](pareto.png)", f"`{args.out / 'pareto.png'}` (not kept)")
-    text = "# Baseline matrix on the CPU (synthetic set)\n\n" + header(seconds) + "\n" + markdown.replace("# ", "## ", 1)
+    text = (
+        "# Baseline matrix on the CPU (synthetic set)\n\n" + header(seconds) + "\n" + markdown.replace("# ", "## ", 1)
+    )
     write_bytes_atomic(args.results.with_suffix(".md"), text.encode())
     write_json_atomic(args.results.with_suffix(".json"), result)
     print(f"wrote {args.results.with_suffix('.md')} and .json ({seconds / 60:.1f} min)")

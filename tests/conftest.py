@@ -14,7 +14,11 @@ TINY = dict(backbone="swin_test_tiny", image_size=64, decoder_widths=(4, 4, 8, 8
 
 def tiny_config(preset: str = "mtlora-r16", **overrides) -> ModelConfig:
     """A preset on the tiny Swin (embed 24, depths 1,1,2,1, window 2) at 64x64 with small heads."""
-    overrides = {"task_agnostic_rank": 4, **TINY, **overrides} if preset.startswith(("mtlora", "lora")) else {**TINY, **overrides}
+    overrides = (
+        {"task_agnostic_rank": 4, **TINY, **overrides}
+        if preset.startswith(("mtlora", "lora"))
+        else {**TINY, **overrides}
+    )
     return resolve_config(preset, overrides=overrides)
 
 

@@ -22,9 +22,12 @@ def _command_line(options: dict) -> str:
 
 
 @click.command("compare")
-@click.option("--presets", default=None,
-              help="Comma-separated presets [default: single-task,full,decoders,bitfit,lora,mtlora-r16,mtlora-r32,"
-                   "mtlora-r64,mtlora-plus-r16,mtl-lora,mtlora-mtl]; single-task rows are always added.")
+@click.option(
+    "--presets",
+    default=None,
+    help="Comma-separated presets [default: single-task,full,decoders,bitfit,lora,mtlora-r16,mtlora-r32,"
+    "mtlora-r64,mtlora-plus-r16,mtl-lora,mtlora-mtl]; single-task rows are always added.",
+)
 @click.option("--data", default="synthetic", show_default=True, help="PASCAL-MT root folder, or 'synthetic'.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per row [default: the 300-epoch recipe].")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size of every row.")
@@ -39,10 +42,32 @@ def _command_line(options: dict) -> str:
 @click.option("--latency-iterations", type=int, default=20, show_default=True, help="Timed latency iterations.")
 @click.option("--latency-warmup", type=int, default=5, show_default=True, help="Untimed iterations before timing.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads for training and timing [default: torch's].")
-@click.option("--output", "-o", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the runs, compare.json, compare.md and pareto.png (rerun it to resume).")
-def compare(presets, data, steps, batch_size, lr, seed, tasks, set_items, train_items, synthetic_images, device,
-            latency_batch, latency_iterations, latency_warmup, threads, output) -> None:
+@click.option(
+    "--output",
+    "-o",
+    default="runs/compare",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the runs, compare.json, compare.md and pareto.png (rerun it to resume).",
+)
+def compare(
+    presets,
+    data,
+    steps,
+    batch_size,
+    lr,
+    seed,
+    tasks,
+    set_items,
+    train_items,
+    synthetic_images,
+    device,
+    latency_batch,
+    latency_iterations,
+    latency_warmup,
+    threads,
+    output,
+) -> None:
     """Train every preset (and one single-task model per task) with the same steps, batch, LR and seed, then
     tabulate per-task metrics, delta-m against the single-task rows, trainable and deployed parameters and
     the deployed model's latency; write compare.json, compare.md and a Pareto plot. Finished rows are reused.
@@ -56,9 +81,37 @@ def compare(presets, data, steps, batch_size, lr, seed, tasks, set_items, train_
     if tasks is not None:
         model_overrides["tasks"] = list(parse_tasks(tasks))
     chosen = tuple(parse_tasks(presets)) if presets else DEFAULT_PRESETS
-    measurement = {"synthetic_images": synthetic_images, "device": device, "latency_batch": latency_batch,
-                   "latency_iterations": latency_iterations, "latency_warmup": latency_warmup, "threads": threads}
-    given = {"presets": presets, "data": data, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-             "tasks": tasks, "set": set_items, "train_set": train_items, **measurement, "output": output}
-    run_comparison(chosen, data, steps, batch_size, lr, seed, output, model_overrides, parse_set(train_items),
-                   command=_command_line(given), **measurement)
+    measurement = {
+        "synthetic_images": synthetic_images,
+        "device": device,
+        "latency_batch": latency_batch,
+        "latency_iterations": latency_iterations,
+        "latency_warmup": latency_warmup,
+        "threads": threads,
+    }
+    given = {
+        "presets": presets,
+        "data": data,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "tasks": tasks,
+        "set": set_items,
+        "train_set": train_items,
+        **measurement,
+        "output": output,
+    }
+    run_comparison(
+        chosen,
+        data,
+        steps,
+        batch_size,
+        lr,
+        seed,
+        output,
+        model_overrides,
+        parse_set(train_items),
+        command=_command_line(given),
+        **measurement,
+    )

@@ -11,7 +11,9 @@ from mtlora_deploy.cli.options import config_from_options, model_options
 @click.command("import-checkpoint")
 @click.argument("reference", type=click.Path(dir_okay=False))
 @model_options
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for model.safetensors/json.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for model.safetensors/json."
+)
 @click.option("--allow-unused", is_flag=True, help="Report keys that fit nowhere instead of failing.")
 def import_checkpoint(reference, preset, config_path, tasks, set_items, output, allow_unused) -> None:
     """Convert a checkpoint written by the reference MTLoRA training code.
@@ -25,7 +27,9 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
 
     config = config_from_options(preset, config_path, tasks, set_items)
     model, unused = import_reference_checkpoint(reference, config, allow_unused=allow_unused)
-    path = save_checkpoint(model, Path(output) / "model", metadata={"imported_from": str(reference), "unused_keys": unused})
+    path = save_checkpoint(
+        model, Path(output) / "model", metadata={"imported_from": str(reference), "unused_keys": unused}
+    )
     console = Console()
     for key in unused:
         console.print(f"[yellow]unused reference key:[/] {key}")

@@ -19,16 +19,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "import_checkpoint",
         "Convert a reference MTLoRA .pth checkpoint.",
     ),
-    "make-dataset": ("mtlora_deploy.cli.make_dataset", "make_dataset", "Generate the built-in synthetic PASCAL-MT set."),
+    "make-dataset": (
+        "mtlora_deploy.cli.make_dataset",
+        "make_dataset",
+        "Generate the built-in synthetic PASCAL-MT set.",
+    ),
     "train": ("mtlora_deploy.cli.train", "train", "Train MTLoRA or a baseline (CPU, GPU, torchrun)."),
-    "evaluate": ("mtlora_deploy.cli.evaluate", "evaluate", "Per-task metrics and delta-m of a checkpoint or ONNX model."),
+    "evaluate": (
+        "mtlora_deploy.cli.evaluate",
+        "evaluate",
+        "Per-task metrics and delta-m of a checkpoint or ONNX model.",
+    ),
     "predict": ("mtlora_deploy.cli.predict", "predict", "Per-task visualisations of images as PNG."),
     "merge": ("mtlora_deploy.cli.merge", "merge", "Fold the task-agnostic LoRA into the backbone exactly."),
     "export": ("mtlora_deploy.cli.export", "export", "Export one ONNX graph with one output per task."),
     "calibrate": ("mtlora_deploy.cli.calibrate", "calibrate", "Draw INT8 calibration inputs from a dataset."),
     "build-engine": ("mtlora_deploy.cli.build_engine", "build_engine", "Build a TensorRT engine from an ONNX graph."),
     "profile": ("mtlora_deploy.cli.profile", "profile", "Multi-task latency/throughput reports."),
-    "compare": ("mtlora_deploy.cli.compare", "compare", "Train a list of presets and tabulate them like the MTLoRA paper."),
+    "compare": (
+        "mtlora_deploy.cli.compare",
+        "compare",
+        "Train a list of presets and tabulate them like the MTLoRA paper.",
+    ),
     "demo": ("mtlora_deploy.cli.demo", "demo", "The end-to-end job on synthetic data (the README's first command)."),
 }
 

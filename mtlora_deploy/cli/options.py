@@ -32,14 +32,22 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
 
 def model_options(func: Callable) -> Callable:
     """Decorate a command with --preset, --config, --tasks and --set."""
-    func = click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override any model config field.")(func)
-    func = click.option("--tasks", default=None, help="Comma-separated tasks, e.g. semseg,human_parts,sal,normals.")(func)
-    func = click.option("--config", "config_path", default=None, type=click.Path(), help="YAML file with a model: section.")(func)
+    func = click.option(
+        "--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override any model config field."
+    )(func)
+    func = click.option("--tasks", default=None, help="Comma-separated tasks, e.g. semseg,human_parts,sal,normals.")(
+        func
+    )
+    func = click.option(
+        "--config", "config_path", default=None, type=click.Path(), help="YAML file with a model: section."
+    )(func)
     func = click.option("--preset", default=None, type=click.Choice(list(PRESETS)), help="Named method preset.")(func)
     return func
 
 
-def config_from_options(preset: str | None, config_path: str | None, tasks: str | None, set_items: tuple[str, ...]) -> ModelConfig:
+def config_from_options(
+    preset: str | None, config_path: str | None, tasks: str | None, set_items: tuple[str, ...]
+) -> ModelConfig:
     """Resolve the model config the way every command does."""
     overrides = parse_set(set_items)
     if tasks is not None:

@@ -7,7 +7,9 @@ import click
 
 @click.command("predict")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--model", "-m", "model_path", required=True, type=click.Path(), help="Checkpoint, run folder, .onnx or plan.")
+@click.option(
+    "--model", "-m", "model_path", required=True, type=click.Path(), help="Checkpoint, run folder, .onnx or plan."
+)
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the PNG files.")
 @click.option("--backend", default="auto", show_default=True, help="auto, torch, onnxruntime, tensorrt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")

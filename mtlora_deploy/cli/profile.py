@@ -21,28 +21,65 @@ def _ints(option: str, text: str) -> list[int]:
 
 @click.command("profile")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", "backends", multiple=True,
-              help="torch, torch-compiled, onnxruntime, tensorrt (comma-separated or repeated) "
-                   "[default: each input's own: torch, onnxruntime or tensorrt].")
-@click.option("--precision", default="fp32", show_default=True,
-              help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help="torch, torch-compiled, onnxruntime, tensorrt (comma-separated or repeated) "
+    "[default: each input's own: torch, onnxruntime or tensorrt].",
+)
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own.",
+)
 @click.option("--batch", default="1,8,32", show_default=True, help="Batch sizes.")
 @click.option("--iterations", default=50, show_default=True, type=int, help="Timed iterations per batch size.")
 @click.option("--warmup", default=10, show_default=True, type=int, help="Untimed iterations before timing.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
-@click.option("--comparisons", default="per_task,merged,bare_backbone,head_cost", show_default=True,
-              help="Comparison variants for torch models ('none' for just the models given).")
-@click.option("--metrics", "metrics", multiple=True, type=click.Path(),
-              help="JSON from 'mtlora evaluate -o' for the accuracy-vs-latency plot (repeatable).")
+@click.option(
+    "--comparisons",
+    default="per_task,merged,bare_backbone,head_cost",
+    show_default=True,
+    help="Comparison variants for torch models ('none' for just the models given).",
+)
+@click.option(
+    "--metrics",
+    "metrics",
+    multiple=True,
+    type=click.Path(),
+    help="JSON from 'mtlora evaluate -o' for the accuracy-vs-latency plot (repeatable).",
+)
 @click.option("--compile-mode", default=None, help="torch-compiled mode [default: reduce-overhead on CUDA].")
 @click.option("--compile-backend", default=None, help="torch.compile backend [default: inductor].")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay a captured CUDA graph.")
 @click.option("--threads", default=None, type=int, help="torch intra-op threads [default: torch's].")
-@click.option("--output", "-o", default=None, type=click.Path(file_okay=False),
-              help="Folder for profile.json, profile.md and the PNG plots.")
-def profile(inputs, backends, precision, batch, iterations, warmup, device, include_copies, comparisons, metrics,
-            compile_mode, compile_backend, cuda_graph, threads, output) -> None:
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder for profile.json, profile.md and the PNG plots.",
+)
+def profile(
+    inputs,
+    backends,
+    precision,
+    batch,
+    iterations,
+    warmup,
+    device,
+    include_copies,
+    comparisons,
+    metrics,
+    compile_mode,
+    compile_backend,
+    cuda_graph,
+    threads,
+    output,
+) -> None:
     """Measure latency (min/median/mean/p90/p95/p99/max), throughput and peak memory per backend x precision x
     batch, and the multi-task comparisons as ratios measured side by side in one run.
 
@@ -57,8 +94,22 @@ def profile(inputs, backends, precision, batch, iterations, warmup, device, incl
     console = Console()
     compile_options = {k: v for k, v in (("mode", compile_mode), ("compile_backend", compile_backend)) if v}
     chosen = [] if comparisons.strip() == "none" else _split((comparisons,))
-    report = run_profile(list(inputs), _split(backends) or None, _split((precision,)), _ints("--batch", batch),
-                         iterations, warmup, device, include_copies, output, list(metrics), chosen,
-                         compile_options, cuda_graph, threads=threads, console=console)
+    report = run_profile(
+        list(inputs),
+        _split(backends) or None,
+        _split((precision,)),
+        _ints("--batch", batch),
+        iterations,
+        warmup,
+        device,
+        include_copies,
+        output,
+        list(metrics),
+        chosen,
+        compile_options,
+        cuda_graph,
+        threads=threads,
+        console=console,
+    )
     for path in [*report.get("files", {}).values(), *report.get("plots", {}).values()]:
         console.print(f"wrote {path}")

@@ -14,8 +14,12 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
 @click.option("--config", "config_path", default=None, type=click.Path(), help="YAML with model: and train: sections.")
 @click.option("--tasks", default=None, help="Comma-separated tasks.")
 @click.option("--data", default=None, help="PASCAL-MT root folder, or 'synthetic' (generated into the run folder).")
-@click.option("--run-dir", "-o", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/PRESET).")
-@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False), help="Continue this run folder.")
+@click.option(
+    "--run-dir", "-o", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/PRESET)."
+)
+@click.option(
+    "--resume", "resume_dir", default=None, type=click.Path(file_okay=False), help="Continue this run folder."
+)
 @click.option("--epochs", type=int, default=None, help="Training epochs (reference: 300).")
 @click.option("--max-steps", type=int, default=None, help="Schedule length in optimizer steps (replaces epochs).")
 @click.option("--stop-after", type=int, default=None, help="Stop (and checkpoint) at this step; resume later.")
@@ -23,12 +27,31 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
 @click.option("--lr", "base_lr", type=float, default=None, help="Nominal base LR for batch 512 (reference: 5e-4).")
 @click.option("--workers", "num_workers", type=int, default=None, help="Data loader workers per process.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", default=None, type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA.")
+@click.option(
+    "--amp", default=None, type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
+)
 @click.option("--seed", type=int, default=None, help="Seed (reference: 0).")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a model config field.")
 @click.option("--train-set", "train_items", multiple=True, metavar="KEY=VALUE", help="Override a train config field.")
-def train(preset, config_path, tasks, data, run_dir, resume_dir, epochs, max_steps, stop_after, batch_size, base_lr,
-          num_workers, device, amp, seed, set_items, train_items) -> None:
+def train(
+    preset,
+    config_path,
+    tasks,
+    data,
+    run_dir,
+    resume_dir,
+    epochs,
+    max_steps,
+    stop_after,
+    batch_size,
+    base_lr,
+    num_workers,
+    device,
+    amp,
+    seed,
+    set_items,
+    train_items,
+) -> None:
     """Train MTLoRA or a baseline; the run folder gets config, logs, best/last checkpoints.
 
     Resume after a crash or Ctrl-C with --resume RUN_DIR (nothing else needed). Several GPUs:
@@ -44,7 +67,16 @@ def train(preset, config_path, tasks, data, run_dir, resume_dir, epochs, max_ste
     model_overrides = parse_set(set_items)
     if tasks is not None:
         model_overrides["tasks"] = parse_tasks(tasks)
-    train_overrides = {**parse_set(train_items), "data": data, "epochs": epochs, "max_steps": max_steps,
-                       "batch_size": batch_size, "base_lr": base_lr, "num_workers": num_workers, "device": device,
-                       "amp": amp, "seed": seed}
+    train_overrides = {
+        **parse_set(train_items),
+        "data": data,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "base_lr": base_lr,
+        "num_workers": num_workers,
+        "device": device,
+        "amp": amp,
+        "seed": seed,
+    }
     start_run(preset, config_path, model_overrides, train_overrides, run_dir, stop_after=stop_after)

@@ -14,27 +14,39 @@ from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
 
 FORMAT = "mtlora-deploy-compare"
 DEFINITIONS = (
-    ("Δm: mean over tasks of the signed relative change against the single-task rows of this comparison, in % "
-     "(positive: better than single-task; lower-is-better metrics such as the normals mean angle count reversed)."),
-    ("trainable: parameters updated in training. deployed: parameters of the shipped model after merging "
-     "(task-agnostic LoRA folded; mtl-lora: one merged encoder per task; single-task: the T models together)."),
-    ("latency: median of the deployed model in PyTorch eager via mtlora profile (single-task: the T models one "
-     "after another; mtl-lora: its T per-task merged encoders one after another)."),
+    (
+        "Δm: mean over tasks of the signed relative change against the single-task rows of this comparison, in % "
+        "(positive: better than single-task; lower-is-better metrics such as the normals mean angle count reversed)."
+    ),
+    (
+        "trainable: parameters updated in training. deployed: parameters of the shipped model after merging "
+        "(task-agnostic LoRA folded; mtl-lora: one merged encoder per task; single-task: the T models together)."
+    ),
+    (
+        "latency: median of the deployed model in PyTorch eager via mtlora profile (single-task: the T models one "
+        "after another; mtl-lora: its T per-task merged encoders one after another)."
+    ),
 )
 
 
 def _settings_lines(result: dict[str, Any]) -> list[str]:
     s, env = result["settings"], result["environment"]
     steps = s["steps"] if s["steps"] is not None else "the 300-epoch recipe"
-    budget = (f"{steps} steps, batch {s['batch_size']}, nominal LR {s['lr']:g} (for batch 512, scaled linearly), "
-              f"seed {s['seed']}, data {s['data']}")
-    latency = (f"{result['latency_label']}, {s['latency_iterations']} timed iterations after {s['latency_warmup']} "
-               f"warm-up; torch threads {s['threads'] or 'default'} (training and timing)")
-    return [f"- presets: {', '.join(s['presets'])}; tasks: {', '.join(s['tasks'])}",
-            f"- budget per row: {budget}",
-            f"- model overrides: {s['model_overrides'] or 'none'}; train overrides: {s['train_overrides'] or 'none'}",
-            f"- latency: {latency}",
-            f"- environment: torch {env['torch']}, {env['cpu']}, {env['torch_threads']} threads, device {env['device']}"]
+    budget = (
+        f"{steps} steps, batch {s['batch_size']}, nominal LR {s['lr']:g} (for batch 512, scaled linearly), "
+        f"seed {s['seed']}, data {s['data']}"
+    )
+    latency = (
+        f"{result['latency_label']}, {s['latency_iterations']} timed iterations after {s['latency_warmup']} "
+        f"warm-up; torch threads {s['threads'] or 'default'} (training and timing)"
+    )
+    return [
+        f"- presets: {', '.join(s['presets'])}; tasks: {', '.join(s['tasks'])}",
+        f"- budget per row: {budget}",
+        f"- model overrides: {s['model_overrides'] or 'none'}; train overrides: {s['train_overrides'] or 'none'}",
+        f"- latency: {latency}",
+        f"- environment: torch {env['torch']}, {env['cpu']}, {env['torch_threads']} threads, device {env['device']}",
+    ]
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -43,15 +55,31 @@ def render_markdown(result: dict[str, Any]) -> str:
     parts = ["# mtlora compare"]
     if result.get("command"):
         parts.append(f"```\n{result['command']}\n```")
-    parts += ["## Settings", "\n".join(_settings_lines(result)), "## Results",
-              markdown_table(table_header(tasks, result["latency_label"]),
-                             [table_cells(r, tasks) for r in result["rows"]])]
+    parts += [
+        "## Settings",
+        "\n".join(_settings_lines(result)),
+        "## Results",
+        markdown_table(table_header(tasks, result["latency_label"]), [table_cells(r, tasks) for r in result["rows"]]),
+    ]
     singles = [r for r in result["records"] if r["task"] is not None]
     if singles:
-        parts += ["### Single-task runs", markdown_table(
-            ["run", "task", "metric", "trainable (M)", "deployed (M)", "latency (ms)"],
-            [[r["name"], r["task"], f"{r['primary'][r['task']]:.2f}", f"{r['trainable_params'] / 1e6:.3f}",
-              f"{r['deployed_params'] / 1e6:.3f}", f"{r['latency_ms']['median']:.2f}"] for r in singles])]
+        parts += [
+            "### Single-task runs",
+            markdown_table(
+                ["run", "task", "metric", "trainable (M)", "deployed (M)", "latency (ms)"],
+                [
+                    [
+                        r["name"],
+                        r["task"],
+                        f"{r['primary'][r['task']]:.2f}",
+                        f"{r['trainable_params'] / 1e6:.3f}",
+                        f"{r['deployed_params'] / 1e6:.3f}",
+                        f"{r['latency_ms']['median']:.2f}",
+                    ]
+                    for r in singles
+                ],
+            ),
+        ]
     parts += ["## Definitions", "\n".join(f"- {line}" for line in DEFINITIONS)]
     if result["notes"]:
         parts += ["## Notes", "\n".join(f"- {note}" for note in result["notes"])]

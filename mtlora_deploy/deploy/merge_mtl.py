@@ -49,8 +49,10 @@ def build_per_task_merged(config: ModelConfig) -> MultiTaskModel:
     Every MTL-LoRA layer becomes a plain ``nn.Linear`` and the encoder runs one ordinary pass (no task repeat).
     """
     if config.adapter != TASK_CONDITIONED or len(config.tasks) != 1:
-        raise ConfigError(f"per-task merge: got adapter {config.adapter} with tasks {','.join(config.tasks)}, "
-                          f"expected adapter {TASK_CONDITIONED} with exactly one task")
+        raise ConfigError(
+            f"per-task merge: got adapter {config.adapter} with tasks {','.join(config.tasks)}, "
+            f"expected adapter {TASK_CONDITIONED} with exactly one task"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model(config.replace(pretrained=None), warn_without_weights=False)
@@ -72,8 +74,10 @@ def merge_per_task(model: MultiTaskModel, task: str) -> MultiTaskModel:
         WeightsError: a weight holds NaN/inf (the message names the layer and tensor).
     """
     if not isinstance(model, MultiTaskModel) or not is_task_conditioned(model):
-        raise ConfigError(f"merge_per_task: expected an unmerged {TASK_CONDITIONED} MultiTaskModel, got "
-                          f"{type(model).__name__} with adapter {getattr(getattr(model, 'config', None), 'adapter', '?')}")
+        raise ConfigError(
+            f"merge_per_task: expected an unmerged {TASK_CONDITIONED} MultiTaskModel, got "
+            f"{type(model).__name__} with adapter {getattr(getattr(model, 'config', None), 'adapter', '?')}"
+        )
     if task not in model.tasks:
         raise ConfigError(f"merge_per_task: task {task!r} is not one of {', '.join(model.tasks)}")
     merged = build_per_task_merged(model.config.replace(tasks=[task], pretrained=None))

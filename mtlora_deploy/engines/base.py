@@ -56,4 +56,9 @@ class Backend(ABC):
         self.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": str(self.device), "tasks": list(self.tasks), "image_size": self.image_size}
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "tasks": list(self.tasks),
+            "image_size": self.image_size,
+        }

@@ -44,7 +44,7 @@ def load_tensorrt():
     trt = require("tensorrt", extra="tensorrt")
     if version_tuple(trt.__version__)[:2] < MIN_TENSORRT:
         raise MissingDependencyError(
-            f"TensorRT {trt.__version__} is too old: the name-based tensor API needs 10.x or 11.x; install: {INSTALL_HINT}"
+            f"TensorRT {trt.__version__} is too old: the name-based tensor API needs 10.x or 11.x; install: {INSTALL_HINT}"  # noqa: E501
         )
     return trt
 
@@ -176,9 +176,14 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         manifest = self.metadata["manifest"]
-        return {**super().describe(), "plan": str(self.path), "precision": manifest.get("precision"),
-                "tensorrt_version": self._trt.__version__, "cuda_graph": self.use_cuda_graph,
-                "batch_profile": manifest.get("batch_profile")}
+        return {
+            **super().describe(),
+            "plan": str(self.path),
+            "precision": manifest.get("precision"),
+            "tensorrt_version": self._trt.__version__,
+            "cuda_graph": self.use_cuda_graph,
+            "batch_profile": manifest.get("batch_profile"),
+        }
 
     # -- internals -------------------------------------------------------------------------------------------
     def _set_shape(self, shape: tuple[int, ...]) -> None:
@@ -201,8 +206,11 @@ class TensorRTBackend(Backend):
     def _allocate_outputs(self) -> dict[str, torch.Tensor]:
         """Output buffers sized from the context's resolved shapes (valid once the input shape is set)."""
         return {
-            name: torch.empty(tuple(self.context.get_tensor_shape(name)),
-                              dtype=torch_dtype(self._trt, self.engine.get_tensor_dtype(name)), device=self.device)
+            name: torch.empty(
+                tuple(self.context.get_tensor_shape(name)),
+                dtype=torch_dtype(self._trt, self.engine.get_tensor_dtype(name)),
+                device=self.device,
+            )
             for name in self.output_names
         }
 

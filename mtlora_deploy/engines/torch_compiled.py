@@ -39,8 +39,12 @@ def resolve_compile_backend(device: torch.device, backend: str | None) -> str:
     if backend is not None:
         return backend
     if device.type == "cpu" and find_cxx_compiler() is None:
-        warnings.warn(f"torch-compiled: no C++ compiler found for inductor on the CPU; using backend="
-                      f"{FALLBACK_BACKEND!r} (graph capture without code generation)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"torch-compiled: no C++ compiler found for inductor on the CPU; using backend="
+            f"{FALLBACK_BACKEND!r} (graph capture without code generation)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return FALLBACK_BACKEND
     return "inductor"
 
@@ -92,8 +96,12 @@ class TorchCompiledBackend(TorchEagerBackend):
         except Exception as exc:  # inductor failing to build C++ on this machine is not the user's model's fault
             if not self._can_fall_back(exc):
                 raise
-            warnings.warn(f"torch-compiled: inductor failed on the CPU ({type(exc).__name__}); falling back to "
-                          f"backend={FALLBACK_BACKEND!r}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"torch-compiled: inductor failed on the CPU ({type(exc).__name__}); falling back to "
+                f"backend={FALLBACK_BACKEND!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self.compile_backend = FALLBACK_BACKEND
             self._compile()
             return self._call(images)
@@ -109,8 +117,14 @@ class TorchCompiledBackend(TorchEagerBackend):
     def _can_fall_back(self, exc: Exception) -> bool:
         from torch._dynamo.exc import BackendCompilerFailed
 
-        return self.device.type == "cpu" and self.compile_backend == "inductor" and isinstance(exc, BackendCompilerFailed)
+        return (
+            self.device.type == "cpu" and self.compile_backend == "inductor" and isinstance(exc, BackendCompilerFailed)
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "compile_mode": self.mode, "compile_backend": self.compile_backend,
-                "dynamic": self.dynamic}
+        return {
+            **super().describe(),
+            "compile_mode": self.mode,
+            "compile_backend": self.compile_backend,
+            "dynamic": self.dynamic,
+        }

@@ -28,7 +28,9 @@ class SharedTaskStreams:
 
     def shared_delta(self, x_dropped: torch.Tensor) -> torch.Tensor:
         """``s * B_sh A_sh x`` for an already dropped-out input."""
-        return self.scale * nn.functional.linear(nn.functional.linear(x_dropped, self.lora_shared_A), self.lora_shared_B)
+        return self.scale * nn.functional.linear(
+            nn.functional.linear(x_dropped, self.lora_shared_A), self.lora_shared_B
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shared stream only (every block that is not stage-final, and the shared path of those that are)."""
@@ -86,7 +88,9 @@ class MTLoRALinear(SharedTaskStreams, nn.Module):
         self.lora_shared_A = _kaiming_a(rank, self.in_features)
         self.lora_shared_B = nn.Parameter(torch.zeros(self.out_features, rank))
         self.lora_tasks_A = nn.ParameterDict({t: _kaiming_a(task_rank, self.in_features) for t in self.tasks})
-        self.lora_tasks_B = nn.ParameterDict({t: nn.Parameter(torch.zeros(self.out_features, task_rank)) for t in self.tasks})
+        self.lora_tasks_B = nn.ParameterDict(
+            {t: nn.Parameter(torch.zeros(self.out_features, task_rank)) for t in self.tasks}
+        )
 
     def task_delta(self, task: str, x_dropped: torch.Tensor) -> torch.Tensor:
         """``s_t * B_t A_t x`` for one task."""

@@ -76,7 +76,11 @@ class MultiTaskSwin(nn.Module):
                 block.attn.proj = wrap(block.attn.proj)
                 block.mlp.fc1 = wrap(block.mlp.fc1)
                 block.mlp.fc2 = wrap(block.mlp.fc2)
-            if config.lora_on_reductions and isinstance(stage.downsample, nn.Module) and hasattr(stage.downsample, "reduction"):
+            if (
+                config.lora_on_reductions
+                and isinstance(stage.downsample, nn.Module)
+                and hasattr(stage.downsample, "reduction")
+            ):
                 stage.downsample.reduction = shared(stage.downsample.reduction)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:

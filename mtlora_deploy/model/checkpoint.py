@@ -60,7 +60,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in ("checkpoints/best", "checkpoints/last", "model"):
             if (path / candidate).with_suffix(".json").is_file():
                 return path / candidate
-        raise WeightsError(f"{path}: no checkpoint found (expected checkpoints/best.json, checkpoints/last.json or model.json)")
+        raise WeightsError(
+            f"{path}: no checkpoint found (expected checkpoints/best.json, checkpoints/last.json or model.json)"
+        )
     stem = path.with_suffix("")
     if not stem.with_suffix(".json").is_file() or not stem.with_suffix(".safetensors").is_file():
         raise WeightsError(f"{path}: expected a checkpoint pair {stem.name}.safetensors + {stem.name}.json")

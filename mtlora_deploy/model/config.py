@@ -37,9 +37,13 @@ TIMM_BASE_FOR = {"swin_test_tiny": "swin_tiny_patch4_window7_224"}
 class ModelConfig:
     """Everything needed to rebuild a multi-task model; stored in every checkpoint and ONNX file."""
 
-    backbone: str = field(default="swin_tiny_patch4_window7_224", metadata={"help": "timm Swin variant or swin_test_tiny"})
+    backbone: str = field(
+        default="swin_tiny_patch4_window7_224", metadata={"help": "timm Swin variant or swin_test_tiny"}
+    )
     image_size: int = field(default=448, metadata={"help": "square input size; must tile into windows at every stage"})
-    tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata={"help": "tasks, any subset of " + ",".join(ALL_TASKS)})
+    tasks: tuple[str, ...] = field(
+        default=DEFAULT_TASKS, metadata={"help": "tasks, any subset of " + ",".join(ALL_TASKS)}
+    )
     adapter: str = field(
         default="mtlora",
         metadata={

@@ -19,13 +19,19 @@ from mtlora_deploy.model.config import ModelConfig
 
 _REFERENCE_BUFFERS = ("attn_mask", "relative_position_index")
 _RULES_TO_OURS: list[tuple[re.Pattern, object]] = [
-    (re.compile(r"^backbone\.layers\.(\d+)\.downsample\."), lambda m: f"backbone.layers.{int(m.group(1)) + 1}.downsample."),
+    (
+        re.compile(r"^backbone\.layers\.(\d+)\.downsample\."),
+        lambda m: f"backbone.layers.{int(m.group(1)) + 1}.downsample.",
+    ),
     (re.compile(r"\.linear\.(weight|bias)$"), lambda m: f".base_layer.{m.group(1)}"),
     (re.compile(r"^downsampler\.(\w+?)\.downsample_(\d+)\."), lambda m: f"decoders.{m.group(1)}.reduce.{m.group(2)}."),
     (re.compile(r"^decoders\.decoders\."), lambda m: "decoders."),
 ]
 _RULES_TO_REFERENCE: list[tuple[re.Pattern, object]] = [
-    (re.compile(r"^backbone\.layers\.(\d+)\.downsample\."), lambda m: f"backbone.layers.{int(m.group(1)) - 1}.downsample."),
+    (
+        re.compile(r"^backbone\.layers\.(\d+)\.downsample\."),
+        lambda m: f"backbone.layers.{int(m.group(1)) - 1}.downsample.",
+    ),
     (re.compile(r"\.base_layer\.(weight|bias)$"), lambda m: f".linear.{m.group(1)}"),
     (re.compile(r"^decoders\.(\w+?)\.reduce\.(\d+)\."), lambda m: f"downsampler.{m.group(1)}.downsample_{m.group(2)}."),
     (re.compile(r"^decoders\.(\w+?)\.last_layer\."), lambda m: f"decoders.decoders.{m.group(1)}.last_layer."),
@@ -55,7 +61,9 @@ def check_against_model(state: dict[str, torch.Tensor], model: nn.Module, source
     return check_state_keys(state, model.state_dict(), source, hint="; check --preset (rank) and --tasks")
 
 
-def import_reference_checkpoint(path: str | Path, config: ModelConfig, allow_unused: bool = False) -> tuple[nn.Module, list[str]]:
+def import_reference_checkpoint(
+    path: str | Path, config: ModelConfig, allow_unused: bool = False
+) -> tuple[nn.Module, list[str]]:
     """Build our model for ``config`` and load a reference MTLoRA ``.pth`` into it.
 
     Returns the model and the reference keys that did not fit (an error unless ``allow_unused``).
@@ -67,7 +75,9 @@ def import_reference_checkpoint(path: str | Path, config: ModelConfig, allow_unu
     state = reference_to_ours(read_state_dict(path))
     unused = check_against_model(state, model, str(path))
     if unused and not allow_unused:
-        raise WeightsError(f"{path}: {len(unused)} keys fit nowhere in the model, first {unused[0]} (use --allow-unused to skip them)")
+        raise WeightsError(
+            f"{path}: {len(unused)} keys fit nowhere in the model, first {unused[0]} (use --allow-unused to skip them)"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
     return model.eval(), unused
 

@@ -19,6 +19,9 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
         "trainable_mode": config.trainable,
         "image_size": size,
         **count_parameters(model).to_dict(),
-        "tasks": {t: {"channels": config.output_channels(t), "shape": [config.output_channels(t), size, size]} for t in config.tasks},
+        "tasks": {
+            t: {"channels": config.output_channels(t), "shape": [config.output_channels(t), size, size]}
+            for t in config.tasks
+        },
         "config": config.to_dict(),
     }

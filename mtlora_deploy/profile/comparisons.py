@@ -33,8 +33,13 @@ BARE_TARGET = 1.25
 MTL_LORA_VS_MTLORA = "mtl-lora T task passes (per-task merged encoders run one after another) vs MTLoRA single pass"
 
 
-def open_torch(factory: Callable[[], torch.nn.Module], backend: str, device: torch.device, precision: str,
-               compile_options: dict[str, Any]):
+def open_torch(
+    factory: Callable[[], torch.nn.Module],
+    backend: str,
+    device: torch.device,
+    precision: str,
+    compile_options: dict[str, Any],
+):
     """Build the model and wrap it in the eager or compiled backend with the precision's autocast dtype."""
     from mtlora_deploy.engines.torch_eager import TorchEagerBackend
 
@@ -47,8 +52,9 @@ def open_torch(factory: Callable[[], torch.nn.Module], backend: str, device: tor
 
 
 def _open_per_task(model, backend, device, precision, compile_options) -> SequentialPredictors:
-    return SequentialPredictors([open_torch(partial(sub_model, model, (t,)), backend, device, precision,
-                                            compile_options) for t in model.tasks])
+    return SequentialPredictors(
+        [open_torch(partial(sub_model, model, (t,)), backend, device, precision, compile_options) for t in model.tasks]
+    )
 
 
 def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]:
@@ -65,23 +71,44 @@ def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]
     return roles
 
 
-def torch_candidates(model, source: str, backends: Sequence[str], precisions: Sequence[str], device: torch.device,
-                     comparisons: Sequence[str], compile_options: dict[str, Any], notes: list[str]) -> list[Candidate]:
+def torch_candidates(
+    model,
+    source: str,
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    device: torch.device,
+    comparisons: Sequence[str],
+    compile_options: dict[str, Any],
+    notes: list[str],
+) -> list[Candidate]:
     """Every candidate a torch model brings: backends x precisions x (single pass + comparison variants)."""
     out = []
     for backend in [b for b in backends if b in TORCH_BACKENDS]:
         for precision in precisions:
             if device.type == "cpu" and precision == "fp16":
-                notes.append(f"{source}: {backend} fp16 skipped on the CPU (no fast fp16 kernels; not a deployment "
-                             "path); use --device cuda")
+                notes.append(
+                    f"{source}: {backend} fp16 skipped on the CPU (no fast fp16 kernels; not a deployment "
+                    "path); use --device cuda"
+                )
                 continue
-            opener = partial(open_torch, backend=backend, device=device, precision=precision,
-                             compile_options=compile_options)
-            out += [Candidate(source, role, backend, precision, partial(opener, factory), tasks=model.tasks)
-                    for role, factory in model_roles(model, comparisons)]
+            opener = partial(
+                open_torch, backend=backend, device=device, precision=precision, compile_options=compile_options
+            )
+            out += [
+                Candidate(source, role, backend, precision, partial(opener, factory), tasks=model.tasks)
+                for role, factory in model_roles(model, comparisons)
+            ]
             if "per_task" in comparisons and len(model.tasks) > 1:
-                out.append(Candidate(source, "per_task", backend, precision, tasks=model.tasks,
-                                     open=partial(_open_per_task, model, backend, device, precision, compile_options)))
+                out.append(
+                    Candidate(
+                        source,
+                        "per_task",
+                        backend,
+                        precision,
+                        tasks=model.tasks,
+                        open=partial(_open_per_task, model, backend, device, precision, compile_options),
+                    )
+                )
     return out
 
 
@@ -120,16 +147,25 @@ def _shared_vs_per_task(singles, index):
     for m in singles:
         per_task = _other(m, index, "per_task")
         if per_task is not None:
-            yield _row(m, tasks=list(m.candidate.tasks), single_pass_ms=m.latency.median, per_task_models_ms=per_task.latency.median,
-                       ratio=_ratio(per_task.latency.median, m.latency.median))
+            yield _row(
+                m,
+                tasks=list(m.candidate.tasks),
+                single_pass_ms=m.latency.median,
+                per_task_models_ms=per_task.latency.median,
+                ratio=_ratio(per_task.latency.median, m.latency.median),
+            )
 
 
 def _merged(singles, index):
     for m in singles:
         merged = _other(m, index, "merged")
         if merged is not None:
-            yield _row(m, unmerged_ms=m.latency.median, merged_ms=merged.latency.median,
-                       speedup=_ratio(m.latency.median, merged.latency.median))
+            yield _row(
+                m,
+                unmerged_ms=m.latency.median,
+                merged_ms=merged.latency.median,
+                speedup=_ratio(m.latency.median, merged.latency.median),
+            )
 
 
 def _vs_bare(singles, index):
@@ -140,10 +176,17 @@ def _vs_bare(singles, index):
         merged = _other(m, index, "merged")
         deployed = merged or m
         ratio = _ratio(deployed.latency.median, bare.latency.median)
-        yield _row(m, bare_backbone_ms=bare.latency.median, single_pass_ms=m.latency.median,
-                   merged_ms=merged.latency.median if merged else None,
-                   single_pass_ratio=_ratio(m.latency.median, bare.latency.median), compared=deployed.candidate.role,
-                   ratio=ratio, target=BARE_TARGET, meets_target=ratio is not None and ratio <= BARE_TARGET)
+        yield _row(
+            m,
+            bare_backbone_ms=bare.latency.median,
+            single_pass_ms=m.latency.median,
+            merged_ms=merged.latency.median if merged else None,
+            single_pass_ratio=_ratio(m.latency.median, bare.latency.median),
+            compared=deployed.candidate.role,
+            ratio=ratio,
+            target=BARE_TARGET,
+            meets_target=ratio is not None and ratio <= BARE_TARGET,
+        )
 
 
 def _mtl_lora_vs_mtlora(singles, index):
@@ -153,9 +196,16 @@ def _mtl_lora_vs_mtlora(singles, index):
         if reference is None or passes is None:
             continue
         ms = reference.latency.median
-        yield _row(m, comparison=MTL_LORA_VS_MTLORA, tasks=list(m.candidate.tasks),
-                   task_passes_ms=passes.latency.median, unmerged_batched_ms=m.latency.median, mtlora_single_pass_ms=ms,
-                   ratio=_ratio(passes.latency.median, ms), unmerged_ratio=_ratio(m.latency.median, ms))
+        yield _row(
+            m,
+            comparison=MTL_LORA_VS_MTLORA,
+            tasks=list(m.candidate.tasks),
+            task_passes_ms=passes.latency.median,
+            unmerged_batched_ms=m.latency.median,
+            mtlora_single_pass_ms=ms,
+            ratio=_ratio(passes.latency.median, ms),
+            unmerged_ratio=_ratio(m.latency.median, ms),
+        )
 
 
 def _head_cost(singles, index):
@@ -164,9 +214,14 @@ def _head_cost(singles, index):
             role = key[4]
             if key[:4] == m.key()[:4] and role.startswith("without:"):
                 cost = m.latency.median - other.latency.median
-                yield _row(m, task=role.split(":", 1)[1], full_ms=m.latency.median,
-                           without_task_ms=other.latency.median, head_cost_ms=cost,
-                           fraction_of_full=_ratio(cost, m.latency.median))
+                yield _row(
+                    m,
+                    task=role.split(":", 1)[1],
+                    full_ms=m.latency.median,
+                    without_task_ms=other.latency.median,
+                    head_cost_ms=cost,
+                    fraction_of_full=_ratio(cost, m.latency.median),
+                )
 
 
 def _precision(measurements: list[Measurement]) -> list[dict[str, Any]]:
@@ -181,10 +236,20 @@ def _precision(measurements: list[Measurement]) -> list[dict[str, Any]]:
         if len({m.candidate.precision for m in group}) < 2:
             continue
         base = next((m for m in group if m.candidate.precision == "fp32"), group[0])
-        rows += [{"family": family, "backend": backend, "batch": batch, "role": role, "source": m.candidate.source,
-                  "precision": m.candidate.precision, "median_ms": m.latency.median,
-                  "baseline_precision": base.candidate.precision,
-                  "speedup": _ratio(base.latency.median, m.latency.median)} for m in group]
+        rows += [
+            {
+                "family": family,
+                "backend": backend,
+                "batch": batch,
+                "role": role,
+                "source": m.candidate.source,
+                "precision": m.candidate.precision,
+                "median_ms": m.latency.median,
+                "baseline_precision": base.candidate.precision,
+                "speedup": _ratio(base.latency.median, m.latency.median),
+            }
+            for m in group
+        ]
     return rows
 
 
@@ -199,7 +264,17 @@ def _batch_sweep(measurements: list[Measurement]) -> list[dict[str, Any]]:
             continue
         group.sort(key=lambda m: m.batch)
         first = group[0]
-        rows += [{"source": source, "backend": backend, "precision": precision, "role": role, "batch": m.batch,
-                  "median_ms": m.latency.median, "throughput_images_per_s": m.throughput,
-                  "throughput_vs_smallest_batch": _ratio(m.throughput, first.throughput)} for m in group]
+        rows += [
+            {
+                "source": source,
+                "backend": backend,
+                "precision": precision,
+                "role": role,
+                "batch": m.batch,
+                "median_ms": m.latency.median,
+                "throughput_images_per_s": m.throughput,
+                "throughput_vs_smallest_batch": _ratio(m.throughput, first.throughput),
+            }
+            for m in group
+        ]
     return rows

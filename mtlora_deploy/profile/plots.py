@@ -39,8 +39,9 @@ def plot_latency_vs_batch(measurements: Sequence[dict[str, Any]], path: str | Pa
         points.sort(key=lambda m: m["batch"])
         median = [p["latency_ms"]["median"] for p in points]
         spread = [p["latency_ms"]["p90"] - p["latency_ms"]["median"] for p in points]
-        ax.errorbar([p["batch"] for p in points], median, yerr=[[0] * len(points), spread], marker="o",
-                    capsize=3, label=label)
+        ax.errorbar(
+            [p["batch"] for p in points], median, yerr=[[0] * len(points), spread], marker="o", capsize=3, label=label
+        )
     ax.set(xlabel="batch size", ylabel="latency per batch (ms, median; bar to p90)", title="Latency vs batch size")
     ax.set_xscale("log", base=2)
     batches = sorted({m["batch"] for points in lines.values() for m in points})
@@ -57,13 +58,24 @@ def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[di
     points = []
     for record in metrics:
         artefact = Path(str(record.get("artefact", ""))).resolve()
-        matches = [m for m in measurements if m["role"] in ("file", "single_pass", "merged")
-                   and Path(str(m["source"])).resolve() == artefact]
+        matches = [
+            m
+            for m in measurements
+            if m["role"] in ("file", "single_pass", "merged") and Path(str(m["source"])).resolve() == artefact
+        ]
         if not matches or record.get("delta_m") is None:
             continue
         best = min(matches, key=lambda m: (m["batch"], m["latency_ms"]["median"]))
-        points.append({"artefact": str(artefact), "backend": best["backend"], "precision": best["precision"],
-                       "batch": best["batch"], "latency_ms": best["latency_ms"]["median"], "delta_m": record["delta_m"]})
+        points.append(
+            {
+                "artefact": str(artefact),
+                "backend": best["backend"],
+                "precision": best["precision"],
+                "batch": best["batch"],
+                "latency_ms": best["latency_ms"]["median"],
+                "delta_m": record["delta_m"],
+            }
+        )
     return points
 
 
@@ -73,11 +85,19 @@ def plot_accuracy_vs_latency(points: Sequence[dict[str, Any]], path: str | Path)
     fig, ax = plt.subplots(figsize=(7, 5))
     for point in points:
         ax.scatter(point["latency_ms"], point["delta_m"], s=40)
-        ax.annotate(f"{point['precision']} ({point['backend']})", (point["latency_ms"], point["delta_m"]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(
+            f"{point['precision']} ({point['backend']})",
+            (point["latency_ms"], point["delta_m"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
     batches = sorted({p["batch"] for p in points})
-    ax.set(xlabel=f"latency (ms, median, batch {','.join(map(str, batches))})", ylabel="delta-m (%)",
-           title="Accuracy vs latency per precision")
+    ax.set(
+        xlabel=f"latency (ms, median, batch {','.join(map(str, batches))})",
+        ylabel="delta-m (%)",
+        title="Accuracy vs latency per precision",
+    )
     ax.grid(True, alpha=0.3)
     path = _save(fig, Path(path))
     plt.close(fig)

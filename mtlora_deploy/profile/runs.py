@@ -93,10 +93,20 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
-        return {"source": c.source, "label": c.label, "role": c.role, "family": c.family, "backend": c.backend,
-                "precision": c.precision, "tasks": list(c.tasks), "batch": self.batch, "latency_ms": self.latency.to_dict(),
-                "throughput_images_per_s": self.throughput, "peak_memory_bytes": self.peak_memory_bytes,
-                "settings": self.settings}
+        return {
+            "source": c.source,
+            "label": c.label,
+            "role": c.role,
+            "family": c.family,
+            "backend": c.backend,
+            "precision": c.precision,
+            "tasks": list(c.tasks),
+            "batch": self.batch,
+            "latency_ms": self.latency.to_dict(),
+            "throughput_images_per_s": self.throughput,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "settings": self.settings,
+        }
 
 
 class SequentialPredictors:
@@ -154,8 +164,14 @@ def measure_candidate(candidate: Candidate, batches: Sequence[int], settings: Ru
         predictor.close()
 
 
-def _measure_batch(candidate: Candidate, predictor: Predictor, batch: int, image_size: int, settings: RunSettings,
-                   described: dict[str, Any]) -> Measurement:
+def _measure_batch(
+    candidate: Candidate,
+    predictor: Predictor,
+    batch: int,
+    image_size: int,
+    settings: RunSettings,
+    described: dict[str, Any],
+) -> Measurement:
     images = make_images(batch, image_size, settings)
     call = timed_call(predictor, images, settings.include_copies)
     call()
@@ -163,9 +179,17 @@ def _measure_batch(candidate: Candidate, predictor: Predictor, batch: int, image
     timer = make_timer(settings.device)
     with PeakMemory(settings.device) as memory:
         samples = timer.time(call, settings.iterations, settings.warmup)
-    run = {"device": str(settings.device), "batch": batch, "iterations": settings.iterations,
-           "warmup": settings.warmup, "untimed_first_calls": 1, "include_copies": settings.include_copies,
-           "timer": timer.name, "memory_method": memory_method(settings.device), "backend": described}
+    run = {
+        "device": str(settings.device),
+        "batch": batch,
+        "iterations": settings.iterations,
+        "warmup": settings.warmup,
+        "untimed_first_calls": 1,
+        "include_copies": settings.include_copies,
+        "timer": timer.name,
+        "memory_method": memory_method(settings.device),
+        "backend": described,
+    }
     return Measurement(candidate, batch, LatencyStats.from_samples(samples), memory.peak_bytes, run)
 
 
@@ -183,16 +207,25 @@ def environment_settings(device: torch.device) -> dict[str, Any]:
     from mtlora_deploy import __version__
 
     env: dict[str, Any] = {
-        "toolkit_version": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "toolkit_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
         "tensorrt": _package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu": platform.processor() or platform.machine(), "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "device": str(device),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
     if device.type == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(device), compute_capability=".".join(
-            map(str, torch.cuda.get_device_capability(device))), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-            tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark)
+        env.update(
+            gpu=torch.cuda.get_device_name(device),
+            compute_capability=".".join(map(str, torch.cuda.get_device_capability(device))),
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+        )
     return env

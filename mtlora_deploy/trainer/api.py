@@ -25,7 +25,9 @@ def start_run(
     model_config, train_config = load_run_configs(preset, config_path, model_overrides, train_overrides)
     run_dir = Path(run_dir or Path("runs") / (preset or "custom"))
     if (run_dir / "checkpoints" / "last.json").exists():
-        raise ConfigError(f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder")
+        raise ConfigError(
+            f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder"
+        )
     return Trainer(model_config, train_config, run_dir, stop_after=stop_after).fit()
 
 

@@ -29,7 +29,13 @@ def resolve_data_root(train: TrainConfig, run_dir: Path, context: DistContext) -
 def build_dataset(root: Path, split: str, model: ModelConfig, train_mode: bool, cache_dir: Path | None, seed: int):
     """A PascalMTDataset at the model's input size with the reference train or eval transforms."""
     return PascalMTDataset(
-        root, split=split, tasks=model.tasks, image_size=model.image_size, train=train_mode, cache_dir=cache_dir, seed=seed
+        root,
+        split=split,
+        tasks=model.tasks,
+        image_size=model.image_size,
+        train=train_mode,
+        cache_dir=cache_dir,
+        seed=seed,
     )
 
 
@@ -40,7 +46,7 @@ class SkipSampler(Sampler[int]):
         self.sampler, self.skip = sampler, skip
 
     def __iter__(self):
-        return iter(list(self.sampler)[self.skip:])
+        return iter(list(self.sampler)[self.skip :])
 
     def __len__(self) -> int:
         return max(len(self.sampler) - self.skip, 0)

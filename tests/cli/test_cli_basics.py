@@ -75,7 +75,15 @@ def test_user_errors_are_one_line_with_exit_1(tmp_path):
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["Error: tasks: got 'depth', expected one of semseg, human_parts, sal, normals, edge"]
-    cmd = [sys.executable, "-m", "mtlora_deploy", "import-checkpoint", str(tmp_path / "nope.pth"), "-o", str(tmp_path / "o")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mtlora_deploy",
+        "import-checkpoint",
+        str(tmp_path / "nope.pth"),
+        "-o",
+        str(tmp_path / "o"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 1 and "nope.pth does not exist" in proc.stderr
     assert not (tmp_path / "o").exists()

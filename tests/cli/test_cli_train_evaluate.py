@@ -10,16 +10,43 @@ from PIL import Image
 
 from mtlora_deploy.cli.main import cli
 
-TINY = ["--set", "backbone=swin_test_tiny", "--set", "image_size=64", "--set", "task_agnostic_rank=4",
-        "--set", "decoder_widths=[4,4,8,8]", "--set", "head_channels=16"]
+TINY = [
+    "--set",
+    "backbone=swin_test_tiny",
+    "--set",
+    "image_size=64",
+    "--set",
+    "task_agnostic_rank=4",
+    "--set",
+    "decoder_widths=[4,4,8,8]",
+    "--set",
+    "head_channels=16",
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
-    args = ["train", "--preset", "mtlora-r16", "--tasks", "semseg,sal,normals", "--data", "synthetic", *TINY,
-            "--max-steps", "2", "--batch-size", "4", "--workers", "0", "--train-set", "synthetic_images=16",
-            "-o", str(run)]
+    args = [
+        "train",
+        "--preset",
+        "mtlora-r16",
+        "--tasks",
+        "semseg,sal,normals",
+        "--data",
+        "synthetic",
+        *TINY,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--train-set",
+        "synthetic_images=16",
+        "-o",
+        str(run),
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run
@@ -33,8 +60,23 @@ def test_train_writes_a_run_folder(run_dir):
 
 def test_evaluate_prints_table_and_writes_json(run_dir, tmp_path):
     out = tmp_path / "eval.json"
-    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--data", "synthetic", "-o", str(out),
-                                      "--baseline", "semseg=50", "--baseline", "sal=50", "--baseline", "normals=30"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(run_dir),
+            "--data",
+            "synthetic",
+            "-o",
+            str(out),
+            "--baseline",
+            "semseg=50",
+            "--baseline",
+            "sal=50",
+            "--baseline",
+            "normals=30",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data["metrics"]) == {"semseg", "sal", "normals"} and data["num_images"] == 4
@@ -54,8 +96,22 @@ def test_predict_writes_pngs(run_dir, tmp_path):
 
 def test_make_dataset_is_deterministic(tmp_path):
     for name in ("a", "b"):
-        result = CliRunner().invoke(cli, ["make-dataset", "synthetic", str(tmp_path / name), "--images", "6",
-                                          "--seed", "3", "--height", "48", "--width", "64"])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "make-dataset",
+                "synthetic",
+                str(tmp_path / name),
+                "--images",
+                "6",
+                "--seed",
+                "3",
+                "--height",
+                "48",
+                "--width",
+                "64",
+            ],
+        )
         assert result.exit_code == 0, result.output
     first = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert first and all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in first)
@@ -65,7 +121,10 @@ def test_make_dataset_is_deterministic(tmp_path):
     "args, message",
     [
         (["evaluate", "nope", "--data", "synthetic"], "nope does not exist"),
-        (["train", "--preset", "mtlora-r16", "--data", "/nonexistent/pascal", "--max-steps", "1", *TINY], "/nonexistent/pascal"),
+        (
+            ["train", "--preset", "mtlora-r16", "--data", "/nonexistent/pascal", "--max-steps", "1", *TINY],
+            "/nonexistent/pascal",
+        ),
         (["predict", "missing.jpg", "-m", "nope", "-o", "x"], "nope does not exist"),
     ],
 )

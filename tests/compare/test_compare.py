@@ -19,11 +19,46 @@ from mtlora_deploy.errors import ConfigError
 
 TASKS = ("semseg", "normals")  # normals: a lower-is-better metric
 PRESETS = ("lora", "mtl-lora", "mtlora-mtl")
-TINY = ["--set", "backbone=swin_test_tiny", "--set", "image_size=64", "--set", "decoder_widths=[4,4,8,8]",
-        "--set", "head_channels=16", "--set", "task_agnostic_rank=4", "--set", "mtl_rank=4", "--set", "mtl_alpha=16"]
-ARGS = ["compare", "--presets", ",".join(PRESETS), "--tasks", ",".join(TASKS), *TINY, "--steps", "2",
-        "--batch-size", "4", "--lr", "0.2", "--synthetic-images", "16", "--latency-iterations", "2",
-        "--latency-warmup", "1", "--threads", "1", "--device", "cpu"]
+TINY = [
+    "--set",
+    "backbone=swin_test_tiny",
+    "--set",
+    "image_size=64",
+    "--set",
+    "decoder_widths=[4,4,8,8]",
+    "--set",
+    "head_channels=16",
+    "--set",
+    "task_agnostic_rank=4",
+    "--set",
+    "mtl_rank=4",
+    "--set",
+    "mtl_alpha=16",
+]
+ARGS = [
+    "compare",
+    "--presets",
+    ",".join(PRESETS),
+    "--tasks",
+    ",".join(TASKS),
+    *TINY,
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--lr",
+    "0.2",
+    "--synthetic-images",
+    "16",
+    "--latency-iterations",
+    "2",
+    "--latency-warmup",
+    "1",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +86,33 @@ def test_every_row_trained(compared):
 
 def test_json_keys_and_rows(compared):
     _, data, _ = compared
-    assert {"format", "command", "settings", "environment", "tasks", "baselines", "latency_label", "rows", "records",
-            "notes", "plots", "files"} <= set(data)
+    assert {
+        "format",
+        "command",
+        "settings",
+        "environment",
+        "tasks",
+        "baselines",
+        "latency_label",
+        "rows",
+        "records",
+        "notes",
+        "plots",
+        "files",
+    } <= set(data)
     assert data["format"] == "mtlora-deploy-compare" and data["tasks"] == list(TASKS)
     assert [r["name"] for r in data["rows"]] == [SINGLE_TASK_ROW, *PRESETS]
     for row in data["rows"]:
-        assert {"name", "kind", "primary", "delta_m", "trainable_params", "deployed_params", "latency_median_ms",
-                "run_dirs"} <= set(row)
+        assert {
+            "name",
+            "kind",
+            "primary",
+            "delta_m",
+            "trainable_params",
+            "deployed_params",
+            "latency_median_ms",
+            "run_dirs",
+        } <= set(row)
         assert set(row["primary"]) == set(TASKS) and math.isfinite(row["delta_m"])
     settings = data["settings"]
     assert (settings["steps"], settings["batch_size"], settings["lr"], settings["seed"]) == (2, 4, 0.2, 0)
@@ -84,7 +139,7 @@ def test_mtl_lora_deploys_one_encoder_per_task(compared):
 def test_markdown_table_and_plot(compared):
     out, data, output = compared
     text = (out / "compare.md").read_text()
-    header = "| method | semseg mIoU ↑ | normals mean ↓ | Δm (%) ↑ | trainable (M) | deployed (M) | latency ms (cpu, batch 1) |"
+    header = "| method | semseg mIoU ↑ | normals mean ↓ | Δm (%) ↑ | trainable (M) | deployed (M) | latency ms (cpu, batch 1) |"  # noqa: E501
     assert header in text and f"| {SINGLE_TASK_ROW} |" in text and "| mtl-lora |" in text
     assert data["command"] in text and "![pareto](pareto.png)" in text and "### Single-task runs" in text
     assert "Δm (%)" in output
@@ -115,8 +170,14 @@ def test_rows_always_start_with_the_single_task_runs():
     assert (train["max_steps"], train["warmup_steps"], train["batch_size"], train["base_lr"]) == (300, 20, 8, 0.2)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"presets": ("lora", "nope")}, "--presets: got nope"),
-                                               ({"steps": 0}, "--steps: got 0"), ({"lr": 0}, "--lr: got 0")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"presets": ("lora", "nope")}, "--presets: got nope"),
+        ({"steps": 0}, "--steps: got 0"),
+        ({"lr": 0}, "--lr: got 0"),
+    ],
+)
 def test_bad_settings_are_one_line(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         CompareSettings(**kwargs)
@@ -126,10 +187,26 @@ def test_delta_m_handles_lower_is_better_and_unusable_baselines():
     baselines = {"semseg": 50.0, "normals": 20.0}
     assert delta_m({"semseg": 55.0, "normals": 18.0}, baselines) == pytest.approx((10.0 + 10.0) / 2)
     assert delta_m({"semseg": 50.0, "normals": 22.0}, baselines) == pytest.approx(-5.0)
-    singles = [{"task": "semseg", "primary": {"semseg": 0.0}, "trainable_params": 1, "total_params": 1,
-                "deployed_params": 1, "latency_ms": {"median": 1.0}, "run_dir": "a"},
-               {"task": "normals", "primary": {"normals": 20.0}, "trainable_params": 1, "total_params": 1,
-                "deployed_params": 1, "latency_ms": {"median": 1.0}, "run_dir": "b"}]
+    singles = [
+        {
+            "task": "semseg",
+            "primary": {"semseg": 0.0},
+            "trainable_params": 1,
+            "total_params": 1,
+            "deployed_params": 1,
+            "latency_ms": {"median": 1.0},
+            "run_dir": "a",
+        },
+        {
+            "task": "normals",
+            "primary": {"normals": 20.0},
+            "trainable_params": 1,
+            "total_params": 1,
+            "deployed_params": 1,
+            "latency_ms": {"median": 1.0},
+            "run_dir": "b",
+        },
+    ]
     rows, usable = build_rows(singles)
     assert usable == {"normals": 20.0} and rows[0]["delta_m"] == 0.0  # a 0 baseline cannot divide
 

@@ -98,7 +98,14 @@ def test_export_onnx_of_a_multi_task_mtl_lora_model_points_to_per_task_export(tm
 
 def test_export_command_writes_per_task_files_and_says_so(tmp_path):
     save_checkpoint(_mtl_model(), tmp_path / "run" / "checkpoints" / "best")
-    args = ["export", str(tmp_path / "run"), "-o", str(tmp_path / "out" / "model.onnx"), "--no-check", "--legacy-exporter"]
+    args = [
+        "export",
+        str(tmp_path / "run"),
+        "-o",
+        str(tmp_path / "out" / "model.onnx"),
+        "--no-check",
+        "--legacy-exporter",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "mtl-lora is task-conditioned" in result.output and "one merged ONNX graph per task" in result.output

@@ -36,13 +36,21 @@ def _randomize_mtl(model: nn.Module, seed: int = 3, std: float = 0.05) -> nn.Mod
 
 
 def _mtl_model(tasks=TASKS, diagonal=False, reductions=True, rank=4):
-    model = tiny_model("mtl-lora", tasks=tasks, mtl_rank=rank, mtl_alpha=4.0 * rank, mtl_diagonal_lambda=diagonal,
-                       lora_on_reductions=reductions)
+    model = tiny_model(
+        "mtl-lora",
+        tasks=tasks,
+        mtl_rank=rank,
+        mtl_alpha=4.0 * rank,
+        mtl_diagonal_lambda=diagonal,
+        lora_on_reductions=reductions,
+    )
     return _randomize_mtl(model)
 
 
 def _hybrid_model(tasks=TASKS, diagonal=False):
-    return _randomize_mtl(tiny_model("mtlora-mtl", tasks=tasks, mtl_rank=2, mtl_alpha=8.0, mtl_diagonal_lambda=diagonal))
+    return _randomize_mtl(
+        tiny_model("mtlora-mtl", tasks=tasks, mtl_rank=2, mtl_alpha=8.0, mtl_diagonal_lambda=diagonal)
+    )
 
 
 def _relative_error(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -166,7 +174,9 @@ def test_hybrid_shared_path_folds_and_stage_ends_become_task_branch_linears():
     for stage in merged.backbone.layers:
         blocks = list(stage.blocks)
         for block in blocks[:-1]:
-            assert all(type(block.get_submodule(p)) is nn.Linear for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"))
+            assert all(
+                type(block.get_submodule(p)) is nn.Linear for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+            )
         last = blocks[-1]
         assert type(last.attn.qkv) is nn.Linear
         for path in ("attn.proj", "mlp.fc1", "mlp.fc2"):

@@ -19,13 +19,22 @@ from mtlora_deploy.engines.manifest import (
 )
 from mtlora_deploy.errors import MTLoRAError, WeightsError
 
-H100 = {"tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
-        "cuda_version": "12.9"}
+H100 = {
+    "tensorrt_version": "10.13.0.35",
+    "gpu_name": "NVIDIA H100 80GB HBM3",
+    "compute_capability": "9.0",
+    "cuda_version": "12.9",
+}
 
 
 def _manifest(**env) -> dict:
-    return build_manifest({**H100, **env}, precision="fp16", batch_profile={"min": 1, "opt": 8, "max": 32},
-                          tasks=["semseg", "sal"], image_size=64)
+    return build_manifest(
+        {**H100, **env},
+        precision="fp16",
+        batch_profile={"min": 1, "opt": 8, "max": 32},
+        tasks=["semseg", "sal"],
+        image_size=64,
+    )
 
 
 def test_manifest_lives_beside_the_plan_not_inside_it(tmp_path):
@@ -49,7 +58,10 @@ def test_same_environment_passes_and_build_number_is_ignored():
 @pytest.mark.parametrize(
     "here, words",
     [
-        ({**H100, "compute_capability": "8.0", "gpu_name": "NVIDIA A100-SXM4-80GB"}, ["GPU architecture", "8.0", "9.0"]),
+        (
+            {**H100, "compute_capability": "8.0", "gpu_name": "NVIDIA A100-SXM4-80GB"},
+            ["GPU architecture", "8.0", "9.0"],
+        ),
         ({**H100, "tensorrt_version": "11.0.0.10"}, ["TensorRT version", "10.13.0.35", "11.0.0.10"]),
         ({**H100, "tensorrt_version": "10.14.1.48", "compute_capability": "8.9"}, ["TensorRT version and GPU"]),
     ],

@@ -37,8 +37,9 @@ def tiny_onnx(tmp_path_factory):
 def fp32_plan(tiny_onnx):
     from mtlora_deploy.engines.tensorrt_build import build_engine
 
-    return build_engine(tiny_onnx, "fp32", tiny_onnx.parent / "engines" / "tiny_fp32.plan", batch="1:2:4",
-                        workspace_gib=1.0)
+    return build_engine(
+        tiny_onnx, "fp32", tiny_onnx.parent / "engines" / "tiny_fp32.plan", batch="1:2:4", workspace_gib=1.0
+    )
 
 
 def _images(batch: int) -> torch.Tensor:
@@ -97,7 +98,10 @@ def test_cuda_graph_replay_and_recapture_on_new_batch(fp32_plan):
 def test_batch_outside_the_profile_is_a_clear_error(fp32_plan):
     from mtlora_deploy.engines.tensorrt import TensorRTBackend
 
-    with TensorRTBackend(fp32_plan.plan) as backend, pytest.raises(ConfigError, match="outside tiny_fp32.plan's profile 1..4"):
+    with (
+        TensorRTBackend(fp32_plan.plan) as backend,
+        pytest.raises(ConfigError, match="outside tiny_fp32.plan's profile 1..4"),
+    ):
         backend.infer(_images(5))
 
 

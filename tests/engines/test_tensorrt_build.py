@@ -48,8 +48,13 @@ def _graph(path, weight: np.ndarray, nodes=(), precision=None):
     """A one-MatMul ONNX graph x[1,4] @ W; ``nodes`` are extra nodes (e.g. Q/DQ) inserted before it."""
     init = numpy_helper.from_array(weight, "W")
     matmul = helper.make_node("MatMul", ["x" if not nodes else nodes[-1].output[0], "W"], ["y"])
-    graph = helper.make_graph([*nodes, matmul], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [init])
+    graph = helper.make_graph(
+        [*nodes, matmul],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [init],
+    )
     model = helper.make_model(graph)
     if precision:
         model.metadata_props.add(key="mtlora.precision", value=json.dumps(precision))  # as the variants write it
@@ -62,14 +67,18 @@ def test_detect_onnx_precision(tmp_path):
     assert detect_onnx_precision(_graph(tmp_path / "a.onnx", w)) == "fp32"
     cast = [helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16)]
     assert detect_onnx_precision(_graph(tmp_path / "b.onnx", w.astype(np.float16), cast)) == "fp16"
-    qdq = [helper.make_node("QuantizeLinear", ["x", "s"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s"], ["d"])]
+    qdq = [
+        helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s"], ["d"]),
+    ]
     assert detect_onnx_precision(_graph(tmp_path / "c.onnx", w, qdq)) == "int8"
     assert detect_onnx_precision(_graph(tmp_path / "d.onnx", w, precision="bf16")) == "bf16"
 
 
 def _run_cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "mtlora_deploy", *args], capture_output=True, text=True, cwd=cwd,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mtlora_deploy", *args], capture_output=True, text=True, cwd=cwd, check=False
+    )
 
 
 @needs_missing_tensorrt

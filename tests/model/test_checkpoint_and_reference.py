@@ -64,7 +64,9 @@ def test_reference_rank_mismatch_names_the_key(tmp_path):
 
 def test_missing_task_in_reference_is_named(tmp_path):
     save_reference_checkpoint(tiny_model("mtlora-r16", tasks=("semseg",)), tmp_path / "ref.pth")
-    with pytest.raises(WeightsError, match=r"missing key backbone\.\S+\.lora_tasks_A\.sal .*check --preset \(rank\) and --tasks"):
+    with pytest.raises(
+        WeightsError, match=r"missing key backbone\.\S+\.lora_tasks_A\.sal .*check --preset \(rank\) and --tasks"
+    ):
         import_reference_checkpoint(tmp_path / "ref.pth", tiny_config("mtlora-r16", tasks=("semseg", "sal")))
 
 

@@ -70,7 +70,9 @@ def test_wrong_shape_is_named(tmp_path):
     _, state = _pretrained_swin()
     state["layers.0.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
     torch.save(state, tmp_path / "w.pth")
-    with pytest.raises(WeightsError, match=r"layers\.0\.blocks\.0\.attn\.qkv\.weight has shape \(3, 3\), expected \(72, 24\)"):
+    with pytest.raises(
+        WeightsError, match=r"layers\.0\.blocks\.0\.attn\.qkv\.weight has shape \(3, 3\), expected \(72, 24\)"
+    ):
         tiny_model(pretrained=str(tmp_path / "w.pth"))
 
 

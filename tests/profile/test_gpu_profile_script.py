@@ -30,7 +30,10 @@ def test_smoke_run_writes_the_summary_and_the_profile(tmp_path):
     assert summary["smoke"] is True and summary["sections"]["eager"]["skipped"] == 0
     assert summary["training"]["images_per_s"] > 0 and summary["training"]["optimizer"] == "AdamW"
     rows = {r["ours"]: r for r in summary["reference_comparison"]}
-    assert rows["merged, eager fp32 bs2 (img/s)"]["value"] > 0 and rows["merged, eager fp32 bs2 (img/s)"]["reference_value"] == 263
+    assert (
+        rows["merged, eager fp32 bs2 (img/s)"]["value"] > 0
+        and rows["merged, eager fp32 bs2 (img/s)"]["reference_value"] == 263
+    )
     assert rows["merged, eager fp16 bs1 (ms)"]["value"] is None  # fp16 is not measured on the CPU
     targets = [r["target"] for r in summary["targets"]]
     assert any("merged / bare backbone" in t for t in targets) and any("single-task models" in t for t in targets)

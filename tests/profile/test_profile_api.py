@@ -27,8 +27,15 @@ def model():
 @pytest.fixture(scope="module")
 def profiled(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
-    report = run_profile([("tiny", model)], precisions=["fp32", "fp16", "bf16"], batches=BATCHES, iterations=2,
-                         warmup=1, output=out, threads=1)
+    report = run_profile(
+        [("tiny", model)],
+        precisions=["fp32", "fp16", "bf16"],
+        batches=BATCHES,
+        iterations=2,
+        warmup=1,
+        output=out,
+        threads=1,
+    )
     return report, out
 
 
@@ -44,7 +51,17 @@ def test_json_has_every_key(profiled):
     report, out = profiled
     saved = json.loads((out / "profile.json").read_text())
     assert saved["measurements"] == report["measurements"]
-    assert {"format", "environment", "run", "measurements", "comparisons", "ratios", "notes", "metrics", "plots"} <= set(saved)
+    assert {
+        "format",
+        "environment",
+        "run",
+        "measurements",
+        "comparisons",
+        "ratios",
+        "notes",
+        "metrics",
+        "plots",
+    } <= set(saved)
     for key in ("torch", "onnxruntime", "tensorrt", "torch_threads", "device", "toolkit_version"):
         assert key in saved["environment"]
     assert saved["environment"]["torch_threads"] == 1
@@ -69,7 +86,11 @@ def test_fp16_on_cpu_is_skipped_with_a_note(profiled):
 def test_comparison_ratios_present_and_positive(profiled):
     comparisons = profiled[0]["comparisons"]
     expected = len(BATCHES) * 2  # fp32 and bf16
-    for name, key in (("shared_vs_per_task", "ratio"), ("merged_vs_unmerged", "speedup"), ("vs_bare_backbone", "ratio")):
+    for name, key in (
+        ("shared_vs_per_task", "ratio"),
+        ("merged_vs_unmerged", "speedup"),
+        ("vs_bare_backbone", "ratio"),
+    ):
         rows = comparisons[name]
         assert len(rows) == expected, name
         assert all(row[key] is not None and row[key] > 0 for row in rows), name
@@ -95,8 +116,14 @@ def test_markdown_has_tables_and_ratio_lines(profiled):
     text = (out / "profile.md").read_text()
     for heading in ("# mtlora profile", "## Settings", "## Measurements", "## Ratios", "### head cost", "## Notes"):
         assert heading in text
-    for phrase in ("tasks in one pass vs one single-task model per task", "merged vs unmerged", "merged / bare backbone",
-                   "bf16 vs fp32", "head cost of normals", "target <= 1.25x"):
+    for phrase in (
+        "tasks in one pass vs one single-task model per task",
+        "merged vs unmerged",
+        "merged / bare backbone",
+        "bf16 vs fp32",
+        "head cost of normals",
+        "target <= 1.25x",
+    ):
         assert phrase in text, phrase
     assert all(line in text for line in report["ratios"])
     assert "![latency_vs_batch](latency_vs_batch.png)" in text
@@ -122,17 +149,34 @@ def onnx_fp32(model, tmp_path_factory):
 def _metrics_file(folder, artefact, delta):
     """A result shaped like ``mtlora evaluate -o`` output."""
     path = folder / f"{artefact.stem}_eval.json"
-    path.write_text(json.dumps({"artefact": str(artefact), "backend": {"backend": "onnxruntime"},
-                                "primary": {"sal": 0.5}, "delta_m": delta}))
+    path.write_text(
+        json.dumps(
+            {
+                "artefact": str(artefact),
+                "backend": {"backend": "onnxruntime"},
+                "primary": {"sal": 0.5},
+                "delta_m": delta,
+            }
+        )
+    )
     return path
 
 
 def test_onnxruntime_file_profiled_with_accuracy_plot(onnx_fp32, tmp_path):
-    report = run_profile([onnx_fp32], batches=BATCHES, iterations=2, warmup=0, output=tmp_path / "out",
-                         metrics=[_metrics_file(tmp_path, onnx_fp32, -1.5)], threads=1)
+    report = run_profile(
+        [onnx_fp32],
+        batches=BATCHES,
+        iterations=2,
+        warmup=0,
+        output=tmp_path / "out",
+        metrics=[_metrics_file(tmp_path, onnx_fp32, -1.5)],
+        threads=1,
+    )
     rows = report["measurements"]
     assert [(m["backend"], m["role"], m["precision"], m["batch"]) for m in rows] == [
-        ("onnxruntime", "file", "fp32", 1), ("onnxruntime", "file", "fp32", 2)]
+        ("onnxruntime", "file", "fp32", 1),
+        ("onnxruntime", "file", "fp32", 2),
+    ]
     assert rows[0]["settings"]["backend"]["providers"] == ["CPUExecutionProvider"]
     assert len(report["accuracy_vs_latency"]) == 1 and report["accuracy_vs_latency"][0]["delta_m"] == -1.5
     _assert_png(tmp_path / "out" / "accuracy_vs_latency.png")
@@ -149,16 +193,38 @@ def test_onnx_precision_variants_are_compared(onnx_fp32, tmp_path):
 
 
 def test_torch_compiled_is_profiled_on_cpu(model, tmp_path):
-    report = run_profile([("tiny", model)], backends=["torch-compiled"], batches=[1], iterations=2, warmup=0,
-                         comparisons=[], compile_options={"compile_backend": "aot_eager"}, threads=1)
+    report = run_profile(
+        [("tiny", model)],
+        backends=["torch-compiled"],
+        batches=[1],
+        iterations=2,
+        warmup=0,
+        comparisons=[],
+        compile_options={"compile_backend": "aot_eager"},
+        threads=1,
+    )
     (row,) = report["measurements"]
     assert row["backend"] == "torch-compiled" and row["settings"]["backend"]["compile_backend"] == "aot_eager"
 
 
 def test_cli_profile_on_a_checkpoint_folder(model, tmp_path):
     save_checkpoint(model, tmp_path / "run" / "checkpoints" / "best")
-    args = ["profile", str(tmp_path / "run"), "--batch", "1", "--iterations", "1", "--warmup", "0",
-            "--comparisons", "none", "--threads", "1", "-o", str(tmp_path / "out")]
+    args = [
+        "profile",
+        str(tmp_path / "run"),
+        "--batch",
+        "1",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--comparisons",
+        "none",
+        "--threads",
+        "1",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "profile.json").is_file() and (tmp_path / "out" / "profile.md").is_file()
