@@ -54,7 +54,7 @@ def training_progress(console: Console | None = None, disable: bool = False) -> 
     """A rich bar: steps, per-task losses, lr, images/s, elapsed and ETA."""
     return Progress(
         TextColumn("[bold]train"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),

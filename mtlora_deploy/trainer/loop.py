@@ -212,7 +212,9 @@ class Trainer:
 
     def _log_step(self, setup, progress: Progress, losses: dict, images_per_s: float, bar, task_id) -> None:
         lr = setup.optimizer.param_groups[0]["lr"]
-        status = " ".join(f"{k} {v:.3f}" for k, v in losses.items()) + f" lr {lr:.2e} {images_per_s:.1f} img/s"
+        short = {"semseg": "seg", "human_parts": "parts", "normals": "nrm"}
+        status = " ".join(f"{short.get(k, k)} {v:.3f}" for k, v in losses.items())
+        status += f" lr {lr:.1e} {images_per_s:.0f}img/s"
         bar.update(task_id, completed=progress.step, status=status)
         if progress.step % self.cfg.log_every == 0 or progress.step == 1:
             self.logger.log({"step": progress.step, "epoch": progress.epoch, "lr": lr, "images_per_s": images_per_s,
