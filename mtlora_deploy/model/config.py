@@ -5,15 +5,14 @@ Precedence is dataclass default < preset < YAML < explicit overrides, as in litg
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.utils.dataclass_io import DictRoundTrip
 
 ALL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
 TASK_OUTPUT_CHANNELS = {"semseg": 21, "human_parts": 7, "sal": 1, "normals": 3, "edge": 1}
@@ -34,8 +33,10 @@ TIMM_BASE_FOR = {"swin_test_tiny": "swin_tiny_patch4_window7_224"}
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictRoundTrip):
     """Everything needed to rebuild a multi-task model; stored in every checkpoint and ONNX file."""
+
+    config_kind = "model config"
 
     backbone: str = field(
         default="swin_tiny_patch4_window7_224", metadata={"help": "timm Swin variant or swin_test_tiny"}
@@ -121,20 +122,6 @@ class ModelConfig:
     def output_channels(self, task: str) -> int:
         """Logit channels of a task's head (21 for semseg, 7 parts, 1 sal, 3 normals, 1 edge by default)."""
         return int(self.num_classes.get(task, TASK_OUTPUT_CHANNELS[task]))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-types dict (lists instead of tuples) for JSON and YAML."""
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
-        """Build from a dict; unknown keys warn (a newer file read by an older toolkit) and are ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(f"{source}: ignoring unknown model config keys {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def replace(self, **overrides: Any) -> "ModelConfig":
         """A copy with fields replaced (validated again)."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +11,16 @@ import yaml
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.presets import resolve_config
+from mtlora_deploy.utils.dataclass_io import DictRoundTrip
 
 REFERENCE_BATCH = 512  # learning rates are given for this global batch and scaled linearly
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictRoundTrip):
     """The reference recipe (training.md) with every number overridable."""
+
+    config_kind = "train config"
 
     data: str = field(default="synthetic", metadata={"help": "PASCAL-MT root folder, or 'synthetic'"})
     synthetic_images: int = field(default=96, metadata={"help": "images generated for --data synthetic"})
@@ -64,18 +65,6 @@ class TrainConfig:
         factor = self.batch_size * world_size / REFERENCE_BATCH if self.lr_scaling == "linear" else 1.0
         return {"lr": self.base_lr * factor, "warmup_lr": self.warmup_lr * factor, "min_lr": self.min_lr * factor,
                 "lr_scale_factor": factor}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(f"{source}: ignoring unknown train config keys {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def load_run_configs(
