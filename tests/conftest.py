@@ -39,6 +39,15 @@ def randomize_lora(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> 
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
+def run_ort(path, images) -> dict:
+    """Every output of the ONNX graph at ``path`` for ``images`` (numpy or torch), on the ONNX Runtime CPU EP."""
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    array = images.numpy() if isinstance(images, torch.Tensor) else images
+    return dict(zip(names, session.run(names, {"image": array})))
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

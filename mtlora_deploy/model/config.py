@@ -138,8 +138,8 @@ def save_yaml(config: ModelConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump({"model": config.to_dict()}, sort_keys=False))
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read the `model:` section of a YAML file as a dict (the whole file if it has no sections)."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping, with one-line errors for a missing, invalid or non-mapping file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -149,4 +149,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read the `model:` section of a YAML file as a dict (the whole file if it has no sections)."""
+    data = read_yaml_mapping(path)
     return data.get("model", data) if isinstance(data.get("model", data), dict) else {}

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.config import ModelConfig, read_yaml_mapping
 from mtlora_deploy.model.presets import resolve_config
 from mtlora_deploy.utils.dataclass_io import DictRoundTrip
 
@@ -76,14 +76,7 @@ def load_run_configs(
     """Resolve model and train configs: defaults < preset < YAML (model:/train: sections) < flags."""
     train_data: dict[str, Any] = {}
     if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise ConfigError(f"--config: file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        train_data.update(loaded.get("train", {}) if isinstance(loaded, dict) else {})
+        train_data.update(read_yaml_mapping(yaml_path).get("train") or {})
     train_data.update({k: v for k, v in train_overrides.items() if v is not None})
     model = resolve_config(preset, yaml_path, model_overrides)
     return model, TrainConfig.from_dict(train_data, source=yaml_path or "train config")

@@ -38,15 +38,6 @@ def calib_npz(synthetic_root, tmp_path_factory):
         return draw_calibration_set(synthetic_root, "train", 16, 64, 0, tmp_path_factory.mktemp("calib") / "train.npz")
 
 
-def run_ort(path, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output of the graph at ``path`` for ``images``, on the ONNX Runtime CPU EP."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": images})))
-
-
 def relative_error(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, float]:
     """Per output: max |out - ref| / max |ref|."""
     return {t: float(np.abs(out[t] - ref[t]).max() / np.abs(ref[t]).max()) for t in ref}

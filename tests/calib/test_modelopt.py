@@ -17,7 +17,8 @@ from mtlora_deploy.calib import (
     zero_points_nonzero,
 )
 from mtlora_deploy.calib.graph import last_gemm_nodes, producers
-from tests.calib.conftest import relative_error, run_ort
+from tests.calib.conftest import relative_error
+from tests.conftest import run_ort
 
 pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt is not installed")
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -26,7 +26,8 @@ from mtlora_deploy.calib.dataset import file_sha256, load_calibration, write_npz
 from mtlora_deploy.calib.graph import last_gemm_nodes, producers, tensor_dtypes
 from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, WeightsError
-from tests.calib.conftest import relative_error, run_ort
+from tests.calib.conftest import relative_error
+from tests.conftest import run_ort
 
 pytestmark = pytest.mark.filterwarnings("ignore:calibration file .* recommends")
 

@@ -13,20 +13,13 @@ from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.deploy.onnx_checks import ExportCheckError, check_tensorrt_ops, tensorrt_op_table
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.config import ALL_TASKS, ModelConfig
-from tests.conftest import randomize_lora, tiny_model
+from tests.conftest import randomize_lora, run_ort, tiny_model
 
 
 def _random_model(preset="mtlora-r16", **overrides):
     model = tiny_model(preset, **overrides).eval()
     randomize_lora(model)
     return model
-
-
-def _run_ort(path, images):
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": images.numpy()})))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def test_export_writes_one_checked_graph(logits_export):
 def test_dynamic_batch_matches_pytorch(logits_export, batch):
     model, report = logits_export
     images = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
-    outs = _run_ort(report.path, images)
+    outs = run_ort(report.path, images)
     with torch.no_grad():
         ref = model(images)
     for task in model.tasks:
@@ -100,7 +93,7 @@ def test_metadata_of_a_foreign_file_is_refused(tmp_path):
 def test_labels_outputs_have_label_dtypes_and_ranges(labels_export):
     _, report = labels_export
     assert all(r.ok for r in report.parity)
-    outs = _run_ort(report.path, torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(5)))
+    outs = run_ort(report.path, torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(5)))
     for task, classes in (("semseg", 21), ("human_parts", 7)):
         assert outs[task].dtype == np.uint8 and outs[task].shape == (2, 1, 128, 128)
         assert outs[task].max() < classes

@@ -13,7 +13,7 @@ from mtlora_deploy.deploy.merge_mtl import merge_per_task
 from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.checkpoint import save_checkpoint
-from tests.conftest import randomize_lora, tiny_model
+from tests.conftest import randomize_lora, run_ort, tiny_model
 
 TASKS = ("semseg", "normals")
 
@@ -22,13 +22,6 @@ def _mtl_model():
     model = tiny_model("mtl-lora", tasks=TASKS, mtl_rank=4, mtl_alpha=16.0).eval()
     randomize_lora(model)
     return model
-
-
-def _run_ort(path, images):
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": images.numpy()})))
 
 
 def _relative(ort_out: np.ndarray, ref: torch.Tensor) -> float:
@@ -60,7 +53,7 @@ def test_onnx_runtime_matches_the_unmerged_model_for_a_task(per_task_export):
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         ref = model(images)  # batched task passes through the MTL-LoRA layers
-    outs = _run_ort(reports["normals"].path, images)
+    outs = run_ort(reports["normals"].path, images)
     assert list(outs) == ["normals"] and outs["normals"].shape == tuple(ref["normals"].shape)
     assert _relative(outs["normals"], ref["normals"]) <= 1e-4
 
@@ -70,7 +63,7 @@ def test_one_graph_holds_every_per_task_encoder(tmp_path):
     report = export_one_graph(model, tmp_path / "all.onnx", image_size=128, legacy=True)
     assert report.tasks == TASKS and report.image_size == 128 and all(r.ok for r in report.parity)
     images = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
-    outs = _run_ort(report.path, images)
+    outs = run_ort(report.path, images)
     with torch.no_grad():
         for task in TASKS:
             ref = resize_model(merge_per_task(model, task), 128)  # the same weights at a 128 input
