@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 def load(path: str | Path, device: str = "cpu"):
     """Load a model in eval mode from a checkpoint pair, a run folder or a merged-model folder."""
+    import mtlora_deploy.deploy.merge  # noqa: F401  (registers the "merged" checkpoint kind)
     from mtlora_deploy.model.checkpoint import load_checkpoint
 
     return load_checkpoint(path, device=device)

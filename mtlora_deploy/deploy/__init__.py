@@ -13,7 +13,7 @@ _EXPORTS = {
     "merge_checkpoint": "mtlora_deploy.deploy.merge",
     "MergeReport": "mtlora_deploy.deploy.merge",
     "is_merged": "mtlora_deploy.deploy.merge",
-    "TaskBranchLinear": "mtlora_deploy.deploy.merged_layers",
+    "TaskBranchLinear": "mtlora_deploy.model.deployed",
     "export_onnx": "mtlora_deploy.deploy.export",
     "ExportReport": "mtlora_deploy.deploy.export",
     "read_onnx_metadata": "mtlora_deploy.deploy.metadata",

@@ -1,8 +1,9 @@
 """Exact merge of the task-agnostic LoRA (deploy.md 1) and the merged checkpoint kind.
 
-``merge_task_agnostic`` returns a ``MultiTaskModel`` with the same forward code: every adapter without task
-branches becomes a plain ``nn.Linear`` holding ``W + s B_sh A_sh``; stage-final adapters (MTLoRA's, and the
-``mtlora-mtl`` hybrid's MTL-LoRA ones) become ``TaskBranchLinear``. The task-conditioned ``mtl-lora`` model has
+``merge_task_agnostic`` walks a ``MultiTaskModel`` and puts each adapter's ``to_deployed()`` in its place (the merge
+math is the adapter's own): every adapter without task branches becomes a plain ``nn.Linear`` holding
+``W + s B_sh A_sh``; stage-final adapters (MTLoRA's, and the ``mtlora-mtl`` hybrid's MTL-LoRA ones) become
+``TaskBranchLinear``. The task-conditioned ``mtl-lora`` model has
 no task-agnostic merge: it merges per task (``merge_mtl.merge_per_task``). Importing this module registers the
 ``merged`` checkpoint kind so ``mtlora_deploy.load`` rebuilds merged folders (per-task ones included).
 """
@@ -26,22 +27,17 @@ from mtlora_deploy.deploy.merge_mtl import (
     is_task_conditioned,
     merge_per_task,
 )
-from mtlora_deploy.deploy.merged_layers import TaskBranchLinear, fold_linear, replace_submodule
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import register_builder, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.decoders import TaskBatchedHeads
+from mtlora_deploy.model.deployed import replace_submodule
 from mtlora_deploy.model.mtl_lora import MTLLoRABranch, MTLoRAMTLLinear
 from mtlora_deploy.model.multitask import MultiTaskModel, build_model
 from mtlora_deploy.model.params import count_parameters
 
 MERGED_KIND = "merged"
-
-
-def _merged_module(adapter: MTLoRALinear | MTLoRAMTLLinear, name: str) -> nn.Module:
-    if isinstance(adapter, MTLoRAMTLLinear):
-        return TaskBranchLinear.from_mtl_adapter(adapter, name)
-    return TaskBranchLinear.from_adapter(adapter, name) if adapter.tasks else fold_linear(adapter, name)
 
 
 def is_merged(model: nn.Module) -> bool:
@@ -68,7 +64,9 @@ def merge_task_agnostic(model: MultiTaskModel) -> MultiTaskModel:
     merged = copy.deepcopy(model).eval()
     adapters = [(n, m) for n, m in merged.named_modules() if isinstance(m, (MTLoRALinear, MTLoRAMTLLinear))]
     for name, adapter in adapters:
-        replace_submodule(merged, name, _merged_module(adapter, name))
+        replace_submodule(merged, name, adapter.to_deployed(name))
+    if not isinstance(merged.decoders, TaskBatchedHeads):
+        merged.decoders = TaskBatchedHeads.from_heads(merged.decoders)
     return merged.requires_grad_(False)
 
 

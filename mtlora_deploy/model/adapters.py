@@ -3,6 +3,8 @@
 ``MTLoRALinear`` carries the task-agnostic pair (A_sh, B_sh) and, in stage-final blocks, one task-specific
 pair (A_t, B_t) per task. Parameter names match the reference MTLoRA checkpoints
 (``lora_shared_A``, ``lora_tasks_A.<task>``) so importing is a rename of ``linear`` to ``base_layer`` only.
+As in PEFT, each adapter owns its merge beside its forward: a float64 ``get_delta_weight``, ``merged_weight``
+(checked for NaN/inf) and ``to_deployed`` (the merged layer from ``deployed.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,17 @@ import math
 
 import torch
 from torch import nn
+
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.model.deployed import (
+    TaskBranchLinear,
+    check_finite,
+    check_merged,
+    linear_with_weight,
+    shared_input_down,
+    task_batched_down,
+    task_batched_up,
+)
 
 
 def _kaiming_a(rows: int, cols: int) -> nn.Parameter:
@@ -23,7 +36,9 @@ def _kaiming_a(rows: int, cols: int) -> nn.Parameter:
 class SharedTaskStreams:
     """The shared/task stream arithmetic of every stage-final adapter (MTLoRA's and the MTL-LoRA hybrid).
 
-    Needs ``base_layer``, ``lora_dropout``, ``lora_shared_A/B``, ``scale``, ``tasks`` and ``task_delta(task, x)``.
+    Needs ``base_layer``, ``lora_dropout``, ``lora_shared_A/B``, ``scale``, ``tasks`` and
+    ``task_pairs() -> (down (T or 1, r_t, in), up (T, out, r_t))`` with the task scales folded into ``up``.
+    Streams are stacked along a leading task axis so the T task branches are two batched products.
     """
 
     def shared_delta(self, x_dropped: torch.Tensor) -> torch.Tensor:
@@ -37,35 +52,54 @@ class SharedTaskStreams:
         return self.base_layer(x) + self.shared_delta(self.lora_dropout(x))
 
     def forward_streams(
-        self, x: torch.Tensor, x_tasks: dict[str, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Shared output and one output per task; the full-rank product ``W x + b`` is computed once.
+        self, x: torch.Tensor, x_tasks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shared output (..., out) and the task outputs stacked (T, ..., out); ``W x + b`` is computed once.
 
         Args:
             x: shared stream, (..., in).
-            x_tasks: per-task streams for the low-rank terms; None means every task sees ``x`` with the same
+            x_tasks: per-task streams stacked (T, ..., in) for the low-rank terms, taken as they are (the reference
+                draws LoRA dropout on the shared input only); None means every task sees ``x`` with the same
                 dropout mask as the shared term (the ``attn.proj`` case).
         """
         base = self.base_layer(x)
         x_dropped = self.lora_dropout(x)
         shared = base + self.shared_delta(x_dropped)
-        outs = {}
-        for task in self.tasks:
-            x_t = x_dropped if x_tasks is None else self.lora_dropout(x_tasks[task])
-            outs[task] = base + self.task_delta(task, x_t)
-        return shared, outs
+        down, up = self.task_pairs()
+        if x_tasks is None and down.shape[0] == 1:
+            low = nn.functional.linear(x_dropped.reshape(-1, self.in_features), down[0])
+            low = low.unsqueeze(0).expand(up.shape[0], -1, -1)
+        elif x_tasks is None:
+            low = shared_input_down(x_dropped, down)
+        else:
+            low = task_batched_down(x_tasks, down.expand(up.shape[0], -1, -1))
+        return shared, base + task_batched_up(low, up, tuple(x.shape[:-1]))
 
     @torch.no_grad()
-    def get_delta_weight(self) -> torch.Tensor:
-        """``s * B_sh A_sh`` (out x in): what folding adds to W."""
-        return self.scale * self.lora_shared_B @ self.lora_shared_A
+    def get_delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``s * B_sh A_sh`` (out x in), what folding adds to W: computed in float64, returned in ``dtype``.
+
+        Args:
+            dtype: result dtype; default the base weight's.
+        """
+        delta = self.scale * (self.lora_shared_B.double() @ self.lora_shared_A.double())
+        return delta.to(dtype or self.base_layer.weight.dtype)
+
+    @torch.no_grad()
+    def merged_weight(self, layer: str = "adapter") -> torch.Tensor:
+        """``W + s B_sh A_sh`` summed in float64 and cast to W's dtype; NaN/inf is refused naming the tensor."""
+        weight = self.base_layer.weight.detach()
+        merged = (weight.double() + self.get_delta_weight(torch.float64)).to(weight.dtype)
+        named = {"base_layer.weight": weight, "lora_shared_A": self.lora_shared_A, "lora_shared_B": self.lora_shared_B}
+        return check_merged(merged, named, layer, "merged weight")
 
 
 class MTLoRALinear(SharedTaskStreams, nn.Module):
     """Frozen linear + shared low-rank update + optional per-task low-rank updates.
 
     Shared output: ``y = W x + b + s * B_sh A_sh dropout(x)``.
-    Task output:   ``y_t = W x + b + s_t * B_t A_t dropout(x_t)`` (no shared term; W sees the shared x).
+    Task output:   ``y_t = W x + b + s_t * B_t A_t x_t`` (no shared term; W sees the shared x). In ``attn.proj``
+    ``x_t = dropout(x)`` with the shared term's mask; in fc1/fc2 the task stream itself (the reference code).
     """
 
     def __init__(
@@ -92,10 +126,38 @@ class MTLoRALinear(SharedTaskStreams, nn.Module):
             {t: nn.Parameter(torch.zeros(self.out_features, task_rank)) for t in self.tasks}
         )
 
-    def task_delta(self, task: str, x_dropped: torch.Tensor) -> torch.Tensor:
-        """``s_t * B_t A_t x`` for one task."""
-        down = nn.functional.linear(x_dropped, self.lora_tasks_A[task])
-        return self.task_scale * nn.functional.linear(down, self.lora_tasks_B[task])
+    def task_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every task's pair stacked: A (T, r_t, in) and ``s_t B_t`` (T, out, r_t)."""
+        down = torch.stack([self.lora_tasks_A[t] for t in self.tasks])
+        return down, self.task_scale * torch.stack([self.lora_tasks_B[t] for t in self.tasks])
+
+    def forward_streams(
+        self, x: torch.Tensor, x_tasks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See ``SharedTaskStreams.forward_streams``; only stage-final adapters (``tasks`` set) have streams."""
+        if not self.tasks:
+            raise ConfigError(f"{type(self).__name__}: forward_streams needs task branches, this layer has none")
+        return super().forward_streams(x, x_tasks)
+
+    @torch.no_grad()
+    def to_deployed(self, layer: str = "adapter") -> nn.Module:
+        """The merged layer: a plain ``nn.Linear`` holding ``W + s B_sh A_sh``, or with task branches a
+        ``TaskBranchLinear`` (W' folded; ``-s B_sh`` to take the shared term out of the task outputs; task pairs
+        low-rank, pre-scaled). Equal to this adapter in eval mode; this adapter is left untouched.
+
+        Args:
+            layer: the module's dotted name, for error messages.
+        """
+        merged = self.merged_weight(layer)
+        if not self.tasks:
+            return linear_with_weight(self.base_layer, merged)
+        for task in self.tasks:
+            check_finite(self.lora_tasks_A[task], layer, f"lora_tasks_A.{task}")
+            check_finite(self.lora_tasks_B[task], layer, f"lora_tasks_B.{task}")
+        down, up = self.task_pairs()
+        lora_a = torch.cat([self.lora_shared_A, down.flatten(0, 1)])
+        bias = self.base_layer.bias
+        return TaskBranchLinear.from_tensors(merged, bias, lora_a, -self.scale * self.lora_shared_B, up, self.tasks)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scale={self.scale}, tasks={list(self.tasks)}, task_rank={self.task_rank}"

@@ -19,7 +19,7 @@ from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.config import TIMM_BASE_FOR, ModelConfig
 from mtlora_deploy.model.mtl_lora import MTLLoRALinear, MTLoRAMTLLinear, task_routing
-from mtlora_deploy.model.multistream import multistream_block_forward
+from mtlora_deploy.model.multistream import multistream_block_streams
 
 
 def create_timm_swin(config: ModelConfig) -> nn.Module:
@@ -83,13 +83,15 @@ class MultiTaskSwin(nn.Module):
             ):
                 stage.downsample.reduction = shared(stage.downsample.reduction)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stage's blocks; with task streams also every stream stacked (1 + T, B, H, W, C)."""
         blocks = list(stage.blocks)
         for block in blocks[:-1]:
             x = block(x)
         if not self.task_specific:
             return blocks[-1](x), None
-        return multistream_block_forward(blocks[-1], x, self.tasks)
+        streams = multistream_block_streams(blocks[-1], x, self.tasks)
+        return streams[0], streams
 
     def forward(self, images: torch.Tensor, tasks: tuple[str, ...] | None = None) -> dict[str, list[torch.Tensor]]:
         """Images (B, 3, H, W) -> ``{task: [f1, f2, f3, f4]}`` NCHW at strides 8, 16, 32, 32.
@@ -123,22 +125,34 @@ class MultiTaskSwin(nn.Module):
         per_task = [m.unflatten(0, (count, batch)) for m in maps]  # unflatten, not chunk: export keeps B dynamic
         return {t: [m[i] for m in per_task] for i, t in enumerate(tasks)}
 
-    def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """The single pass: shared stream through every stage, task streams out of stage-final blocks."""
+    def stream_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The single pass: the four decoder inputs, NHWC, task-stacked where the tasks differ.
+
+        Each map is shared (B, h, w, C) or one per task stacked in ``tasks`` order (T, B, h, w, C). Stage i's
+        streams go through stage i+1's patch merging as one call over the (1 + T) * B stacked samples.
+        """
         x = self.patch_embed(images)
-        feats: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
-        pending: dict[str, torch.Tensor] | None = None
+        feats: list[torch.Tensor] = []
+        streams: torch.Tensor | None = None
         for index, stage in enumerate(self.layers):
-            x = stage.downsample(x)
-            for task in self.tasks:
-                if pending is not None:
-                    feats[task].append(stage.downsample(pending[task]))
-                elif index > 0:
-                    feats[task].append(x)
-            x, pending = self._run_stage(stage, x)
-        for task in self.tasks:
-            feats[task].append(pending[task] if pending is not None else x)
-        return {t: [f.permute(0, 3, 1, 2) for f in fs] for t, fs in feats.items()}
+            if streams is not None:
+                merged = stage.downsample(streams.flatten(0, 1)).unflatten(0, streams.shape[:2])
+                x = merged[0]
+                feats.append(merged[1:])
+            else:
+                x = stage.downsample(x)
+                if index > 0:
+                    feats.append(x)
+            x, streams = self._run_stage(stage, x)
+        feats.append(streams[1:] if streams is not None else x)
+        return feats
+
+    def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """``stream_features`` as ``{task: [f1..f4]}`` NCHW (views; shared maps are the same tensor per task)."""
+        feats = self.stream_features(images)
+        return {
+            t: [(f[i] if f.dim() == 5 else f).permute(0, 3, 1, 2) for f in feats] for i, t in enumerate(self.tasks)
+        }
 
 
 def adapter_factories(config: ModelConfig) -> tuple[Callable[[nn.Linear], nn.Module], Callable[[nn.Linear], nn.Module]]:

@@ -123,7 +123,3 @@ def _register_defaults() -> None:
     from mtlora_deploy.model.multitask import build_model
 
     register_builder("multitask", lambda config: build_model(config, warn_without_weights=False))
-    try:
-        import mtlora_deploy.deploy.merge  # noqa: F401  (registers "merged")
-    except ImportError:
-        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class HRNetHead(nn.Module):
@@ -31,3 +32,109 @@ class HRNetHead(nn.Module):
             nn.functional.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]
         ]
         return self.last_layer(torch.cat(upsampled, dim=1))
+
+
+class TaskBatchedHeads(nn.Module):
+    """The T ``HRNetHead``s of a deployed model as task-batched ops (the merged model's ``decoders``).
+
+    Same numbers as running the heads one by one: the 1x1 reducers are one batched product per scale (over
+    task-stacked NHWC features, or one product with the T weights row-stacked when the features are shared), the
+    upsampling one call per scale for all tasks, the 270 -> 1080 conv one grouped conv (groups = T) with one
+    BatchNorm over T * 1080 channels, and the final bilinear upsampling one call over the tasks' stacked logits.
+    Only the last 1080 -> n_out convs stay per task (their widths differ). Eval only: BatchNorm uses its running
+    statistics. Parameter count equals the T heads'.
+    """
+
+    def __init__(
+        self, tasks: tuple[str, ...], in_channels: list[int], widths: tuple[int, ...], hidden: int,
+        out_channels: tuple[int, ...],
+    ) -> None:
+        super().__init__()
+        count, concat = len(tasks), sum(widths)
+        self.tasks, self.widths, self.hidden = tuple(tasks), tuple(widths), hidden
+        self.out_channels = tuple(out_channels)
+        self.reduce = nn.ParameterList(nn.Parameter(torch.zeros(count, w, c)) for c, w in zip(in_channels, widths))
+        self.fuse = nn.Conv2d(count * concat, count * hidden, 1, groups=count)
+        self.norm = nn.BatchNorm2d(count * hidden)
+        self.classifier_weight = nn.Parameter(torch.zeros(sum(out_channels), hidden))
+        self.classifier_bias = nn.Parameter(torch.zeros(sum(out_channels)))
+
+    @classmethod
+    @torch.no_grad()
+    def from_heads(cls, heads: nn.ModuleDict) -> TaskBatchedHeads:
+        """Stack the tensors of ``{task: HRNetHead}`` (equal widths) into one module, in the dict's order."""
+        first = next(iter(heads.values()))
+        fuse, norm, last = first.last_layer[0], first.last_layer[1], first.last_layer[3]
+        module = cls(
+            tuple(heads), [conv.in_channels for conv in first.reduce], tuple(c.out_channels for c in first.reduce),
+            fuse.out_channels, tuple(h.last_layer[3].out_channels for h in heads.values()),
+        ).to(device=last.weight.device, dtype=last.weight.dtype)
+        for index, reduce in enumerate(module.reduce):
+            reduce.copy_(torch.stack([h.reduce[index].weight[:, :, 0, 0] for h in heads.values()]))
+        module.fuse.weight.copy_(torch.cat([h.last_layer[0].weight for h in heads.values()]))
+        module.fuse.bias.copy_(torch.cat([h.last_layer[0].bias for h in heads.values()]))
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(module.norm, name).copy_(torch.cat([getattr(h.last_layer[1], name) for h in heads.values()]))
+        module.norm.eps, module.norm.num_batches_tracked.data = norm.eps, norm.num_batches_tracked.clone()
+        module.classifier_weight.copy_(torch.cat([h.last_layer[3].weight[:, :, 0, 0] for h in heads.values()]))
+        module.classifier_bias.copy_(torch.cat([h.last_layer[3].bias for h in heads.values()]))
+        return module.eval().requires_grad_(False)
+
+    def forward(
+        self, feats: list[torch.Tensor], size: tuple[int, int], tasks: tuple[str, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Four NHWC maps -> ``{task: logits (B, n_out, *size)}``.
+
+        Args:
+            feats: ``MultiTaskSwin.stream_features`` output: each map shared (B, h, w, C) or stacked per task in
+                ``self.tasks`` order (T, B, h, w, C).
+            size: the output (input image) size.
+            tasks: the tasks to decode (default all); a subset runs only their slices of every batched op.
+        """
+        tasks = self.tasks if tasks is None else tuple(tasks)
+        index = [self.tasks.index(t) for t in tasks]
+        subset = None if index == list(range(len(self.tasks))) else torch.tensor(index, device=feats[0].device)
+        reduced = [self._reduce(f, w, subset) for f, w in zip(feats, self.reduce)]
+        grid = reduced[0].shape[-2:]
+        upsampled = [reduced[0]]
+        upsampled += [F.interpolate(r, size=grid, mode="bilinear", align_corners=False) for r in reduced[1:]]
+        count = len(tasks)
+        concat = torch.cat([u.unflatten(1, (count, -1)) for u in upsampled], dim=2).flatten(1, 2)
+        hidden = F.relu(self._norm(self._fuse(concat, subset), subset))
+        logits = torch.cat([self._classify(hidden, j, i) for j, i in enumerate(index)], dim=1)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return dict(zip(tasks, logits.split([self.out_channels[i] for i in index], dim=1)))
+
+    @staticmethod
+    def _reduce(feat: torch.Tensor, weight: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
+        """One scale's T bias-free 1x1 reducers -> (B, T * w, h, w), NCHW with the tasks' channels adjacent."""
+        if subset is not None:
+            weight = weight.index_select(0, subset)
+        count, width, channels = weight.shape
+        if feat.dim() == 4:  # shared features: one product with the T weights row-stacked
+            return F.linear(feat, weight.reshape(count * width, channels)).permute(0, 3, 1, 2)
+        if subset is not None:
+            feat = feat.index_select(0, subset)
+        out = torch.matmul(feat.flatten(1, 3), weight.transpose(1, 2))  # (T, B*h*w, w)
+        return out.view(count, *feat.shape[1:4], width).permute(1, 0, 4, 2, 3).flatten(1, 2)
+
+    def _fuse(self, concat: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
+        if subset is None:
+            return self.fuse(concat)
+        weight = self.fuse.weight.unflatten(0, (len(self.tasks), -1)).index_select(0, subset).flatten(0, 1)
+        bias = self.fuse.bias.view(len(self.tasks), -1).index_select(0, subset).flatten()
+        return F.conv2d(concat, weight, bias, groups=subset.numel())
+
+    def _norm(self, x: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
+        norm = self.norm
+        tensors = [norm.running_mean, norm.running_var, norm.weight, norm.bias]
+        if subset is not None:
+            tensors = [t.view(len(self.tasks), -1).index_select(0, subset).flatten() for t in tensors]
+        return F.batch_norm(x, *tensors, training=False, eps=norm.eps)
+
+    def _classify(self, hidden: torch.Tensor, position: int, task_index: int) -> torch.Tensor:
+        """Task ``task_index``'s 1080 -> n_out conv on its channel slice (at ``position`` among the decoded)."""
+        start = sum(self.out_channels[:task_index])
+        rows = slice(start, start + self.out_channels[task_index])
+        group = hidden[:, position * self.hidden : (position + 1) * self.hidden]
+        return F.conv2d(group, self.classifier_weight[rows, :, None, None], self.classifier_bias[rows])

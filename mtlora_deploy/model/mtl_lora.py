@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.adapters import SharedTaskStreams, _kaiming_a
+from mtlora_deploy.model.deployed import TaskBranchLinear, check_merged, linear_with_weight
 
 
 class MTLLoRABranch(nn.Module):
@@ -98,15 +99,27 @@ class MTLLoRABranch(nn.Module):
         return self.lambda_matrices()[index] @ self.lora_A, task_b, self.scaling
 
     @torch.no_grad()
-    def get_task_delta_weight(self, task: str) -> torch.Tensor:
-        """``(alpha / r) B_t Lambda_t A`` (out x in): merged per task, ``W_t = W + delta``."""
-        down, up, scale = self.task_low_rank_pair(task)
-        return scale * up @ down
+    def get_task_delta_weight(self, task: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(alpha / r) B_t Lambda_t A`` (out x in), merged per task (``W_t = W + delta``): float64 math.
 
-    def task_delta(self, task: str, x_dropped: torch.Tensor) -> torch.Tensor:
-        """The branch for every row of an already dropped-out input belonging to ``task``, (..., out)."""
-        down, up, scale = self.task_low_rank_pair(task)
-        return scale * F.linear(F.linear(x_dropped, down), up)
+        Args:
+            task: one of ``tasks``.
+            dtype: result dtype; default the base weight's.
+        """
+        index = self.task_index(task)
+        return (self.compact_task_up(torch.float64)[index] @ self.lora_A.double()).to(
+            dtype or self.base_layer.weight.dtype
+        )
+
+    def compact_task_up(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(alpha / r) B_t Lambda_t`` for every task, (T, out, r): the branch is ``up_t (A x)`` with A shared.
+
+        Args:
+            dtype: compute dtype (float64 when merging); default the parameters' own.
+        """
+        dtype = dtype or self.lora_B.dtype
+        mixed = torch.einsum("tn,nor->tor", self.mixture_weights().to(dtype), self.lora_B.to(dtype))
+        return self.scaling * mixed @ self.lambda_matrices().to(dtype)
 
     def routed_delta(self, x_dropped: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """The branch with one task per sample, (..., out).
@@ -150,9 +163,23 @@ class MTLLoRALinear(MTLLoRABranch):
         return self.base_layer(x) + self.routed_delta(self.lora_dropout(x), ids)
 
     @torch.no_grad()
-    def get_delta_weight(self, task: str) -> torch.Tensor:
+    def get_delta_weight(self, task: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``(alpha / r) B_t Lambda_t A`` (out x in) for one task; ``x W_t^T + b`` equals the task's output."""
-        return self.get_task_delta_weight(task)
+        return self.get_task_delta_weight(task, dtype)
+
+    @torch.no_grad()
+    def merged_weight(self, task: str, layer: str = "adapter") -> torch.Tensor:
+        """``W_t = W + (alpha / r) B_t Lambda_t A`` summed in float64, cast to W's dtype; NaN/inf refused by name."""
+        weight = self.base_layer.weight.detach()
+        merged = (weight.double() + self.get_task_delta_weight(task, torch.float64)).to(weight.dtype)
+        names = ("lora_A", "lora_lambdas", "lora_B", "lora_mix_logits")
+        named = {"base_layer.weight": weight, **{n: getattr(self, n) for n in names}}
+        return check_merged(merged, named, layer, f"merged weight of {task}")
+
+    @torch.no_grad()
+    def to_deployed(self, task: str, layer: str = "adapter") -> nn.Linear:
+        """The per-task merged layer: a plain ``nn.Linear`` holding ``W_t`` and the bias."""
+        return linear_with_weight(self.base_layer, self.merged_weight(task, layer))
 
     def extra_repr(self) -> str:
         branch = f"rank={self.rank}, num_b={self.num_b}, temperature={self.temperature}, alpha={self.alpha}"
@@ -173,6 +200,23 @@ class MTLoRAMTLLinear(SharedTaskStreams, MTLLoRABranch):
         self.shared_rank, self.scale = int(shared_rank), float(shared_scale)
         self.lora_shared_A = _kaiming_a(self.shared_rank, self.in_features)
         self.lora_shared_B = nn.Parameter(torch.zeros(self.out_features, self.shared_rank))
+
+    def task_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compact exact form: the one shared A (1, r, in) and ``(alpha / r) B_t Lambda_t`` (T, out, r)."""
+        return self.lora_A.unsqueeze(0), self.compact_task_up()
+
+    @torch.no_grad()
+    def to_deployed(self, layer: str = "adapter") -> TaskBranchLinear:
+        """The merged layer: shared pair folded into W, MTL-LoRA branches as one shared A and per-task
+        up-projections ``(alpha / r) B_t Lambda_t`` formed in float64 (``TaskBranchLinear`` with shared down)."""
+        merged = self.merged_weight(layer)
+        named = {n: getattr(self, n) for n in ("lora_A", "lora_lambdas", "lora_B", "lora_mix_logits")}
+        up = check_merged(self.compact_task_up(torch.float64), named, layer, "task up-projection")
+        lora_a = torch.cat([self.lora_shared_A, self.lora_A])
+        shared_up = -self.scale * self.lora_shared_B
+        return TaskBranchLinear.from_tensors(
+            merged, self.base_layer.bias, lora_a, shared_up, up.to(merged.dtype), self.tasks, shared_task_down=True
+        )
 
     def extra_repr(self) -> str:
         shared = f"shared_rank={self.shared_rank}, scale={self.scale}"

@@ -1,8 +1,9 @@
 """The stage-final Swin block with one shared stream and one stream per task (model.md, TS-LoRA).
 
 Attention runs once on the shared stream; ``proj``, ``fc1`` and ``fc2`` compute their full-rank product once
-and add per-task low-rank terms. Streams are stacked along the batch axis for the window reverse, so the
-task streams cost rank-r_t products, a LayerNorm, a GELU and residual adds.
+and add per-task low-rank terms. The shared and task streams travel stacked as one (1 + T, B, ...) tensor, so
+the task streams cost batched rank-r_t products and no per-task calls: one window reverse, LayerNorm, GELU and
+residual add for all streams.
 """
 
 from __future__ import annotations
@@ -56,41 +57,49 @@ def _attention_mask(block: SwinTransformerBlock, x: torch.Tensor) -> torch.Tenso
 
 def multistream_block_forward(
     block: SwinTransformerBlock, x: torch.Tensor, tasks: tuple[str, ...]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run a stage-final block whose proj/fc1/fc2 are task-aware adapters.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``multistream_block_streams`` split into the shared output (B, H, W, C) and the task outputs (T, B, H, W, C)."""
+    streams = multistream_block_streams(block, x, tasks)
+    return streams[0], streams[1:]
+
+
+def multistream_block_streams(block: SwinTransformerBlock, x: torch.Tensor, tasks: tuple[str, ...]) -> torch.Tensor:
+    """Run a stage-final block whose proj/fc1/fc2 are task-aware adapters, every stream stacked.
+
+    The shared stream and the T task streams travel as one (1 + T, B, ...) tensor: window reverse, roll,
+    residuals, norm2, GELU and drop path run once over all of them, the task branches as batched products.
 
     Args:
         block: timm block with ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` exposing ``forward_streams``.
         x: shared stream (B, H, W, C).
-        tasks: task order of the returned streams.
+        tasks: task order of the returned streams (the adapters' own order).
 
     Returns:
-        The shared output (B, H, W, C) and ``{task: z_t}`` of the same shape.
+        Every stream stacked (1 + T, B, H, W, C): the shared output first, then the tasks in ``tasks`` order.
     """
     batch, height, width, channels = x.shape
     streams = len(tasks) + 1
     o = window_attention_core(block.attn, _to_windows(block, block.norm1(x)), _attention_mask(block, x))
     p, p_tasks = block.attn.proj.forward_streams(o)
-    stacked = block.attn.proj_drop(torch.cat([p] + [p_tasks[t] for t in tasks], dim=0))
+    stacked = block.attn.proj_drop(torch.cat([p.unsqueeze(0), p_tasks]).flatten(0, 1))
     stacked = _from_windows(block, stacked, height, width).reshape(streams, batch, height * width, channels)
     residual = x.reshape(1, batch, height * width, channels)
-    a_all = residual + block.drop_path1(stacked.flatten(0, 1)).view_as(stacked)
-    a, a_tasks = a_all[0], {t: a_all[i + 1] for i, t in enumerate(tasks)}
-    m, m_tasks = _mlp_streams(block, a, a_tasks)
-    out = a + block.drop_path2(m)
-    outs = {t: (a_tasks[t] + block.drop_path2(m_tasks[t])).view(batch, height, width, channels) for t in tasks}
-    return out.view(batch, height, width, channels), outs
+    a_all = residual + _drop_path(block.drop_path1, stacked)
+    m_all = _mlp_streams(block, a_all)
+    out_all = a_all + _drop_path(block.drop_path2, m_all)
+    return out_all.view(streams, batch, height, width, channels)
 
 
-def _mlp_streams(
-    block: SwinTransformerBlock, a: torch.Tensor, a_tasks: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """timm ``Mlp`` on every stream: the frozen fc1/fc2 see the shared stream, the task LoRA its own."""
+def _drop_path(drop: nn.Module, stacked: torch.Tensor) -> torch.Tensor:
+    """Drop path over (S, B, ...): one (S*B, 1, 1) mask, i.e. an independent draw per stream and sample."""
+    return drop(stacked.flatten(0, 1)).view_as(stacked)
+
+
+def _mlp_streams(block: SwinTransformerBlock, a_all: torch.Tensor) -> torch.Tensor:
+    """timm ``Mlp`` on every stream (1 + T, ...): the frozen fc1/fc2 see the shared stream, the task LoRA its own."""
     mlp = block.mlp
-    h, h_tasks = mlp.fc1.forward_streams(block.norm2(a), {t: block.norm2(v) for t, v in a_tasks.items()})
-
-    def act(v: torch.Tensor) -> torch.Tensor:
-        return mlp.norm(mlp.drop1(mlp.act(v)))
-
-    m, m_tasks = mlp.fc2.forward_streams(act(h), {t: act(v) for t, v in h_tasks.items()})
-    return mlp.drop2(m), {t: mlp.drop2(v) for t, v in m_tasks.items()}
+    n_all = block.norm2(a_all)
+    h, h_tasks = mlp.fc1.forward_streams(n_all[0], n_all[1:])
+    g_all = mlp.norm(mlp.drop1(mlp.act(torch.cat([h.unsqueeze(0), h_tasks]))))
+    m, m_tasks = mlp.fc2.forward_streams(g_all[0], g_all[1:])
+    return mlp.drop2(torch.cat([m.unsqueeze(0), m_tasks]))

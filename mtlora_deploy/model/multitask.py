@@ -7,7 +7,7 @@ from torch import nn
 
 from mtlora_deploy.model.backbone import MultiTaskSwin, create_timm_swin, warn_no_weights
 from mtlora_deploy.model.config import ModelConfig
-from mtlora_deploy.model.decoders import HRNetHead
+from mtlora_deploy.model.decoders import HRNetHead, TaskBatchedHeads
 
 
 class MultiTaskModel(nn.Module):
@@ -30,11 +30,15 @@ class MultiTaskModel(nn.Module):
         """Images (B, 3, H, W) -> ``{task: logits}`` for ``tasks`` (default every configured task).
 
         A task-conditioned backbone (``mtl-lora``) runs its encoder once per requested task, batched; naming
-        one task is the per-task inference a per-task merged graph replaces.
+        one task is the per-task inference a per-task merged graph replaces. A merged model's decoders are
+        ``TaskBatchedHeads`` fed with the task-stacked features.
         """
         tasks = self.tasks if tasks is None else tuple(tasks)
-        feats = self.backbone(images, tasks)
         size = images.shape[-2:]
+        if isinstance(self.decoders, TaskBatchedHeads):  # deployed: task-batched heads over stacked features
+            self.backbone._check_tasks(tasks)
+            return self.decoders(self.backbone.stream_features(images), size, tasks)
+        feats = self.backbone(images, tasks)
         return {
             t: nn.functional.interpolate(self.decoders[t](feats[t]), size=size, mode="bilinear", align_corners=False)
             for t in tasks

@@ -1,6 +1,8 @@
 """The merged model equals the unmerged one (deploy.md 1), keeps task pairs low-rank and saves/loads as 'merged'."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +10,8 @@ from torch import nn
 
 import mtlora_deploy
 from mtlora_deploy.deploy.merge import is_merged, merge_checkpoint, merge_task_agnostic
-from mtlora_deploy.deploy.merged_layers import TaskBranchLinear
+from mtlora_deploy.model.decoders import TaskBatchedHeads
+from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import save_checkpoint
@@ -61,7 +64,7 @@ def test_shared_path_is_plain_linear_and_stage_ends_keep_low_rank_task_pairs():
         if hasattr(stage.downsample, "reduction"):
             assert type(stage.downsample.reduction) is nn.Linear
     for branch in branches.values():
-        assert all(tuple(b.shape) == (branch.out_features, branch.task_rank) for b in branch.lora_tasks_B.values())
+        assert tuple(branch.lora_tasks_B.shape) == (len(ALL_TASKS), branch.out_features, branch.task_rank)
         assert tuple(branch.lora_A.shape) == (branch.rank + len(ALL_TASKS) * branch.task_rank, branch.in_features)
 
 
@@ -73,16 +76,21 @@ def test_task_branch_linear_streams_equal_the_adapter(with_task_streams):
     ).eval()
     for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
         nn.init.normal_(p, std=0.1)
-    merged = TaskBranchLinear.from_adapter(adapter)
+    merged = adapter.to_deployed()
     x = torch.randn(5, 7, 24)
-    x_tasks = {t: torch.randn(5, 7, 24) for t in adapter.tasks} if with_task_streams else None
+    x_tasks = torch.randn(3, 5, 7, 24) if with_task_streams else None
     with torch.no_grad():
         ref_shared, ref_tasks = adapter.forward_streams(x, x_tasks)
         shared, tasks = merged.forward_streams(x, x_tasks)
         torch.testing.assert_close(merged(x), ref_shared, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-5)
-    for task in adapter.tasks:
-        torch.testing.assert_close(tasks[task], ref_tasks[task], rtol=0, atol=1e-5)
+    assert tasks.shape == (3, 5, 7, 40)
+    for index, task in enumerate(adapter.tasks):  # each task's stream against the spec's formula
+        x_t = x if x_tasks is None else x_tasks[index]
+        low_rank = x_t @ adapter.lora_tasks_A[task].T @ adapter.lora_tasks_B[task].T
+        direct = adapter.base_layer(x) + adapter.task_scale * low_rank
+        torch.testing.assert_close(tasks[index], direct, rtol=0, atol=1e-5)
+        torch.testing.assert_close(tasks[index], ref_tasks[index], rtol=0, atol=1e-5)
 
 
 def test_merge_is_idempotent(images):
@@ -123,3 +131,30 @@ def test_merge_of_a_missing_checkpoint_is_one_line(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         merge_checkpoint(tmp_path / "nope", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_task_batched_heads_decode_task_subsets_like_the_unmerged_model(images):
+    model = _random_model("mtlora-r16", ("semseg", "human_parts", "sal", "normals"))
+    merged = merge_task_agnostic(model)
+    assert isinstance(merged.decoders, TaskBatchedHeads)
+    for subset in (("sal",), ("normals", "semseg")):
+        with torch.no_grad():
+            ref, out = model(images, subset), merged(images, subset)
+        assert list(out) == list(subset)
+        assert all(out[t].shape == ref[t].shape for t in subset)
+        assert _relative_error(ref, out) <= 1e-5
+
+
+def test_task_batched_heads_with_shared_features_equal_the_heads(images):
+    model = _random_model("lora", ("semseg", "edge"))  # one shared stream: reducers run as one product
+    merged = merge_task_agnostic(model)
+    with torch.no_grad():
+        assert _relative_error(model(images), merged(images)) <= 1e-5
+
+
+def test_model_layer_does_not_import_deploy():
+    code = (
+        "import sys, mtlora_deploy.model.checkpoint, mtlora_deploy.model.multitask, mtlora_deploy.model.per_task;"
+        "sys.exit(any(m.startswith('mtlora_deploy.deploy') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

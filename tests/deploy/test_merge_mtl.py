@@ -13,7 +13,7 @@ from torch import nn
 import mtlora_deploy
 from mtlora_deploy.deploy.merge import build_merged, is_merged, merge_checkpoint, merge_task_agnostic
 from mtlora_deploy.deploy.merge_mtl import PerTaskModels, merge_per_task
-from mtlora_deploy.deploy.merged_layers import TaskBranchLinear
+from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import save_checkpoint
@@ -192,18 +192,18 @@ def test_task_branch_linear_from_the_hybrid_layer_keeps_its_streams(with_task_st
     tasks = ("semseg", "sal", "edge")
     adapter = MTLoRAMTLLinear(nn.Linear(24, 40), tasks, shared_rank=6, rank=3, num_b=2, alpha=12.0, dropout=0.0)
     _randomize_mtl(adapter, std=0.1)
-    merged = TaskBranchLinear.from_mtl_adapter(adapter)
+    merged = adapter.to_deployed()
     x = torch.randn(5, 7, 24)
-    x_tasks = {t: torch.randn(5, 7, 24) for t in tasks} if with_task_streams else None
+    x_tasks = torch.randn(len(tasks), 5, 7, 24) if with_task_streams else None
     with torch.no_grad():
         ref_shared, ref_tasks = adapter.forward_streams(x, x_tasks)
         shared, outs = merged.forward_streams(x, x_tasks)
-        for task in tasks:  # the compact form equals the (Lambda_t A, B_t) pair the layer reports
+        for index, task in enumerate(tasks):  # the compact form equals the (Lambda_t A, B_t) pair the layer reports
             down, up, scale = adapter.task_low_rank_pair(task)
-            x_t = x if x_tasks is None else x_tasks[task]
+            x_t = x if x_tasks is None else x_tasks[index]
             direct = adapter.base_layer(x) + scale * x_t @ down.T @ up.T
-            torch.testing.assert_close(outs[task], direct, rtol=0, atol=1e-5)
-            torch.testing.assert_close(outs[task], ref_tasks[task], rtol=0, atol=1e-5)
+            torch.testing.assert_close(outs[index], direct, rtol=0, atol=1e-5)
+            torch.testing.assert_close(outs[index], ref_tasks[index], rtol=0, atol=1e-5)
     torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-5)
 
 

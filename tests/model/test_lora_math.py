@@ -97,12 +97,13 @@ def test_stage_final_block_matches_the_spec_formulas():
         h = _shared(norm2(a), fc1)
         expected_x = a + _shared(gelu(h), fc2)
         torch.testing.assert_close(x, expected_x, rtol=1e-4, atol=1e-5)
-        for t in model.tasks:
+        assert z.shape == (len(model.tasks), *u.shape)  # task streams stacked in task order
+        for index, t in enumerate(model.tasks):
             a_t = u + _task(o, o, proj, t)
             h_t = _task(norm2(a), norm2(a_t), fc1, t)
             m_t = _task(gelu(h), gelu(h_t), fc2, t)
-            torch.testing.assert_close(z[t], a_t + m_t, rtol=1e-4, atol=1e-5)
-            assert (z[t] - x).abs().max() > 1e-3  # the task stream really differs from the shared one
+            torch.testing.assert_close(z[index], a_t + m_t, rtol=1e-4, atol=1e-5)
+            assert (z[index] - x).abs().max() > 1e-3  # the task stream really differs from the shared one
 
 
 def test_task_streams_pass_through_the_next_stage_patch_merging(images):
@@ -114,7 +115,31 @@ def test_task_streams_pass_through_the_next_stage_patch_merging(images):
     stage1.downsample.forward = lambda x: captured.setdefault(len(captured), original(x))
     with torch.no_grad():
         feats = model.backbone(images)
-    # stage 2's merging ran on the shared stream and on each of the 2 task streams of stage 1
-    assert len(captured) == 3
-    torch.testing.assert_close(feats["semseg"][0], captured[1].permute(0, 3, 1, 2))
-    torch.testing.assert_close(feats["sal"][0], captured[2].permute(0, 3, 1, 2))
+    # stage 2's merging ran once on the stacked streams of stage 1: (1 + 2 tasks) * batch samples, shared first
+    assert len(captured) == 1 and captured[0].shape[0] == 3 * len(images)
+    batch = len(images)
+    torch.testing.assert_close(feats["semseg"][0], captured[0][batch : 2 * batch].permute(0, 3, 1, 2))
+    torch.testing.assert_close(feats["sal"][0], captured[0][2 * batch :].permute(0, 3, 1, 2))
+
+
+def test_lora_dropout_is_drawn_on_the_shared_input_only():
+    """proj: every task's branch sees the shared term's dropped-out input; fc1/fc2: task streams undropped."""
+    torch.manual_seed(0)
+    adapter = MTLoRALinear(nn.Linear(6, 5), rank=2, dropout=0.5, tasks=("a", "b"), task_rank=2).train()
+    for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
+        nn.init.normal_(p)
+    x, x_tasks = torch.randn(3, 6), torch.randn(2, 3, 6)
+    _, tasks = adapter.forward_streams(x, x_tasks)
+    expected = adapter.base_layer(x) + adapter.task_scale * (x_tasks[0] @ adapter.lora_tasks_A["a"].T) @ (
+        adapter.lora_tasks_B["a"].T
+    )
+    torch.testing.assert_close(tasks[0], expected)
+    torch.manual_seed(1)
+    shared, tasks = adapter.forward_streams(x)
+    torch.manual_seed(1)
+    dropped = adapter.lora_dropout(x)
+    for index, t in enumerate(adapter.tasks):
+        low = (dropped @ adapter.lora_tasks_A[t].T) @ adapter.lora_tasks_B[t].T
+        torch.testing.assert_close(tasks[index], adapter.base_layer(x) + adapter.task_scale * low)
+    shared_low = (dropped @ adapter.lora_shared_A.T) @ adapter.lora_shared_B.T
+    torch.testing.assert_close(shared, adapter.base_layer(x) + adapter.scale * shared_low)

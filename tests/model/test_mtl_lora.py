@@ -148,7 +148,7 @@ def test_hybrid_layer_streams_and_shared_fold():
     layer = MTLoRAMTLLinear(nn.Linear(12, 10), TASKS, **kw)
     _randomize(layer)
     x = torch.randn(2, 5, 12)
-    x_tasks = {t: torch.randn(2, 5, 12) for t in TASKS}
+    x_tasks = torch.randn(len(TASKS), 2, 5, 12)
     with torch.no_grad():
         shared, outs = layer.forward_streams(x, x_tasks)
         torch.testing.assert_close(shared, _shared(x, layer))
@@ -156,7 +156,7 @@ def test_hybrid_layer_streams_and_shared_fold():
         folded = x @ (layer.base_layer.weight + layer.get_delta_weight()).T + layer.base_layer.bias
         torch.testing.assert_close(shared, folded, rtol=1e-5, atol=1e-5)
         for index, task in enumerate(TASKS):  # no shared term; W sees the shared x, the branch the task x
-            torch.testing.assert_close(outs[task], _formula(layer, x, x_tasks[task], index), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(outs[index], _formula(layer, x, x_tasks[index], index), rtol=1e-5, atol=1e-5)
 
 
 # ---- the mtlora-mtl hybrid in the model ---------------------------------------------------------------------
@@ -180,8 +180,8 @@ def test_hybrid_stage_final_block_matches_the_spec_formulas():
             a_t = u + _formula(proj, o, o, t)
             h_t = _formula(fc1, norm2(a), norm2(a_t), t)
             m_t = _formula(fc2, gelu(h), gelu(h_t), t)
-            torch.testing.assert_close(z[task], a_t + m_t, rtol=1e-9, atol=1e-9)
-            assert (z[task] - x).abs().max() > 1e-3
+            torch.testing.assert_close(z[t], a_t + m_t, rtol=1e-9, atol=1e-9)
+            assert (z[t] - x).abs().max() > 1e-3
 
 
 # ---- the task-conditioned mtl-lora model ----------------------------------------------------------------------
