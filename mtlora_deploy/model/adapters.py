@@ -20,9 +20,7 @@ from mtlora_deploy.model.deployed import (
     check_finite,
     check_merged,
     linear_with_weight,
-    shared_input_down,
     task_batched_down,
-    task_batched_up,
 )
 
 
@@ -41,15 +39,30 @@ class SharedTaskStreams:
     Streams are stacked along a leading task axis so the T task branches are two batched products.
     """
 
-    def shared_delta(self, x_dropped: torch.Tensor) -> torch.Tensor:
-        """``s * B_sh A_sh x`` for an already dropped-out input."""
-        return self.scale * nn.functional.linear(
-            nn.functional.linear(x_dropped, self.lora_shared_A), self.lora_shared_B
-        )
+    def masked_input(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The LoRA branch input and the factor its rank-r product takes: ``dropout(x) = (m * x) * factor``.
+
+        The mask m ~ Bernoulli(1 - p) is drawn as booleans and the 1 / (1 - p) rescale rides on the rank-r
+        product (the same distribution and values as ``nn.Dropout``, without two full-size passes); in eval or
+        with p = 0 the input comes back as it is.
+        """
+        drop = self.lora_dropout
+        if not isinstance(drop, nn.Dropout) or not drop.training or drop.p == 0:
+            return x, 1.0
+        keep = 1.0 - drop.p
+        return x * torch.empty_like(x, dtype=torch.bool).bernoulli_(keep), 1.0 / keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared stream only (every block that is not stage-final, and the shared path of those that are)."""
-        return self.base_layer(x) + self.shared_delta(self.lora_dropout(x))
+        """Shared stream only (every block that is not stage-final, and the shared path of those that are).
+
+        ``W x + b + s B_sh A_sh dropout(x)`` with the up-projection, its scale and the sum as one ``addmm``.
+        """
+        lead = x.shape[:-1]
+        masked, factor = self.masked_input(x)
+        base = self.base_layer(x.reshape(-1, self.in_features))
+        low = nn.functional.linear(masked.reshape(-1, self.in_features), self.lora_shared_A)
+        out = torch.addmm(base, low, self.lora_shared_B.t(), alpha=self.scale * factor)
+        return out.view(*lead, self.out_features)
 
     def forward_streams(
         self, x: torch.Tensor, x_tasks: torch.Tensor | None = None
@@ -62,18 +75,27 @@ class SharedTaskStreams:
                 draws LoRA dropout on the shared input only); None means every task sees ``x`` with the same
                 dropout mask as the shared term (the ``attn.proj`` case).
         """
-        base = self.base_layer(x)
-        x_dropped = self.lora_dropout(x)
-        shared = base + self.shared_delta(x_dropped)
+        lead, rank = x.shape[:-1], self.lora_shared_A.shape[0]
+        masked, factor = self.masked_input(x)
+        masked = masked.reshape(-1, self.in_features)
+        base = self.base_layer(x.reshape(-1, self.in_features))
         down, up = self.task_pairs()
-        if x_tasks is None and down.shape[0] == 1:
-            low = nn.functional.linear(x_dropped.reshape(-1, self.in_features), down[0])
-            low = low.unsqueeze(0).expand(up.shape[0], -1, -1)
-        elif x_tasks is None:
-            low = shared_input_down(x_dropped, down)
+        count = up.shape[0]
+        if x_tasks is None:  # one product for the shared and every task down-projection
+            low = nn.functional.linear(masked, torch.cat([self.lora_shared_A, down.flatten(0, 1)]))
+            low_shared, low_tasks = low[:, :rank], low[:, rank:]
+            if down.shape[0] == 1:
+                low_tasks = low_tasks.unsqueeze(0).expand(count, -1, -1)
+            else:
+                low_tasks = low_tasks.reshape(-1, count, down.shape[1]).transpose(0, 1)
+            task_factor = factor
         else:
-            low = task_batched_down(x_tasks, down.expand(up.shape[0], -1, -1))
-        return shared, base + task_batched_up(low, up, tuple(x.shape[:-1]))
+            low_shared = nn.functional.linear(masked, self.lora_shared_A)
+            low_tasks = task_batched_down(x_tasks, down.expand(count, -1, -1))
+            task_factor = 1.0
+        shared = torch.addmm(base, low_shared, self.lora_shared_B.t(), alpha=self.scale * factor)
+        tasks = torch.baddbmm(base.unsqueeze(0), low_tasks, up.transpose(1, 2), alpha=task_factor)
+        return shared.view(*lead, self.out_features), tasks.view(count, *lead, self.out_features)
 
     @torch.no_grad()
     def get_delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:

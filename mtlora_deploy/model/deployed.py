@@ -65,20 +65,9 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def task_batched_up(down: torch.Tensor, up: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-    """Per-task up-projections as one batched product: down (T, M, r) x up (T, out, r) -> (T, *lead, out)."""
-    return torch.matmul(down, up.transpose(1, 2)).view(up.shape[0], *lead, up.shape[1])
-
-
 def task_batched_down(x_tasks: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """Per-task down-projections of per-task inputs: (T, ..., in) x (T, r, in) -> (T, M, r)."""
     return torch.matmul(x_tasks.reshape(x_tasks.shape[0], -1, x_tasks.shape[-1]), down.transpose(1, 2))
-
-
-def shared_input_down(x: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """Every task's down-projection of one shared input in one product: (..., in) x (T, r, in) -> (T, M, r)."""
-    tasks, rank = down.shape[0], down.shape[1]
-    return nn.functional.linear(_rows(x), down.reshape(tasks * rank, -1)).view(-1, tasks, rank).transpose(0, 1)
 
 
 class TaskBranchLinear(nn.Module):
@@ -158,19 +147,21 @@ class TaskBranchLinear(nn.Module):
             x_tasks: per-task streams stacked (T, ..., in) for the task branches (fc1/fc2), or None.
         """
         lead, tasks = x.shape[:-1], len(self.tasks)
-        y = self.forward(x)
+        rows = _rows(x)
+        y = self.forward(rows)
         if x_tasks is None:
-            down = nn.functional.linear(_rows(x), self.lora_A)
+            down = nn.functional.linear(rows, self.lora_A)
             down_shared, down_tasks = down[:, : self.rank], down[:, self.rank :]
             if self.shared_task_down:
                 down_tasks = down_tasks.unsqueeze(0).expand(tasks, -1, -1)
             else:
                 down_tasks = down_tasks.reshape(-1, tasks, self.task_rank).transpose(0, 1)
         else:
-            down_shared = nn.functional.linear(_rows(x), self.lora_A[: self.rank])
+            down_shared = nn.functional.linear(rows, self.lora_A[: self.rank])
             down_tasks = task_batched_down(x_tasks, self.task_down())
-        unadapted = y + nn.functional.linear(down_shared, self.lora_shared_B).view(*lead, self.out_features)
-        return y, unadapted + task_batched_up(down_tasks, self.lora_tasks_B, tuple(lead))
+        unadapted = torch.addmm(y, down_shared, self.lora_shared_B.t())
+        outs = torch.baddbmm(unadapted.unsqueeze(0), down_tasks, self.lora_tasks_B.transpose(1, 2))
+        return y.view(*lead, self.out_features), outs.view(tasks, *lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (
