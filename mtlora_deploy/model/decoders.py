@@ -102,8 +102,12 @@ class TaskBatchedHeads(nn.Module):
         concat = torch.cat([u.unflatten(1, (count, -1)) for u in upsampled], dim=2).flatten(1, 2)
         hidden = F.relu(self._norm(self._fuse(concat, subset), subset))
         logits = torch.cat([self._classify(hidden, j, i) for j, i in enumerate(index)], dim=1)
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return dict(zip(tasks, logits.split([self.out_channels[i] for i in index], dim=1)))
+        logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
+        out, start = {}, 0
+        for task, i in zip(tasks, index):  # slices, not split: exporters keep each output's channels static
+            out[task] = logits[:, start : start + self.out_channels[i]]
+            start += self.out_channels[i]
+        return out
 
     @staticmethod
     def _reduce(feat: torch.Tensor, weight: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
