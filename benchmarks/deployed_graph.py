@@ -3,7 +3,7 @@
 Models (Swin-T, r64, task rank 4, 4 tasks, random LoRA weights with B != 0, fp32, batch 1):
 - bare: the timm Swin-T features (no adapters, no task streams, no heads), the floor of any multi-task model;
 - merged: ``merge_task_agnostic`` of the 4-task MTLoRA model (task-batched streams and heads);
-- single x4: one merged single-task MTLoRA model per task, run one after another.
+- single x4: one single-task model per task (Swin-T with its LoRA folded, one head), run one after another.
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (GMAC = FLOPs / 2). Latencies are medians over
 interleaved rounds (every model once per round, the order alternating) so that load from other processes hits all
 models alike; the ratios are the numbers to read. Targets (deploy.md): merged/bare latency <= 1.05 x merged/bare
@@ -44,14 +44,16 @@ def _randomize(model: nn.Module) -> nn.Module:
 
 
 def build_models(size: int) -> dict[str, nn.Module]:
-    def merged(tasks: tuple[str, ...]) -> nn.Module:
-        config = resolve_config("mtlora-r64", overrides={"image_size": size, "tasks": list(tasks)})
+    def merged(tasks: tuple[str, ...], preset: str = "mtlora-r64") -> nn.Module:
+        overrides = {"image_size": size, "tasks": list(tasks), "task_agnostic_rank": 64}
+        config = resolve_config(preset, overrides=overrides)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return merge_task_agnostic(_randomize(build_model(config, warn_without_weights=False)).eval())
 
     config = resolve_config("mtlora-r64", overrides={"image_size": size, "tasks": list(TASKS)})
-    singles = nn.ModuleList(merged((t,)) for t in TASKS)
+    # the paper's single-task baselines: one plain Swin-T (LoRA folded, no task streams) + one head per task
+    singles = nn.ModuleList(merged((t,), "lora") for t in TASKS)
     return {
         "bare": BareBackbone(config).eval(),
         "merged": merged(TASKS),
