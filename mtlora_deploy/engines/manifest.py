@@ -148,14 +148,16 @@ def plan_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
     return tuple(manifest.get("target_compute_capabilities") or RTX_DEFAULT_TARGETS)
 
 
-def check_runtime(manifest: dict[str, Any], runtime: str, plan: str | Path = "plan") -> None:
+def check_runtime(manifest: dict[str, Any], runtime: str, plan: str | Path = "plan",
+                  version: str | None = None) -> None:
     """A plan opens only with the flavour that built it: one line naming both otherwise."""
     built = manifest_runtime(manifest)
     if runtime != built:
+        here = f"{FLAVOURS[runtime].title} {version or ''}".rstrip()
         raise EngineMismatchError(
             f"{plan}: built with {FLAVOURS[built].title} {manifest.get('runtime_version') or ''}".rstrip()
-            + f", asked to run with {FLAVOURS[runtime].title}; the two plan formats are not interchangeable: open it "
-            f"with --runtime {built} or rebuild it with mtlora build-engine MODEL.onnx --runtime {runtime}"
+            + f", asked to run with {here}; the two plan formats are not interchangeable: run it with the {built} "
+            f"runtime or rebuild it with: mtlora build-engine MODEL.onnx --runtime {runtime}"
         )
 
 
@@ -173,7 +175,7 @@ def check_compatibility(manifest: dict[str, Any], environment: dict[str, Any], p
     """
     manifest, environment = _upgrade(manifest), _upgrade(environment)
     runtime = manifest_runtime(manifest)
-    check_runtime(manifest, environment.get("runtime") or TENSORRT, plan)
+    check_runtime(manifest, environment.get("runtime") or TENSORRT, plan, environment.get("runtime_version"))
     if runtime == TENSORRT_RTX:
         _check_rtx(manifest, environment, plan)
         return

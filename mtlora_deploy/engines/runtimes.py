@@ -16,9 +16,12 @@ Nothing here imports either package at module level.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
@@ -172,3 +175,60 @@ def target_enum(trt, capability: str):
         raise ConfigError(f"--target: TensorRT-RTX {trt.__version__} cannot build for sm{capability.replace('.', '')} "
                           f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt")
     return trt.ComputeCapability.__members__[name]
+
+
+# -- logging: TensorRT keeps the first logger it is given for the whole process ------------------------------------
+@dataclass
+class LogSink:
+    """Where the shared logger's messages go for a while: warnings are printed (everything with ``verbose``),
+    errors are kept for the one-line exception, and so is the layer list a DETAILED build logs (each layer's type,
+    input types and tactic; readable without a GPU, so an ahead-of-time TensorRT-RTX plan can be inspected)."""
+
+    title: str = "TensorRT"
+    verbose: bool = False
+    errors: list[str] = field(default_factory=list)
+    layers: str = ""
+
+    def write(self, level: int, severity: str, msg: str) -> None:
+        if "LayerType:" in msg and msg.lstrip().startswith("Layers:"):
+            self.layers = msg
+        elif level <= 1:
+            self.errors.append(" ".join(msg.split()))
+            if self.verbose:
+                print(f"[{self.title}] ERROR: {msg}", file=sys.stderr)
+        elif level <= (4 if self.verbose else 2):
+            print(f"[{self.title}] {severity}: {msg}", file=sys.stderr)
+
+
+_LOGGERS: dict[str, object] = {}
+
+
+def shared_logger(trt):
+    """The process's one logger for this flavour. TensorRT registers the first logger a Builder/Runtime gets and
+    ignores later ones ("the current new logger is ignored"), so a logger per build would lose every later build's
+    messages; instead this one forwards to the sink set by ``capture_log``."""
+    name = runtime_of(trt)
+    if name not in _LOGGERS:
+        title = FLAVOURS[name].title
+
+        class _Logger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.sink = LogSink(title)
+
+            def log(self, severity, msg) -> None:
+                self.sink.write(int(severity), str(severity).rsplit(".", 1)[-1], str(msg))
+
+        _LOGGERS[name] = _Logger()
+    return _LOGGERS[name]
+
+
+@contextlib.contextmanager
+def capture_log(trt, verbose: bool = False) -> Iterator[LogSink]:
+    """Route the flavour's messages to a fresh ``LogSink`` inside the block (the previous sink after it)."""
+    logger = shared_logger(trt)
+    previous, logger.sink = logger.sink, LogSink(FLAVOURS[runtime_of(trt)].title, verbose)
+    try:
+        yield logger.sink
+    finally:
+        logger.sink = previous

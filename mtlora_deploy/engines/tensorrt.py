@@ -29,6 +29,7 @@ from mtlora_deploy.engines.runtimes import (  # noqa: F401  (re-exported: the na
     dtype_name,
     load_runtime,
     network_flags,
+    shared_logger,
     torch_dtype,
     version_tuple,
 )
@@ -60,8 +61,8 @@ def require_cuda(device: str | torch.device = "cuda", runtime: str = TENSORRT) -
 
 
 def make_logger(trt, verbose: bool = False):
-    """A TensorRT logger: WARNING by default, VERBOSE for debugging builds."""
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    """The flavour's process-wide logger (TensorRT keeps the first one it gets; see ``runtimes.shared_logger``)."""
+    return shared_logger(trt)
 
 
 def runtime_cache_path(plan: str | Path) -> Path:

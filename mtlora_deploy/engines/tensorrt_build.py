@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 import time
 import warnings
 from collections import Counter
@@ -31,7 +30,9 @@ from mtlora_deploy.engines.runtimes import (
     flavour,
     load_runtime,
     network_flags,
+    capture_log,
     runtime_of,
+    shared_logger,
     target_enum,
 )
 from mtlora_deploy.engines.tensorrt import require_cuda
@@ -139,39 +140,6 @@ def check_build_requirements(runtime: str = TENSORRT, device: str = "cuda"):
     return trt
 
 
-class BuildLogger:
-    """A logger for the builder that prints warnings (everything with ``verbose``), keeps the errors for the
-    one-line exception and keeps the layer list TensorRT logs after a DETAILED build (it names each layer's
-    tactic and input types; read without a GPU, so an ahead-of-time TensorRT-RTX plan can be inspected)."""
-
-    def __init__(self, trt, verbose: bool = False) -> None:
-        self.errors: list[str] = []
-        self.layers = ""
-        self.logger = self._make(trt, verbose)
-
-    def _make(self, trt, verbose: bool):
-        owner, title, threshold = self, FLAVOURS[runtime_of(trt)].title, 4 if verbose else 2
-
-        class _Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-
-            def log(self, severity, msg) -> None:
-                level = int(severity)
-                if "LayerType:" in msg and msg.lstrip().startswith("Layers:"):
-                    owner.layers = msg
-                elif level <= 1:
-                    owner.errors.append(" ".join(str(msg).split()))
-                    if verbose:
-                        print(f"[{title}] ERROR: {msg}", file=sys.stderr)
-                elif level <= threshold:
-                    print(f"[{title}] {str(severity).rsplit('.', 1)[-1]}: {msg}", file=sys.stderr)
-
-        return _Logger()
-
-
-
-
 # -- stage 1: network from ONNX ----------------------------------------------------------------------------------
 def format_parser_error(error) -> str:
     """One ONNX parser error as ``Op node 'name': description``."""
@@ -246,7 +214,7 @@ def set_targets(trt, config, targets: tuple[str, ...]) -> None:
 
 # -- stage 3: engine bytes and the timing cache ------------------------------------------------------------------
 def engine_bytes(builder, network, config, errors: list[str] | None = None) -> bytes:
-    """The serialized plan, or an error with the builder's own error messages (``errors``, from ``BuildLogger``)."""
+    """The serialized plan, or an error with the builder's own error messages (``errors``, from ``capture_log``)."""
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = "; ".join((errors or [])[-3:]) or "see the log with --verbose"
@@ -275,7 +243,7 @@ _COMPUTE = re.compile(r"gemm|conv|correlation|matrixmultiply", re.IGNORECASE)
 
 def layer_summary(layers: str) -> dict[str, Any] | None:
     """Count the plan's GEMM/convolution layers by the types of their activation inputs, from the layer list the
-    builder logs (``BuildLogger.layers``); ``tactics_at`` says whether kernels were chosen at build or load time."""
+    builder logs (``capture_log(...).layers``); ``tactics_at``: were kernels chosen at build or at load time."""
     rows = [line for line in layers.splitlines() if line.startswith("Name: ") and "LayerType:" in line]
     if not rows:
         return None
@@ -321,12 +289,12 @@ def build_plan(onnx_path: str | Path, output: str | Path, settings: BuildSetting
         raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
     trt = check_build_requirements(settings.runtime)
     start = time.perf_counter()
-    log = BuildLogger(trt, settings.verbose)
-    builder, network, _parser = network_from_onnx(trt, log.logger, onnx_path)
     cache_path = _timing_cache_path(settings, output)
     previous = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
-    config = create_config(trt, builder, network, settings, previous)
-    plan = engine_bytes(builder, network, config, log.errors)
+    with capture_log(trt, settings.verbose) as log:
+        builder, network, _parser = network_from_onnx(trt, shared_logger(trt), onnx_path)
+        config = create_config(trt, builder, network, settings, previous)
+        plan = engine_bytes(builder, network, config, log.errors)
     elapsed = time.perf_counter() - start
     inputs, outputs = network_io(trt, network)
     summary = layer_summary(log.layers)
