@@ -39,8 +39,8 @@ def _graphs(work: Path, full: bool) -> dict[str, Path]:
     for precision in ("fp16", "int8"):
         out = work / f"tiny_{precision}.onnx"
         if not out.is_file():
-            make_precision_variant(work / "tiny.onnx", precision, out, work / "calib.npz" if precision == "int8" else None,
-                                   min_images=8, calibration_method="max")
+            calib = work / "calib.npz" if precision == "int8" else None
+            make_precision_variant(work / "tiny.onnx", precision, out, calib, min_images=8, calibration_method="max")
         graphs[f"tiny {precision}"] = out
     if full:
         model = build_model(resolve_config("mtlora-r64"), warn_without_weights=False).eval()
