@@ -2,17 +2,21 @@
 TensorRT-RTX on this CPU-only machine."""
 
 import importlib.util
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from mtlora_deploy.build_engine import build_engine
-from mtlora_deploy.calib.precision import make_precision_variant
 from mtlora_deploy.deploy.export import export_onnx
 from mtlora_deploy.deploy.merge import merge_task_agnostic
 from mtlora_deploy.engines.manifest import read_manifest
 from mtlora_deploy.model import build_model, resolve_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from build_engine_rtx import fp16_graph  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,7 +35,7 @@ def test_swin_t_448_r64_fp16_plan(tmp_path):
     del merged
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        make_precision_variant(tmp_path / "swin_t.onnx", "fp16", tmp_path / "swin_t_fp16.onnx")
+        fp16_graph(tmp_path / "swin_t.onnx", tmp_path / "swin_t_fp16.onnx")  # make_precision_variant: > 14 GB here
     result = build_engine(tmp_path / "swin_t_fp16.onnx", "fp16", tmp_path / "swin_t_fp16.plan", batch="1:8:32",
                           runtime="tensorrt-rtx")
     manifest = read_manifest(result.plan)
