@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,tensorrt-rtx]'
 	touch $@
 
 venv: $(VENV)/.installed

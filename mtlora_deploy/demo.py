@@ -85,6 +85,29 @@ def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Pa
     return {"merged": merged, **files}
 
 
+def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) -> Path | None:
+    """The fp16 graph as a plan: TensorRT with a GPU, else TensorRT-RTX (built here without a GPU), else skipped."""
+    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engines.runtimes import TENSORRT_RTX, pick_runtime
+    from mtlora_deploy.errors import MissingDependencyError
+
+    console.rule("3b. fp16 graph -> engine")
+    try:
+        runtime = pick_runtime("auto")
+    except MissingDependencyError as exc:
+        console.print(f"skipped: {exc}")
+        return None
+    plan = workdir / "engines" / f"model.fp16{'_rtx' if runtime == TENSORRT_RTX else ''}.plan"
+    if not plan.is_file():
+        manifest = build_engine(artefacts["fp16"], "fp16", plan, batch="1:8:8", runtime=runtime).manifest
+        console.print(f"{runtime} {manifest['runtime_version']}: {plan} ({manifest['plan']['bytes'] / 2**20:.1f} "
+                      f"MiB) in {manifest['build_time_s']:.1f} s")
+    if runtime == TENSORRT_RTX:
+        console.print("built ahead of time without a GPU; running it needs a supported NVIDIA GPU (RTX-class, "
+                      "sm75-sm121: mtlora evaluate/profile PLAN --device cuda)")
+    return plan
+
+
 def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any]:
     """Per-task metrics of PyTorch fp32 and every ONNX precision on the val split, side by side."""
     from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
@@ -117,6 +140,8 @@ def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, cons
     console.rule("5. profile")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     inputs = [run_dir, artefacts["fp32"], artefacts["int8"]]  # torch comparisons merge the run themselves
+    if device == "cuda" and artefacts.get("plan"):
+        inputs.append(artefacts["plan"])
     output = workdir / "profile"
     run_profile(inputs, batches=(1, 8), iterations=10, warmup=3, device=device, output=output,
                 metrics=sorted((workdir / "eval").glob("*.json")), console=console)
@@ -130,6 +155,7 @@ def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) 
     run_dir = train_stage(workdir, console)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "improvement": improvement_stage(run_dir, console)}
     artefacts = deploy_stage(run_dir, workdir, console)
+    artefacts["plan"] = engine_stage(artefacts, workdir, console)
     summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console)
     report = profile_stage(run_dir, artefacts, workdir, console)
     console.rule("done")

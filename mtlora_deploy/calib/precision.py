@@ -30,9 +30,9 @@ from mtlora_deploy.calib.ranges import ArrayReader, random_images
 from mtlora_deploy.calib.tools import CastResult
 from mtlora_deploy.deploy.metadata import attach_metadata, metadata_from_proto
 from mtlora_deploy.errors import ConfigError, MTLoRAError, WeightsError
+from mtlora_deploy.utils.artifacts import PRECISIONS
 from mtlora_deploy.utils.atomic import atomic_path
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TOOLS = ("auto", "modelopt", "onnxruntime")
 METADATA_KEYS = ("precision", "precision_tool", "precision_tool_version", "precision_settings",
                  "precision_high_precision_nodes", "precision_source_sha256", "calibration")

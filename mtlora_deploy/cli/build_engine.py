@@ -1,41 +1,61 @@
-"""``mtlora build-engine``: a TensorRT plan and its JSON manifest from an ONNX graph or a run folder."""
+"""``mtlora build-engine``: a TensorRT or TensorRT-RTX plan and its JSON manifest from an ONNX graph or a run folder."""
 
 from __future__ import annotations
 
 import click
 
+from mtlora_deploy.engines.runtimes import RUNTIME_CHOICES
+from mtlora_deploy.utils.artifacts import PRECISIONS
+
 
 @click.command("build-engine")
 @click.argument("model_path", type=click.Path())
-@click.option("--precision", required=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+@click.option("--precision", required=True, type=click.Choice(PRECISIONS),
               help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first).")
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES),
+              help="auto: tensorrt with a CUDA GPU, else tensorrt-rtx (builds without a GPU, runs on RTX-class GPUs).")
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
-              help="Plan file to write [default: engines/NAME_PRECISION.plan]; the manifest goes to PLAN.json.")
+              help="Plan file to write [default: engines/NAME_PRECISION[_rtx].plan]; the manifest goes to PLAN.json.")
 @click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8.")
 @click.option("--workspace-gib", default=4.0, show_default=True, type=float, help="Builder workspace pool limit.")
-@click.option("--opt-level", default=3, show_default=True, type=int, help="builder_optimization_level, 0..5.")
+@click.option("--target", "targets", default=None,
+              help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set].")
+@click.option("--opt-level", default=None, type=int, help="TensorRT: builder_optimization_level, 0..5 [default: 3].")
 @click.option("--timing-cache", default=None, type=click.Path(dir_okay=False),
-              help="Timing cache file, reused and updated [default: timing.cache beside the plan].")
+              help="TensorRT: timing cache file, reused and updated [default: timing.cache beside the plan].")
 @click.option("--image-size", default=None, type=int, help="Export size when MODEL_PATH is a run folder.")
-@click.option("--verbose", is_flag=True, help="TensorRT's verbose log.")
-def build_engine(model_path, precision, output, batch, calib, workspace_gib, opt_level, timing_cache, image_size,
-                 verbose) -> None:
-    """Build a TensorRT engine from MODEL_PATH (an .onnx file, or a run/checkpoint folder exported first).
+@click.option("--verbose", is_flag=True, help="The builder's verbose log.")
+def build_engine(model_path, precision, runtime, output, batch, calib, workspace_gib, targets, opt_level, timing_cache,
+                 image_size, verbose) -> None:
+    """Build a TensorRT or TensorRT-RTX engine from MODEL_PATH (an .onnx file, or a run/checkpoint folder exported
+    first).
 
-    Needs the tensorrt package and a CUDA GPU; without them it stops before writing anything.
+    TensorRT needs a CUDA GPU to build; TensorRT-RTX builds on any machine (running its plan needs an RTX-class GPU).
+    Without either it stops before writing anything.
 
-    Example: mtlora build-engine runs/demo/export/model.onnx --precision fp16 --batch 1:8:32 -o engines/demo_fp16.plan
+    Example: mtlora build-engine runs/demo/onnx/model.fp16.onnx --precision fp16 --batch 1:8:32 -o engines/demo_fp16.plan
     """
+    import warnings
+
     from rich.console import Console
 
-    from mtlora_deploy.engines.tensorrt_build import build_engine as build
+    from mtlora_deploy.build_engine import build_engine as build
 
     console = Console()
-    result = build(model_path, precision, output, batch, calib, workspace_gib, opt_level, timing_cache, image_size,
-                   verbose)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the precision notes are printed below, once
+        result = build(model_path, precision, output, batch, calib, workspace_gib, opt_level, timing_cache,
+                       image_size, verbose, runtime, targets)
     manifest = result.manifest
+    where = (f"for compute capabilities {', '.join(manifest['target_compute_capabilities'])}"
+             if manifest.get("target_compute_capabilities") else f"on {manifest['gpu_name']}")
     console.print(f"wrote {result.plan} ({manifest['plan']['bytes'] / 2**20:.1f} MiB, {manifest['precision']}, "
-                  f"batch {manifest['batch_profile']}, built in {manifest['build_time_s']:.1f} s with TensorRT "
-                  f"{manifest['tensorrt_version']} on {manifest['gpu_name']})")
+                  f"batch {manifest['batch_profile']}, built in {manifest['build_time_s']:.1f} s with "
+                  f"{manifest['runtime']} {manifest['runtime_version']} {where})")
+    for note in manifest.get("precision_notes") or []:
+        console.print(f"[yellow]warning:[/] {note}")
+    if manifest["runtime"] == "tensorrt-rtx":
+        console.print("running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); "
+                      "its kernels compile on the first load and are kept in PLAN.rtxcache")
     console.print(f"manifest: {result.manifest_path}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+from mtlora_deploy.utils.artifacts import PRECISIONS
 
 
 @click.command("export")

@@ -7,16 +7,14 @@ and ``read_onnx_metadata`` gives the decoded dict back.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import onnx
 
-from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.utils.onnx_info import FORMAT, PREFIX, metadata_from_proto, read_onnx_metadata
 
-PREFIX = "mtlora."
-FORMAT = "mtlora-deploy-onnx"
+__all__ = ["FORMAT", "PREFIX", "attach_metadata", "build_metadata", "metadata_from_proto", "read_onnx_metadata"]
 
 
 def build_metadata(
@@ -53,23 +51,3 @@ def attach_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     model.metadata_props.extend(kept)
     for key, value in metadata.items():
         model.metadata_props.add(key=PREFIX + key, value=json.dumps(value))
-
-
-def metadata_from_proto(model: onnx.ModelProto) -> dict[str, Any]:
-    """Decode the ``mtlora.*`` metadata_props of a loaded model."""
-    return {p.key[len(PREFIX) :]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(PREFIX)}
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The decoded metadata of an exported ``.onnx`` file (tasks, classes, input size, mean/std, config, ...).
-
-    Raises:
-        ConfigError: the file is missing or was not exported by this toolkit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ONNX file does not exist")
-    metadata = metadata_from_proto(onnx.load(str(path), load_external_data=False))
-    if metadata.get("format") != FORMAT:
-        raise ConfigError(f"{path}: no mtlora metadata (not exported by 'mtlora export'); re-export it")
-    return metadata

@@ -1,9 +1,10 @@
 """The JSON manifest written beside every TensorRT plan, and the early compatibility check that reads it.
 
-A plan is only valid for the TensorRT version and GPU architecture that built it, and TensorRT's own error on a
-mismatch is cryptic. The manifest (never prepended to the plan: that breaks trtexec and Triton) records both, so
-loading on another machine fails early with one line naming the two environments. Nothing here imports TensorRT:
-the environment probe takes every value as an argument and only asks TensorRT/torch for the ones not given.
+A plan is only valid for the runtime flavour and version that built it (TensorRT or TensorRT-RTX) and, for
+TensorRT, the GPU architecture it was built on; a TensorRT-RTX plan runs on the compute capabilities it targets.
+TensorRT's own error on a mismatch is cryptic. The manifest (never prepended to the plan: that breaks trtexec and
+Triton) records all of it, so loading elsewhere fails early with one line naming both sides. Nothing here imports
+TensorRT: the environment probe takes every value as an argument and only asks TensorRT/torch for the ones not given.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mtlora_deploy.engines.runtimes import FLAVOURS, RTX_DEFAULT_TARGETS, RTX_TARGETS, TENSORRT, TENSORRT_RTX
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.utils.atomic import write_json_atomic
 
 MANIFEST_FORMAT = "mtlora-deploy-engine-manifest"
-MANIFEST_VERSION = 1
-ENVIRONMENT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version")
+MANIFEST_VERSION = 2
+ENVIRONMENT_KEYS = ("runtime", "runtime_version", "gpu_name", "compute_capability", "cuda_version")
 
 
 class EngineMismatchError(WeightsError):
@@ -41,27 +43,43 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def probe_environment(device: int = 0, **known: Any) -> dict[str, Any]:
-    """TensorRT version, GPU name, compute capability ("9.0") and CUDA version of this machine.
+    """Runtime flavour and version, GPU name, compute capability ("9.0") and CUDA version of this machine.
 
     Args:
         device: CUDA device index to describe.
         known: values that are already known (or, in tests, the environment to pretend); only missing keys are
-            probed, through TensorRT and ``torch.cuda``. Unknown values are None.
+            probed, through the runtime's package and ``torch.cuda``. Unknown values are None. ``runtime`` defaults
+            to ``tensorrt``; a legacy ``tensorrt_version`` is read as the TensorRT runtime's version.
     """
+    known = _upgrade(known)
     env = {key: known.get(key) for key in ENVIRONMENT_KEYS}
-    if env["tensorrt_version"] is None:
-        env["tensorrt_version"] = _tensorrt_version()
+    env["runtime"] = env["runtime"] or TENSORRT
+    if env["runtime_version"] is None:
+        env["runtime_version"] = _runtime_version(env["runtime"])
     if env["gpu_name"] is None or env["compute_capability"] is None or env["cuda_version"] is None:
         env.update({k: v for k, v in _cuda_facts(device).items() if env[k] is None})
     return env
 
 
-def _tensorrt_version() -> str | None:
+def _upgrade(fields: dict[str, Any]) -> dict[str, Any]:
+    """Manifests (and environments) of format 1 named the version ``tensorrt_version`` and had no runtime."""
+    if "runtime_version" not in fields and "tensorrt_version" in fields:
+        return {**fields, "runtime": fields.get("runtime") or TENSORRT, "runtime_version": fields["tensorrt_version"]}
+    return fields
+
+
+def manifest_runtime(manifest: dict[str, Any]) -> str:
+    """The flavour that built the plan (``tensorrt`` for manifests older than the field)."""
+    return str(manifest.get("runtime") or TENSORRT)
+
+
+def _runtime_version(runtime: str) -> str | None:
+    import importlib
+
     try:
-        import tensorrt
+        return str(importlib.import_module(FLAVOURS[runtime].module).__version__)
     except ImportError:
         return None
-    return str(tensorrt.__version__)
 
 
 def _cuda_facts(device: int) -> dict[str, Any]:
@@ -79,6 +97,7 @@ def build_manifest(environment: dict[str, Any], **fields: Any) -> dict[str, Any]
     from mtlora_deploy import __version__
 
     header = {"format": MANIFEST_FORMAT, "manifest_version": MANIFEST_VERSION, "toolkit_version": __version__}
+    environment = _upgrade(environment)
     return {**header, **{key: environment.get(key) for key in ENVIRONMENT_KEYS}, **fields}
 
 
@@ -117,12 +136,33 @@ def _release(version: str | None) -> str | None:
 
 
 def _describe(env: dict[str, Any]) -> str:
-    return (f"TensorRT {env.get('tensorrt_version') or 'unknown'} on {env.get('gpu_name') or 'an unknown GPU'} "
+    env = _upgrade(env)
+    title = FLAVOURS.get(env.get("runtime") or TENSORRT, FLAVOURS[TENSORRT]).title
+    return (f"{title} {env.get('runtime_version') or 'unknown'} on {env.get('gpu_name') or 'an unknown GPU'} "
             f"(compute capability {env.get('compute_capability') or 'unknown'})")
 
 
+def plan_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The compute capabilities a TensorRT-RTX plan runs on (its build's ``--target``, else the documented
+    default set)."""
+    return tuple(manifest.get("target_compute_capabilities") or RTX_DEFAULT_TARGETS)
+
+
+def check_runtime(manifest: dict[str, Any], runtime: str, plan: str | Path = "plan",
+                  version: str | None = None) -> None:
+    """A plan opens only with the flavour that built it: one line naming both otherwise."""
+    built = manifest_runtime(manifest)
+    if runtime != built:
+        here = f"{FLAVOURS[runtime].title} {version or ''}".rstrip()
+        raise EngineMismatchError(
+            f"{plan}: built with {FLAVOURS[built].title} {manifest.get('runtime_version') or ''}".rstrip()
+            + f", asked to run with {here}; the two plan formats are not interchangeable: run it with the {built} "
+            f"runtime or rebuild it with: mtlora build-engine MODEL.onnx --runtime {runtime}"
+        )
+
+
 def check_compatibility(manifest: dict[str, Any], environment: dict[str, Any], plan: str | Path = "plan") -> None:
-    """Fail early, in one line naming both environments, if the plan cannot run here.
+    """Fail early, in one line naming both sides, if the plan cannot run here.
 
     Args:
         manifest: the plan's manifest (``read_manifest``).
@@ -130,10 +170,17 @@ def check_compatibility(manifest: dict[str, Any], environment: dict[str, Any], p
         plan: the plan's path, for the message.
 
     Raises:
-        EngineMismatchError: the TensorRT release or the GPU compute capability differs.
+        EngineMismatchError: another runtime flavour, another runtime release, or a GPU the plan was not built for
+            (TensorRT: another compute capability; TensorRT-RTX: one outside the plan's targets).
     """
+    manifest, environment = _upgrade(manifest), _upgrade(environment)
+    runtime = manifest_runtime(manifest)
+    check_runtime(manifest, environment.get("runtime") or TENSORRT, plan, environment.get("runtime_version"))
+    if runtime == TENSORRT_RTX:
+        _check_rtx(manifest, environment, plan)
+        return
     reasons = []
-    if _release(manifest.get("tensorrt_version")) != _release(environment.get("tensorrt_version")):
+    if _release(manifest.get("runtime_version")) != _release(environment.get("runtime_version")):
         reasons.append("TensorRT version")
     if str(manifest.get("compute_capability")) != str(environment.get("compute_capability")):
         reasons.append("GPU architecture")
@@ -143,6 +190,26 @@ def check_compatibility(manifest: dict[str, Any], environment: dict[str, Any], p
             f"{_describe(environment)}; rebuild it here with: mtlora build-engine MODEL.onnx "
             f"--precision {manifest.get('precision', 'fp16')}"
         )
+
+
+def _check_rtx(manifest: dict[str, Any], environment: dict[str, Any], plan: str | Path) -> None:
+    targets, here = plan_targets(manifest), str(environment.get("compute_capability"))
+    built, have = manifest.get("runtime_version"), environment.get("runtime_version")
+    if _release(built) != _release(have):
+        raise EngineMismatchError(
+            f"{plan}: TensorRT-RTX version differs: built with {built}, this machine has {have or 'unknown'}; "
+            f"rebuild it with: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx"
+        )
+    if here in targets:
+        return
+    gpu = f"{environment.get('gpu_name') or 'this GPU'} (compute capability {here})"
+    if here in RTX_TARGETS:
+        fix = (f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx "
+               f"--target sm{here.replace('.', '')}")
+    else:
+        fix = "TensorRT-RTX has no kernels for it; build with full TensorRT there: --runtime tensorrt"
+    raise EngineMismatchError(f"{plan}: a TensorRT-RTX plan for compute capabilities {', '.join(targets)}, "
+                              f"this machine has {gpu}; {fix}")
 
 
 def check_plan_file(manifest: dict[str, Any], plan: str | Path) -> None:

@@ -7,7 +7,6 @@ for graphs made elsewhere.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,10 @@ import torch
 from mtlora_deploy.engines.base import Backend, TensorSpec
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.utils.imports import require
+from mtlora_deploy.utils.onnx_info import decode_metadata, load_graph, metadata_from_proto
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
               "tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8"}
-
-
-def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """``metadata_props`` as the exporter meant them: ``mtlora.`` prefix dropped, JSON values decoded."""
-    from mtlora_deploy.deploy.metadata import PREFIX
-
-    decoded = {}
-    for key, value in props.items():
-        try:
-            decoded[key.removeprefix(PREFIX)] = json.loads(value)
-        except ValueError:
-            decoded[key.removeprefix(PREFIX)] = value
-    return decoded
 
 
 def _side(value: Any) -> int | None:
@@ -102,11 +89,7 @@ class OnnxRuntimeBackend(Backend):
             raise WeightsError(f"onnxruntime cannot load {self.path}: {detail}{hint}") from exc
 
     def _declared_precision(self) -> str | None:
-        import onnx
-
-        from mtlora_deploy.deploy.metadata import metadata_from_proto
-
-        return metadata_from_proto(onnx.load(str(self.path), load_external_data=False)).get("precision")
+        return metadata_from_proto(load_graph(self.path)).get("precision")
 
     def _tasks(self, metadata: dict[str, Any]) -> tuple[str, ...]:
         tasks = metadata.get("tasks")

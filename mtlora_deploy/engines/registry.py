@@ -1,4 +1,5 @@
-"""Open any model artefact as a Backend: checkpoints/run folders (torch), .onnx (ONNX Runtime), plans (TensorRT)."""
+"""The one opener of model artefacts: checkpoints/run folders (torch), .onnx (ONNX Runtime), plans (TensorRT or
+TensorRT-RTX, from the plan's manifest). ``evaluate``, ``predict`` and ``profile`` all open through here."""
 
 from __future__ import annotations
 
@@ -8,18 +9,29 @@ import torch
 
 from mtlora_deploy.engines.base import Backend
 from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.utils.artifacts import artifact_kind
 
 BACKENDS = ("auto", "torch", "torch-compiled", "onnxruntime", "tensorrt")
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+NATURAL_BACKENDS = {"onnx": "onnxruntime", "plan": "tensorrt", "checkpoint": "torch"}
 
 
-def detect_backend(path: Path) -> str:
-    """The natural backend of an artefact, from its suffix."""
-    if path.suffix == ".onnx":
-        return "onnxruntime"
-    if path.suffix in PLAN_SUFFIXES:
-        return "tensorrt"
-    return "torch"
+def detect_backend(path: str | Path) -> str:
+    """The natural backend of an artefact, from its suffix (plans of both TensorRT flavours: ``tensorrt``)."""
+    return NATURAL_BACKENDS[artifact_kind(path)]
+
+
+def artifact_precision(path: str | Path) -> str | None:
+    """The precision a file carries (ONNX: its graph; plan: its manifest); None for checkpoints (chosen at run time)."""
+    kind = artifact_kind(path)
+    if kind == "onnx":
+        from mtlora_deploy.utils.onnx_info import detect_onnx_precision
+
+        return detect_onnx_precision(path)
+    if kind == "plan":
+        from mtlora_deploy.engines.manifest import read_manifest
+
+        return str(read_manifest(path).get("precision"))
+    return None
 
 
 def open_backend(path: str | Path, backend: str = "auto", device: str = "cpu", **options) -> Backend:
@@ -45,7 +57,7 @@ def _open_torch(path: Path, backend: str, device: str, **options) -> Backend:
     from mtlora_deploy import load
     from mtlora_deploy.engines.torch_eager import TorchEagerBackend
 
-    if path.suffix == ".onnx" or path.suffix in PLAN_SUFFIXES:
+    if artifact_kind(path) != "checkpoint":
         raise ConfigError(f"--backend {backend}: {path} is not a PyTorch checkpoint; use onnxruntime or tensorrt")
     model = load(path, device=device)
     if backend == "torch-compiled":

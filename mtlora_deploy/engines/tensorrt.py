@@ -1,97 +1,81 @@
-"""TensorRT runtime backend: a plan file run with torch CUDA tensors bound by name (no PyCUDA, no bindings).
+"""TensorRT runtime backend: a plan of either flavour (TensorRT or TensorRT-RTX) run with torch CUDA tensors bound by
+name (no PyCUDA, no bindings).
 
-This module is also the one place that knows TensorRT versions: ``load_tensorrt`` (import + minimum version),
-``network_flags`` (STRONGLY_TYPED on 10.x, nothing on 11.x where strong typing is the only mode) and
-``torch_dtype`` (TensorRT -> torch types). ``tensorrt`` is imported only inside functions.
+The flavour comes from the plan's manifest; what differs between the two lives in ``engines.runtimes``. For
+TensorRT-RTX plans, the kernels compiled when the plan is loaded are kept in a runtime cache file beside the plan
+(``PLAN.rtxcache``), so the next load skips the compilation. Neither package is imported at module level.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mtlora_deploy.engines.base import Backend, TensorSpec
-from mtlora_deploy.engines.manifest import check_compatibility, check_plan_file, probe_environment, read_manifest
+from mtlora_deploy.engines.manifest import (
+    check_compatibility,
+    check_plan_file,
+    check_runtime,
+    manifest_runtime,
+    probe_environment,
+    read_manifest,
+)
+from mtlora_deploy.engines.runtimes import (  # noqa: F401  (re-exported: the names callers used before)
+    FLAVOURS,
+    TENSORRT,
+    TENSORRT_RTX,
+    dtype_name,
+    load_runtime,
+    network_flags,
+    shared_logger,
+    torch_dtype,
+    version_tuple,
+)
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, WeightsError
-from mtlora_deploy.utils.imports import require
+from mtlora_deploy.utils.atomic import write_bytes_atomic
+from mtlora_deploy.utils.locking import file_lock
 
-MIN_TENSORRT = (10, 0)
-INSTALL_HINT = "pip install 'mtlora-deploy[tensorrt]'"
-# TensorRT dtype attribute -> torch dtype; looked up with getattr so older/newer releases simply lack some entries.
-_TORCH_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int8": torch.int8,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-    "fp8": torch.float8_e4m3fn,
-}
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """``"10.13.0.35"`` -> ``(10, 13, 0, 35)``; a part like ``"0rc1"`` keeps its leading digits."""
-    return tuple(int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in str(version).split("."))
+RUNTIME_CACHE_SUFFIX = ".rtxcache"
 
 
 def load_tensorrt():
     """Import ``tensorrt`` (10.x or 11.x) or raise a one-line error saying what to install."""
-    trt = require("tensorrt", extra="tensorrt")
-    if version_tuple(trt.__version__)[:2] < MIN_TENSORRT:
-        raise MissingDependencyError(
-            f"TensorRT {trt.__version__} is too old: the name-based tensor API needs 10.x or 11.x; install: {INSTALL_HINT}"  # noqa: E501
-        )
-    return trt
+    return load_runtime(TENSORRT)
 
 
-def require_cuda(device: str | torch.device = "cuda") -> torch.device:
+def require_cuda(device: str | torch.device = "cuda", runtime: str = TENSORRT) -> torch.device:
     """The CUDA device to use, or a one-line error when this machine (or this torch build) has no CUDA GPU."""
     device = torch.device(device)
+    title = FLAVOURS[runtime].title
     if device.type != "cuda":
-        raise ConfigError(f"--device: TensorRT runs on CUDA devices only, got {device}; use --device cuda")
+        raise ConfigError(f"--device: {title} plans run on CUDA devices only, got {device}; use --device cuda")
     if not torch.cuda.is_available():
         raise MissingDependencyError(
-            "TensorRT needs a CUDA GPU, and torch.cuda.is_available() is False here (no GPU, no driver or a CPU-only "
-            f"torch); on a machine with an NVIDIA GPU install a CUDA build of torch and {INSTALL_HINT}"
+            f"running a {title} plan needs a CUDA GPU, and torch.cuda.is_available() is False here (no GPU, no driver "
+            f"or a CPU-only torch); on a machine with an NVIDIA GPU install a CUDA build of torch and "
+            f"{FLAVOURS[runtime].install}"
         )
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
-def network_flags(trt) -> int:
-    """``create_network`` flags: STRONGLY_TYPED on 10.x (required since 10.12); 0 on 11.x, which is strongly typed
-    only (the flag is deprecated and ignored there, and EXPLICIT_BATCH is gone)."""
-    if version_tuple(trt.__version__)[0] >= 11:
-        return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-
-
-def torch_dtype(trt, trt_dtype) -> torch.dtype:
-    """The torch dtype for a TensorRT ``DataType`` (fails with its name when there is none, e.g. int4/fp4)."""
-    for name, dtype in _TORCH_DTYPES.items():
-        if getattr(trt, name, None) is not None and trt_dtype == getattr(trt, name):
-            return dtype
-    raise ConfigError(f"TensorRT tensor type {trt_dtype} has no torch equivalent for I/O; keep engine I/O in float32")
-
-
-def dtype_name(trt, trt_dtype) -> str:
-    """``trt.float16`` -> ``"float16"`` (the manifest's spelling)."""
-    return str(torch_dtype(trt, trt_dtype)).replace("torch.", "")
-
-
 def make_logger(trt, verbose: bool = False):
-    """A TensorRT logger: WARNING by default, VERBOSE for debugging builds."""
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    """The flavour's process-wide logger (TensorRT keeps the first one it gets; see ``runtimes.shared_logger``)."""
+    return shared_logger(trt)
+
+
+def runtime_cache_path(plan: str | Path) -> Path:
+    """``engines/m.plan`` -> ``engines/m.plan.rtxcache``: TensorRT-RTX's compiled kernels for this plan."""
+    plan = Path(plan)
+    return plan.with_name(plan.name + RUNTIME_CACHE_SUFFIX)
 
 
 class TensorRTBackend(Backend):
     """Run a TensorRT plan on torch CUDA tensors; ``infer`` returns ``{task: output}`` on the GPU.
 
-    The plan's manifest is checked first (TensorRT version and GPU architecture), before TensorRT sees the file.
+    The plan's manifest is checked first (runtime flavour and version, GPU architecture or, for TensorRT-RTX, the
+    plan's target compute capabilities), before TensorRT sees the file.
     Work is enqueued with ``execute_async_v3`` on a private (non-default) torch stream that is ordered after the
     caller's stream and before it again on return, so callers need no extra synchronisation.
 
@@ -108,16 +92,22 @@ class TensorRTBackend(Backend):
         device: str | torch.device = "cuda",
         use_cuda_graph: bool = False,
         environment: dict[str, Any] | None = None,
+        runtime: str | None = None,
+        runtime_cache: bool = True,
     ) -> None:
         self.path = Path(path)
         manifest = read_manifest(self.path)
-        trt = load_tensorrt()
-        device = require_cuda(device)
-        env = environment or probe_environment(device.index or 0, tensorrt_version=trt.__version__)
+        self.runtime = runtime or manifest_runtime(manifest)
+        check_runtime(manifest, self.runtime, self.path)
+        trt = load_runtime(self.runtime)
+        device = require_cuda(device, self.runtime)
+        env = environment or probe_environment(device.index or 0, runtime=self.runtime, runtime_version=trt.__version__)
         check_compatibility(manifest, env, self.path)
         check_plan_file(manifest, self.path)
         super().__init__(tuple(manifest["tasks"]), int(manifest["image_size"]), device, {"manifest": manifest})
         self._trt, self.use_cuda_graph = trt, bool(use_cuda_graph)
+        keep_cache = runtime_cache and self.runtime == TENSORRT_RTX
+        self.runtime_cache_path = runtime_cache_path(self.path) if keep_cache else None
         self._open_engine(trt)
 
     def _open_engine(self, trt) -> None:
@@ -127,7 +117,7 @@ class TensorRTBackend(Backend):
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
                 raise WeightsError(f"{self.path}: TensorRT could not deserialize the plan (see the TensorRT log above)")
-            self.context = self.engine.create_execution_context()
+            self.context = self._create_context()
             self.stream = torch.cuda.Stream(self.device)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -138,6 +128,27 @@ class TensorRTBackend(Backend):
         self._shape: tuple[int, ...] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static: dict[str, torch.Tensor] = {}
+
+    def _create_context(self):
+        """An execution context; for TensorRT-RTX with the runtime cache loaded from beside the plan (a cache made
+        by another GPU, driver or version is rejected by TensorRT-RTX itself and rebuilt)."""
+        if self.runtime_cache_path is None:
+            return self.engine.create_execution_context()
+        self._runtime_config = self.engine.create_runtime_config()
+        self._runtime_cache = self._runtime_config.create_runtime_cache()
+        if self.runtime_cache_path.is_file():
+            self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
+        self._runtime_config.set_runtime_cache(self._runtime_cache)
+        return self.engine.create_execution_context(self._runtime_config)
+
+    def save_runtime_cache(self) -> Path | None:
+        """Write the kernels TensorRT-RTX compiled so far beside the plan (atomically, under a file lock)."""
+        cache = getattr(self, "_runtime_cache", None)
+        if cache is None or self.runtime_cache_path is None:
+            return None
+        with file_lock(self.runtime_cache_path):
+            write_bytes_atomic(self.runtime_cache_path, bytes(cache.serialize()))
+        return self.runtime_cache_path
 
     # -- Backend interface -------------------------------------------------------------------------------------
     def input_specs(self) -> list[TensorSpec]:
@@ -169,8 +180,10 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         """Release the graph, context and engine (in that order: the context belongs to the engine)."""
+        if hasattr(self, "context"):
+            self.save_runtime_cache()
         self._graph, self._static = None, {}
-        for attr in ("context", "engine", "_runtime"):
+        for attr in ("context", "_runtime_cache", "_runtime_config", "engine", "_runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -180,7 +193,8 @@ class TensorRTBackend(Backend):
             **super().describe(),
             "plan": str(self.path),
             "precision": manifest.get("precision"),
-            "tensorrt_version": self._trt.__version__,
+            "runtime": self.runtime,
+            "runtime_version": self._trt.__version__,
             "cuda_graph": self.use_cuda_graph,
             "batch_profile": manifest.get("batch_profile"),
         }

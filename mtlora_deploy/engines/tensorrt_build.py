@@ -1,27 +1,54 @@
-"""``mtlora build-engine`` as a library: ONNX (or a run folder) -> TensorRT plan + JSON manifest.
+"""The TensorRT build stages, shared by both flavours (TensorRT and TensorRT-RTX): ONNX -> plan + JSON manifest.
 
-Small stages in the Polygraphy manner, each a function: network from ONNX -> builder config -> engine bytes ->
-plan file. Precision is a property of the ONNX graph (TensorRT 11 is strongly typed only), so an fp16/bf16/int8
-engine is built from the matching ONNX variant, never with builder precision flags or a TensorRT calibrator.
-Requirements (tensorrt importable, a CUDA GPU) are checked before anything is written.
+Small stages in the Polygraphy manner, each a function taking the imported runtime module as ``trt``: network from
+ONNX -> builder config -> engine bytes -> plan file. Precision is a property of the ONNX graph (TensorRT 11 and
+TensorRT-RTX build strongly typed networks), so an fp16/bf16/int8 engine is built from the matching ONNX variant,
+never with builder precision flags or a calibrator. Making that variant (export, AutoCast, PTQ) is the caller's job
+(``mtlora_deploy.build_engine``); this module never imports ``deploy`` or ``calib``. Requirements are checked before
+anything is written, and a failed build leaves no file behind.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mtlora_deploy.engines.manifest import build_manifest, file_sha256, probe_environment, write_manifest
-from mtlora_deploy.engines.tensorrt import dtype_name, load_tensorrt, make_logger, network_flags, require_cuda
+from mtlora_deploy.engines.runtimes import (
+    FLAVOURS,
+    RTX_DEFAULT_TARGETS,
+    TENSORRT,
+    TENSORRT_RTX,
+    dtype_name,
+    flavour,
+    load_runtime,
+    network_flags,
+    capture_log,
+    runtime_of,
+    shared_logger,
+    target_enum,
+)
+from mtlora_deploy.engines.tensorrt import require_cuda
 from mtlora_deploy.errors import ConfigError, MTLoRAError
+from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES, PRECISIONS
 from mtlora_deploy.utils.atomic import write_bytes_atomic
+from mtlora_deploy.utils.locking import update_file_locked
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TIMING_CACHE_NAME = "timing.cache"
+DEFAULT_OPTIMIZATION_LEVEL = 3
+RTX_INT8_NOTE = (
+    "TensorRT-RTX documents INT8 only as weight-only GEMM quantization (its support matrix: 'INT8 WoQ GEMM'); "
+    "this plan keeps the graph's Q/DQ ({int8} of {total} GEMM/convolution layers take int8 activations in the "
+    "plan's layer list), but its kernels are chosen when the plan is loaded on the GPU, so INT8 tensor-core "
+    "activations are not guaranteed; for those build with full TensorRT (--runtime tensorrt)"
+)
 
 
 class EngineBuildError(MTLoRAError):
@@ -70,23 +97,46 @@ class BuildSettings:
     precision: str
     batch: BatchProfile = field(default_factory=BatchProfile)
     workspace_bytes: int = 4 << 30
-    optimization_level: int = 3
+    optimization_level: int | None = None
     timing_cache: Path | None = None
     verbose: bool = False
+    runtime: str = TENSORRT
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision: got {self.precision!r}, expected one of {', '.join(PRECISIONS)}")
-        if not 0 <= self.optimization_level <= 5:
+        if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
             raise ConfigError(f"--opt-level: got {self.optimization_level}, expected 0..5 (3 is TensorRT's default)")
         if self.workspace_bytes <= 0:
             raise ConfigError(f"--workspace-gib: got {self.workspace_bytes / 2**30:g}, expected a positive size")
+        self._check_runtime_options()
+
+    def _check_runtime_options(self) -> None:
+        """Options of one flavour are refused on the other, never silently ignored."""
+        spec = flavour(self.runtime)
+        if self.optimization_level is not None and not spec.has_optimization_level:
+            raise ConfigError(f"--opt-level: {spec.title} has no builder optimization level (it picks kernels when "
+                              "the plan is loaded); drop the option or use --runtime tensorrt")
+        if self.timing_cache is not None and not spec.has_timing_cache:
+            raise ConfigError(f"--timing-cache: {spec.title} has no timing cache (its timing-cache calls are no-ops "
+                              "since 1.2; compiled kernels go to the runtime cache PLAN.rtxcache when the plan runs); "
+                              "drop the option or use --runtime tensorrt")
+        if self.targets and not spec.has_targets:
+            raise ConfigError(f"--target: {spec.title} builds for the GPU it runs on; target compute capabilities "
+                              "are a TensorRT-RTX option (--runtime tensorrt-rtx)")
+
+    @property
+    def level(self) -> int:
+        return DEFAULT_OPTIMIZATION_LEVEL if self.optimization_level is None else self.optimization_level
 
 
-def check_build_requirements(device: str = "cuda"):
-    """TensorRT importable and a CUDA GPU present, or a one-line error naming what is missing and how to fix it."""
-    trt = load_tensorrt()
-    require_cuda(device)
+def check_build_requirements(runtime: str = TENSORRT, device: str = "cuda"):
+    """The runtime importable and, for TensorRT (which builds for the GPU it runs on), a CUDA GPU present, or a
+    one-line error naming what is missing and how to fix it. TensorRT-RTX builds without a GPU."""
+    trt = load_runtime(runtime)
+    if FLAVOURS[runtime].needs_gpu_to_build:
+        require_cuda(device, runtime)
     return trt
 
 
@@ -105,8 +155,9 @@ def network_from_onnx(trt, logger, onnx_path: Path) -> tuple[Any, Any, Any]:
     ok = parser.parse_from_file(str(onnx_path))
     errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
     if not ok or errors:
-        raise EngineBuildError(f"{onnx_path}: the TensorRT ONNX parser reported {len(errors)} error(s): "
-                               + ("; ".join(errors) or "no details (is it a valid ONNX file?)"))
+        detail = "; ".join(errors) or "no details (is it a valid ONNX file?)"
+        raise EngineBuildError(f"{onnx_path}: the {FLAVOURS[runtime_of(trt)].title} ONNX parser rejected the graph, "
+                               f"{len(errors)} error(s): {detail}")
     return builder, network, parser
 
 
@@ -133,13 +184,17 @@ def optimization_profile(builder, network, batch: BatchProfile):
     return profile
 
 
-def create_config(trt, builder, network, settings: BuildSettings, cache_bytes: bytes):
-    """Workspace limit, optimization level, DETAILED profiling verbosity, the batch profile and the timing cache."""
+def create_config(trt, builder, network, settings: BuildSettings, cache_bytes: bytes = b""):
+    """Workspace limit, DETAILED profiling verbosity and the batch profile; then TensorRT's optimization level and
+    timing cache, or TensorRT-RTX's target compute capabilities."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
-    config.builder_optimization_level = settings.optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.add_optimization_profile(optimization_profile(builder, network, settings.batch))
+    if settings.runtime == TENSORRT_RTX:
+        set_targets(trt, config, settings.targets)
+        return config
+    config.builder_optimization_level = settings.level
     if not config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False):
         warnings.warn("the timing cache file was made by another TensorRT version or GPU; starting a new one",
                       stacklevel=2)
@@ -147,12 +202,23 @@ def create_config(trt, builder, network, settings: BuildSettings, cache_bytes: b
     return config
 
 
+def set_targets(trt, config, targets: tuple[str, ...]) -> None:
+    """TensorRT-RTX: build for ``targets`` (compute capabilities such as "8.9"); none keeps its portable default."""
+    if not targets:
+        return
+    enums = [target_enum(trt, t) for t in targets]
+    config.num_compute_capabilities = len(enums)
+    for i, value in enumerate(enums):
+        config.set_compute_capability(value, i)
+
+
 # -- stage 3: engine bytes and the timing cache ------------------------------------------------------------------
-def engine_bytes(builder, network, config) -> bytes:
-    """The serialized plan, or an error pointing at TensorRT's log."""
+def engine_bytes(builder, network, config, errors: list[str] | None = None) -> bytes:
+    """The serialized plan, or an error with the builder's own error messages (``errors``, from ``capture_log``)."""
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError("TensorRT could not build an engine (see the TensorRT log above; try --verbose)")
+        detail = "; ".join((errors or [])[-3:]) or "see the log with --verbose"
+        raise EngineBuildError(f"the builder could not build an engine: {detail}")
     return bytes(serialized)
 
 
@@ -165,165 +231,113 @@ def merged_timing_cache(config, previous: bytes) -> bytes:
     return bytes(cache.serialize())
 
 
+def save_timing_cache(config, path: Path) -> bytes:
+    """Merge this build's timing cache into ``path`` under a file lock, re-reading the file when saving: a build
+    that finished meanwhile and wrote to it loses nothing."""
+    return update_file_locked(path, lambda current: merged_timing_cache(config, current))
+
+
+# -- what the plan computes ---------------------------------------------------------------------------------------
+_COMPUTE = re.compile(r"gemm|conv|correlation|matrixmultiply", re.IGNORECASE)
+
+
+def layer_summary(layers: str) -> dict[str, Any] | None:
+    """Count the plan's GEMM/convolution layers by the types of their activation inputs, from the layer list the
+    builder logs (``capture_log(...).layers``); ``tactics_at``: were kernels chosen at build or at load time."""
+    rows = [line for line in layers.splitlines() if line.startswith("Name: ") and "LayerType:" in line]
+    if not rows:
+        return None
+    compute = [r for r in rows if _COMPUTE.search(r.split("LayerType: ", 1)[1].split(",", 1)[0])]
+    inputs = [r.split("Inputs: [", 1)[1].split("], Constants:", 1)[0] if "Inputs: [" in r else "" for r in compute]
+    dtypes = [sorted(set(re.findall(r"Datatype: (\w+)", text))) for text in inputs]
+    stubs = sum("STUB" in r.split("TacticName: ", 1)[-1].split(",", 1)[0] for r in compute)
+    return {
+        "layers": len(rows),
+        "compute_layers": len(compute),
+        "compute_layers_with_int8_inputs": sum("Int8" in d for d in dtypes),
+        "compute_input_types": dict(Counter("+".join(d) or "none" for d in dtypes)),
+        "tactics_at": "load (JIT on the GPU)" if compute and stubs == len(compute) else "build",
+    }
+
+
+def precision_notes(runtime: str, precision: str, summary: dict[str, Any] | None) -> list[str]:
+    """What the manifest (and a build-time warning) must say about what the plan really computes."""
+    if runtime == TENSORRT_RTX and precision == "int8":
+        summary = summary or {}
+        return [RTX_INT8_NOTE.format(int8=summary.get("compute_layers_with_int8_inputs", "?"),
+                                     total=summary.get("compute_layers", "?"))]
+    return []
+
+
 # -- stage 4: plan + manifest ------------------------------------------------------------------------------------
 def build_plan(onnx_path: str | Path, output: str | Path, settings: BuildSettings,
                extra: dict[str, Any] | None = None) -> BuildResult:
-    """Build ``output`` (a .plan) from ``onnx_path``; write the plan, the timing cache and ``output.json``.
+    """Build ``output`` (a .plan) from ``onnx_path``; write the plan, (TensorRT) the timing cache and ``output.json``.
 
     Args:
         onnx_path: a strongly typed ONNX graph in the wanted precision.
         output: the plan file to write (atomically).
-        settings: builder settings (precision, batch profile, workspace, optimization level, timing cache).
+        settings: builder settings (runtime, precision, batch profile, workspace, optimization level or targets,
+            timing cache).
         extra: more manifest fields (tasks, image size, ONNX metadata).
 
     Returns:
         The plan path, the manifest path and the manifest.
     """
-    trt = check_build_requirements()
     onnx_path, output = Path(onnx_path), Path(output)
-    cache_path = Path(settings.timing_cache or output.parent / TIMING_CACHE_NAME)
-    previous = cache_path.read_bytes() if cache_path.is_file() else b""
+    if output.suffix not in PLAN_SUFFIXES:
+        raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
+    trt = check_build_requirements(settings.runtime)
     start = time.perf_counter()
-    builder, network, _parser = network_from_onnx(trt, make_logger(trt, settings.verbose), onnx_path)
-    config = create_config(trt, builder, network, settings, previous)
-    plan = engine_bytes(builder, network, config)
+    cache_path = _timing_cache_path(settings, output)
+    previous = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
+    with capture_log(trt, settings.verbose) as log:
+        builder, network, _parser = network_from_onnx(trt, shared_logger(trt), onnx_path)
+        config = create_config(trt, builder, network, settings, previous)
+        plan = engine_bytes(builder, network, config, log.errors)
     elapsed = time.perf_counter() - start
     inputs, outputs = network_io(trt, network)
+    summary = layer_summary(log.layers)
+    notes = precision_notes(settings.runtime, settings.precision, summary)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     write_bytes_atomic(output, plan)
-    write_bytes_atomic(cache_path, merged_timing_cache(config, previous))
-    manifest = _manifest(trt, settings, onnx_path, output, plan, inputs, outputs, elapsed, cache_path, extra or {})
+    if cache_path is not None:
+        save_timing_cache(config, cache_path)
+    fields = {"plan_bytes": plan, "inputs": inputs, "outputs": outputs, "elapsed": elapsed, "cache_path": cache_path,
+              "layer_summary": summary, "notes": notes}
+    manifest = _manifest(trt, settings, onnx_path, output, fields, dict(extra or {}))
     return BuildResult(output, write_manifest(output, manifest), manifest)
 
 
-def _manifest(trt, settings, onnx_path, output, plan, inputs, outputs, elapsed, cache_path, extra) -> dict[str, Any]:
-    import hashlib
+def _timing_cache_path(settings: BuildSettings, output: Path) -> Path | None:
+    if not FLAVOURS[settings.runtime].has_timing_cache:
+        return None
+    return Path(settings.timing_cache or output.parent / TIMING_CACHE_NAME)
 
-    env = probe_environment(tensorrt_version=trt.__version__)
+
+def _manifest(trt, settings: BuildSettings, onnx_path: Path, output: Path, built: dict[str, Any],
+              extra: dict[str, Any]) -> dict[str, Any]:
+    rtx = settings.runtime == TENSORRT_RTX
+    env = probe_environment(runtime=settings.runtime, runtime_version=trt.__version__)
+    if rtx:  # built ahead of time: the build machine's GPU (if any) says nothing about where the plan runs
+        env.update(gpu_name=None, compute_capability=None)
+    inputs, outputs, plan = built["inputs"], built["outputs"], built["plan_bytes"]
     tasks = extra.pop("tasks", None) or [o["name"] for o in outputs]
     image_size = extra.pop("image_size", None) or (inputs[0]["shape"][-1] if inputs else None)
-    builder = {"workspace_bytes": settings.workspace_bytes, "optimization_level": settings.optimization_level,
-               "profiling_verbosity": "DETAILED", "strongly_typed": True, "timing_cache": str(cache_path)}
+    builder: dict[str, Any] = {"workspace_bytes": settings.workspace_bytes, "profiling_verbosity": "DETAILED",
+                               "strongly_typed": True}
+    if rtx:
+        builder["targets_source"] = "--target" if settings.targets else "TensorRT-RTX default"
+    else:
+        builder.update(optimization_level=settings.level, timing_cache=str(built["cache_path"]))
+    targets = {"target_compute_capabilities": list(settings.targets or RTX_DEFAULT_TARGETS)} if rtx else {}
     return build_manifest(
-        env, precision=settings.precision, batch_profile=asdict(settings.batch), tasks=list(tasks),
+        env, **targets, precision=settings.precision, precision_notes=built["notes"],
+        layer_summary=built["layer_summary"], batch_profile=asdict(settings.batch), tasks=list(tasks),
         image_size=image_size, inputs=inputs, outputs=outputs,
         onnx={"path": str(onnx_path), "sha256": file_sha256(onnx_path)},
         plan={"file": output.name, "bytes": len(plan), "sha256": hashlib.sha256(plan).hexdigest()},
-        builder=builder, build_time_s=round(elapsed, 3),
+        builder=builder, build_time_s=round(built["elapsed"], 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
     )
-
-
-# -- the command: any source -> ONNX in the wanted precision -> plan ---------------------------------------------
-def detect_onnx_precision(path: str | Path) -> str:
-    """fp32, fp16, bf16 or int8, from the graph's metadata or content (Q/DQ nodes, 16-bit float initializers)."""
-    import onnx
-
-    from mtlora_deploy.deploy.metadata import metadata_from_proto
-
-    model = onnx.load(str(path), load_external_data=False)
-    declared = metadata_from_proto(model).get("precision")
-    if declared in PRECISIONS:
-        return declared
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
-    types = {t.data_type for t in model.graph.initializer}
-    types |= {a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
-    if onnx.TensorProto.FLOAT16 in types:
-        return "fp16"
-    return "bf16" if onnx.TensorProto.BFLOAT16 in types else "fp32"
-
-
-def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The export's metadata (tasks, classes, image size, model config...); raw ``metadata_props`` (JSON-decoded
-    where possible) for a graph this toolkit did not export."""
-    from mtlora_deploy.deploy.metadata import read_onnx_metadata
-
-    try:
-        return dict(read_onnx_metadata(path))
-    except ConfigError:
-        return _raw_metadata(path)
-
-
-def _raw_metadata(path: str | Path) -> dict[str, Any]:
-    import json
-
-    import onnx
-
-    out: dict[str, Any] = {}
-    for prop in onnx.load(str(path), load_external_data=False).metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except ValueError:
-            out[prop.key] = prop.value
-    return out
-
-
-def _manifest_fields(onnx_path: Path) -> dict[str, Any]:
-    meta = onnx_metadata(onnx_path)
-    tasks = meta.get("tasks")
-    tasks = [t for t in tasks.split(",") if t] if isinstance(tasks, str) else tasks
-    size = meta.get("image_size") or meta.get("input_size")
-    size = size[-1] if isinstance(size, (list, tuple)) else size
-    return {"tasks": tasks, "image_size": int(size) if size else None, "onnx_metadata": meta}
-
-
-def prepare_onnx(source: Path, precision: str, workdir: Path, calib: str | Path | None = None,
-                 image_size: int | None = None) -> Path:
-    """The ONNX graph to build from: ``source`` itself, or exported from a run folder, then turned into the
-    ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32."""
-    if source.suffix == ".onnx":
-        onnx_path = source
-    else:
-        from mtlora_deploy.deploy.export import export_onnx
-
-        onnx_path = workdir / f"{_name(source)}.onnx"
-        export_onnx(source, onnx_path, image_size=image_size)
-    have = detect_onnx_precision(onnx_path)
-    if have == precision:
-        return onnx_path
-    if have != "fp32":
-        raise ConfigError(f"{onnx_path} is a {have} graph; --precision {precision} is made from the fp32 export")
-    if precision == "int8" and calib is None:
-        raise ConfigError("--precision int8 needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
-    from mtlora_deploy.calib.precision import make_precision_variant
-
-    variant = workdir / f"{onnx_path.stem}_{precision}.onnx"
-    return Path(make_precision_variant(onnx_path, precision, variant, calib) or variant)
-
-
-def _name(source: Path) -> str:
-    """A run folder's name (``runs/demo/train`` -> ``train``), or the file's stem."""
-    return source.name if source.is_dir() else source.stem
-
-
-def build_engine(
-    source: str | Path,
-    precision: str = "fp16",
-    output: str | Path | None = None,
-    batch: str | BatchProfile = "1:8:32",
-    calib: str | Path | None = None,
-    workspace_gib: float = 4.0,
-    optimization_level: int = 3,
-    timing_cache: str | Path | None = None,
-    image_size: int | None = None,
-    verbose: bool = False,
-) -> BuildResult:
-    """Build a TensorRT plan (and its manifest) from an ONNX file or a run/checkpoint folder.
-
-    Nothing is written unless TensorRT and a CUDA GPU are present: requirements are checked first.
-
-    Returns:
-        The plan path, the manifest path (``PLAN.json``) and the manifest.
-    """
-    profile = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
-    settings = BuildSettings(precision, profile, int(workspace_gib * 2**30), optimization_level,
-                             Path(timing_cache) if timing_cache else None, verbose)
-    source = Path(source)
-    if not source.exists():
-        raise ConfigError(f"{source} does not exist (expected an .onnx file or a run/checkpoint folder)")
-    output = Path(output) if output else Path("engines") / f"{_name(source)}_{precision}.plan"
-    if output.suffix not in (".plan", ".engine", ".trt"):
-        raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
-    check_build_requirements()
-    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size)
-    return build_plan(onnx_path, output, settings, extra=_manifest_fields(onnx_path))

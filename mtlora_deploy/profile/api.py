@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
+from mtlora_deploy.engines.registry import detect_backend
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, MTLoRAError
 from mtlora_deploy.profile.comparisons import COMPARISONS, TORCH_BACKENDS, compute_comparisons, torch_candidates
 from mtlora_deploy.profile.memory import memory_method
@@ -22,7 +23,6 @@ from mtlora_deploy.profile.timing import make_timer
 BACKENDS = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "tensorrt")  # each input's natural runtime; compiling is opt-in
 PRECISIONS = ("fp32", "fp16", "bf16")
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")
 ProfileInput = str | Path | nn.Module | tuple[str, nn.Module]
 
 
@@ -58,18 +58,12 @@ def _load_model(item: ProfileInput) -> tuple[str, nn.Module]:
 
 
 def _file_candidate(path: Path, backend: str, device: torch.device, use_cuda_graph: bool) -> Candidate:
-    if backend == "onnxruntime":
-        from mtlora_deploy.engines.onnxruntime import OnnxRuntimeBackend
-        from mtlora_deploy.engines.tensorrt_build import detect_onnx_precision
+    from mtlora_deploy.engines.registry import artifact_precision, open_backend
 
-        return Candidate(str(path), "file", backend, detect_onnx_precision(path),
-                         partial(OnnxRuntimeBackend, path, device=device), family="onnxruntime files")
-    from mtlora_deploy.engines.manifest import read_manifest
-    from mtlora_deploy.engines.tensorrt import TensorRTBackend
-
-    return Candidate(str(path), "file", backend, str(read_manifest(path).get("precision")),
-                     partial(TensorRTBackend, path, device=device, use_cuda_graph=use_cuda_graph),
-                     family="tensorrt plans")
+    options = {"use_cuda_graph": use_cuda_graph} if backend == "tensorrt" else {}
+    family = "tensorrt plans" if backend == "tensorrt" else f"{backend} files"
+    return Candidate(str(path), "file", backend, str(artifact_precision(path)),
+                     partial(open_backend, path, backend, device, **options), family=family)
 
 
 def collect_candidates(inputs: Sequence[ProfileInput], backends: Sequence[str], precisions: Sequence[str],
@@ -78,8 +72,7 @@ def collect_candidates(inputs: Sequence[ProfileInput], backends: Sequence[str], 
     """Everything to time, in order; inputs that no requested backend can run become notes."""
     out: list[Candidate] = []
     for item in inputs:
-        suffix = Path(item).suffix if isinstance(item, (str, Path)) else ""
-        natural = "onnxruntime" if suffix == ".onnx" else "tensorrt" if suffix in PLAN_SUFFIXES else "torch"
+        natural = detect_backend(item) if isinstance(item, (str, Path)) else "torch"
         usable = [b for b in backends if (b in TORCH_BACKENDS if natural == "torch" else b == natural)]
         if not usable:
             notes.append(f"{item}: skipped, none of --backend {','.join(backends)} runs it (it needs {natural})")

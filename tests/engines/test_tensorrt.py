@@ -35,10 +35,11 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp32_plan(tiny_onnx):
-    from mtlora_deploy.engines.tensorrt_build import build_engine
+    from mtlora_deploy.build_engine import build_engine
 
     return build_engine(
-        tiny_onnx, "fp32", tiny_onnx.parent / "engines" / "tiny_fp32.plan", batch="1:2:4", workspace_gib=1.0
+        tiny_onnx, "fp32", tiny_onnx.parent / "engines" / "tiny_fp32.plan", batch="1:2:4", workspace_gib=1.0,
+        runtime="tensorrt",
     )
 
 
@@ -67,7 +68,8 @@ def test_build_writes_plan_manifest_and_timing_cache(fp32_plan, tiny_onnx):
     assert manifest["batch_profile"] == {"min": 1, "opt": 2, "max": 4}
     assert manifest["inputs"][0]["name"] == "image" and manifest["inputs"][0]["shape"][1:] == [3, 64, 64]
     assert {o["name"] for o in manifest["outputs"]} == set(TASKS)
-    assert manifest["tensorrt_version"] and manifest["compute_capability"] and manifest["gpu_name"]
+    assert manifest["runtime"] == "tensorrt" and manifest["runtime_version"]
+    assert manifest["compute_capability"] and manifest["gpu_name"]
     assert manifest["onnx"]["sha256"] and manifest["builder"]["profiling_verbosity"] == "DETAILED"
     assert (fp32_plan.plan.parent / "timing.cache").stat().st_size > 0
     assert not fp32_plan.plan.read_bytes().startswith(b"{")  # the manifest is never prepended to the plan
@@ -117,19 +119,21 @@ def test_plan_from_another_gpu_fails_before_tensorrt(fp32_plan, tmp_path):
 
 
 def test_timing_cache_is_reused_by_the_next_build(fp32_plan, tiny_onnx):
-    from mtlora_deploy.engines.tensorrt_build import build_engine
+    from mtlora_deploy.build_engine import build_engine
 
     cache = fp32_plan.plan.parent / "timing.cache"
     before = cache.stat().st_size
-    again = build_engine(tiny_onnx, "fp32", fp32_plan.plan.parent / "again.plan", batch="1:2:4", workspace_gib=1.0)
+    again = build_engine(tiny_onnx, "fp32", fp32_plan.plan.parent / "again.plan", batch="1:2:4", workspace_gib=1.0,
+                         runtime="tensorrt")
     assert again.manifest["builder"]["timing_cache"] == str(cache) and cache.stat().st_size >= before
 
 
 def test_fp16_engine_from_the_fp32_export(tiny_onnx, tmp_path):
     from mtlora_deploy.engines.tensorrt import TensorRTBackend
-    from mtlora_deploy.engines.tensorrt_build import build_engine
+    from mtlora_deploy.build_engine import build_engine
 
-    result = build_engine(tiny_onnx, "fp16", tmp_path / "tiny_fp16.plan", batch="1:2:4", workspace_gib=1.0)
+    result = build_engine(tiny_onnx, "fp16", tmp_path / "tiny_fp16.plan", batch="1:2:4", workspace_gib=1.0,
+                          runtime="tensorrt")
     assert result.manifest["precision"] == "fp16" and (tmp_path / "tiny_fp16.onnx").is_file()
     images = _images(2)
     with TensorRTBackend(result.plan) as backend:

@@ -1,5 +1,6 @@
-"""build-engine without TensorRT or a GPU: clear one-line errors, nothing written; option parsing; precision
-detection on ONNX graphs made here; TensorRT modules import (and --help runs) with tensorrt unimportable."""
+"""build-engine without any TensorRT (both flavours hidden from the process): clear one-line errors, nothing
+written; option parsing; precision detection on ONNX graphs made here; the TensorRT modules import (and --help
+runs) with tensorrt and tensorrt_rtx unimportable."""
 
 import json
 import importlib.util
@@ -9,18 +10,19 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from mtlora_deploy.engines.manifest import build_manifest, write_manifest
 from mtlora_deploy.engines.tensorrt import TensorRTBackend, version_tuple
-from mtlora_deploy.engines.tensorrt_build import BatchProfile, BuildSettings, detect_onnx_precision
+from mtlora_deploy.engines.tensorrt_build import BatchProfile, BuildSettings
+from mtlora_deploy.utils.onnx_info import detect_onnx_precision
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
 from mtlora_deploy.model.checkpoint import save_checkpoint
 from tests.conftest import tiny_model
 
-HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
-needs_missing_tensorrt = pytest.mark.skipif(HAVE_TENSORRT, reason="tensorrt and a CUDA GPU are present here")
+HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+needs_missing_tensorrt = pytest.mark.skipif(HAVE_TENSORRT, reason="tensorrt is importable here")
+HIDE_RUNTIMES = "import sys\nfor name in ('tensorrt', 'tensorrt_rtx'): sys.modules[name] = None\n"
 
 
 def test_batch_profile_parsing():
@@ -75,14 +77,15 @@ def test_detect_onnx_precision(tmp_path):
     assert detect_onnx_precision(_graph(tmp_path / "d.onnx", w, precision="bf16")) == "bf16"
 
 
-def _run_cli(args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "mtlora_deploy", *args], capture_output=True, text=True, cwd=cwd, check=False
+def _run_cli(args, cwd, hide_runtimes=True):
+    """The CLI in a fresh process; with ``hide_runtimes`` neither TensorRT flavour is importable there."""
+    code = (HIDE_RUNTIMES if hide_runtimes else "import sys\n") + (
+        f"sys.argv = ['mtlora', *{list(map(str, args))!r}]\nfrom mtlora_deploy.cli.main import main\nmain()\n"
     )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, check=False)
 
 
-@needs_missing_tensorrt
-def test_build_engine_without_tensorrt_or_gpu_writes_nothing(tmp_path):
+def test_build_engine_without_any_tensorrt_writes_nothing(tmp_path):
     run = tmp_path / "run"
     save_checkpoint(tiny_model(), run / "checkpoints" / "best")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -91,16 +94,18 @@ def test_build_engine_without_tensorrt_or_gpu_writes_nothing(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("Error: ") and "pip install 'mtlora-deploy[tensorrt]'" in lines[0]
-    assert "tensorrt" in lines[0].lower() or "CUDA GPU" in lines[0]
+    assert "pip install 'mtlora-deploy[tensorrt-rtx]'" in lines[0], "the refusal names both installs"
     assert not out.exists(), "no plan, manifest, timing cache or exported ONNX may be left behind"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nor a default engines/ folder
 
 
-@needs_missing_tensorrt
 def test_build_engine_on_an_onnx_file_without_tensorrt(tmp_path):
     onnx_file = _graph(tmp_path / "m.onnx", np.eye(4, dtype=np.float32))
     proc = _run_cli(["build-engine", str(onnx_file), "--precision", "fp32"], tmp_path)
     assert proc.returncode == 1 and "mtlora-deploy[tensorrt]" in proc.stderr
+    proc = _run_cli(["build-engine", str(onnx_file), "--precision", "fp32", "--runtime", "tensorrt-rtx"], tmp_path)
+    assert proc.returncode == 1 and "'tensorrt_rtx' is not importable" in proc.stderr
+    assert "mtlora-deploy[tensorrt-rtx]" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
@@ -117,8 +122,9 @@ def test_loading_a_plan_without_tensorrt_says_what_to_install(tmp_path):
 def test_tensorrt_modules_import_and_help_runs_without_optional_packages():
     code = (
         "import sys\n"
-        "for name in ('tensorrt', 'onnxruntime', 'modelopt'): sys.modules[name] = None\n"
+        "for name in ('tensorrt', 'tensorrt_rtx', 'onnxruntime', 'modelopt'): sys.modules[name] = None\n"
         "import mtlora_deploy.engines.tensorrt, mtlora_deploy.engines.tensorrt_build, mtlora_deploy.engines.manifest\n"
+        "import mtlora_deploy.engines.runtimes, mtlora_deploy.build_engine, mtlora_deploy.engines.registry\n"
         "import mtlora_deploy.engines.torch_compiled, mtlora_deploy.cli.build_engine, mtlora_deploy.cli.profile\n"
         "import mtlora_deploy.profile.api, mtlora_deploy.profile.plots\n"
         "from click.testing import CliRunner\n"

@@ -1,0 +1,96 @@
+"""``mtlora build-engine`` as a library call: any source -> the ONNX graph in the wanted precision -> a plan.
+
+The orchestration sits here, above the layers it combines: ``deploy`` exports a run folder, ``calib`` makes the
+fp16/bf16/int8 variant of an fp32 graph, and ``engines.tensorrt_build`` turns the graph into a plan with TensorRT or
+TensorRT-RTX. Requirements are checked before anything is exported or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtlora_deploy.engines.runtimes import parse_targets, pick_runtime
+from mtlora_deploy.engines.tensorrt_build import (
+    BatchProfile,
+    BuildResult,
+    BuildSettings,
+    build_plan,
+    check_build_requirements,
+)
+from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
+from mtlora_deploy.utils.onnx_info import detect_onnx_precision, engine_fields
+
+
+def prepare_onnx(source: Path, precision: str, workdir: Path, calib: str | Path | None = None,
+                 image_size: int | None = None) -> Path:
+    """The ONNX graph to build from: ``source`` itself, or exported from a run folder, then turned into the
+    ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32."""
+    if source.suffix == ".onnx":
+        onnx_path = source
+    else:
+        from mtlora_deploy.deploy.export import export_onnx
+
+        onnx_path = workdir / f"{_name(source)}.onnx"
+        export_onnx(source, onnx_path, image_size=image_size)
+    have = detect_onnx_precision(onnx_path)
+    if have == precision:
+        return onnx_path
+    if have != "fp32":
+        raise ConfigError(f"{onnx_path} is a {have} graph; --precision {precision} is made from the fp32 export")
+    if precision == "int8" and calib is None:
+        raise ConfigError("--precision int8 needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
+    from mtlora_deploy.calib.precision import make_precision_variant
+
+    variant = workdir / f"{onnx_path.stem}_{precision}.onnx"
+    return Path(make_precision_variant(onnx_path, precision, variant, calib) or variant)
+
+
+def _name(source: Path) -> str:
+    """A run folder's name (``runs/demo/train`` -> ``train``), or the file's stem."""
+    return source.name if source.is_dir() else source.stem
+
+
+def build_engine(
+    source: str | Path,
+    precision: str = "fp16",
+    output: str | Path | None = None,
+    batch: str | BatchProfile = "1:8:32",
+    calib: str | Path | None = None,
+    workspace_gib: float = 4.0,
+    optimization_level: int | None = None,
+    timing_cache: str | Path | None = None,
+    image_size: int | None = None,
+    verbose: bool = False,
+    runtime: str = "auto",
+    targets: str | tuple[str, ...] | None = None,
+) -> BuildResult:
+    """Build a TensorRT or TensorRT-RTX plan (and its manifest) from an ONNX file or a run/checkpoint folder.
+
+    Args:
+        runtime: ``auto`` (TensorRT with a CUDA GPU, else TensorRT-RTX, which builds without a GPU),
+            ``tensorrt`` or ``tensorrt-rtx``.
+        targets: TensorRT-RTX only: compute capabilities to build for (``"sm86,sm89,sm120"``); default its
+            portable set.
+        optimization_level, timing_cache: TensorRT only.
+
+    Nothing is written unless the runtime (and, for TensorRT, a CUDA GPU) is present: requirements come first.
+
+    Returns:
+        The plan path, the manifest path (``PLAN.json``) and the manifest.
+    """
+    profile = batch if isinstance(batch, BatchProfile) else BatchProfile.parse(batch)
+    wanted = parse_targets(targets) if isinstance(targets, str) or targets is None else tuple(targets)
+    source = Path(source)
+    if not source.exists():
+        raise ConfigError(f"{source} does not exist (expected an .onnx file or a run/checkpoint folder)")
+    chosen = pick_runtime(runtime)
+    settings = BuildSettings(precision, profile, int(workspace_gib * 2**30), optimization_level,
+                             Path(timing_cache) if timing_cache else None, verbose, chosen, wanted)
+    suffix = "_rtx" if chosen == "tensorrt-rtx" else ""
+    output = Path(output) if output else Path("engines") / f"{_name(source)}_{precision}{suffix}.plan"
+    if output.suffix not in PLAN_SUFFIXES:
+        raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
+    check_build_requirements(chosen)
+    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size)
+    return build_plan(onnx_path, output, settings, extra=engine_fields(onnx_path))
