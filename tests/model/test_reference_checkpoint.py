@@ -205,3 +205,22 @@ def test_swin_t_export_has_exactly_the_reference_keys():
     assert ours == {key: (eval(shape), dtype) for key, shape, dtype, _ in rows}  # noqa: S307 - our own test data
     section = reference_model_section(model.config)
     assert section["MODEL"]["MTLORA"]["R_PER_TASK"]["shared"] == [64] * 4 and section["DATA"]["IMG_SIZE"] == 448
+
+
+def test_import_checkpoint_cli_detects_and_names_disagreements(tmp_path, monkeypatch, capsys):
+    from mtlora_deploy.cli.main import main
+
+    _write_reference_pth(tmp_path / "ref.pth", tiny_model("mtlora-r16", **SOURCE))
+    result = CliRunner().invoke(cli, ["import-checkpoint", str(tmp_path / "ref.pth"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "detected from" in text and "tasks=sal,semseg" in text and "task_agnostic_rank=8" in text
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    argv = ["mtlora", "import-checkpoint", str(tmp_path / "ref.pth"), "--preset", "mtlora-r64"]
+    argv += ["-o", str(tmp_path / "o2")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--preset mtlora-r64 gives task_agnostic_rank=64" in lines[0]
+    assert not (tmp_path / "o2").exists()
