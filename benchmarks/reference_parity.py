@@ -145,6 +145,7 @@ def main() -> None:
     result = {
         "reference_cfg": args.cfg, "tasks": args.tasks, "image_size": config.DATA.IMG_SIZE, "batch": args.batch,
         "import_process": yacs_state, "detected": [line for line in log.splitlines() if "detected" in line],
+        "imported_model_config": json.loads((imported / "model.json").read_text())["model_config"],
         "max_rel_diff_import": import_diff, "max_rel_diff_export_reloaded_by_reference": export_diff,
         "torch": torch.__version__,
     }
