@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 
-from mtlora_deploy.cli.options import config_from_options, model_options
+from mtlora_deploy.cli.options import model_options, parse_set, parse_tasks
+
+
+def given_fields(
+    preset: str | None, config_path: str | None, tasks: str | None, set_items: tuple[str, ...]
+) -> dict[str, tuple[Any, str]]:
+    """The config fields the user named, each with the option it came from (later options win, as everywhere)."""
+    from mtlora_deploy.errors import ConfigError
+    from mtlora_deploy.model.config import load_yaml
+    from mtlora_deploy.model.presets import PRESETS
+
+    given: dict[str, tuple[Any, str]] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
+        given.update({k: (v, f"--preset {preset}") for k, v in PRESETS[preset].items()})
+    if config_path is not None:
+        given.update({k: (v, f"--config {config_path}") for k, v in load_yaml(config_path).items()})
+    given.update({k: (v, f"--set {k}") for k, v in parse_set(set_items).items()})
+    if tasks is not None:
+        given["tasks"] = (parse_tasks(tasks), "--tasks")
+    return given
 
 
 @click.command("import-checkpoint")
@@ -18,19 +41,24 @@ from mtlora_deploy.cli.options import config_from_options, model_options
 def import_checkpoint(reference, preset, config_path, tasks, set_items, output, allow_unused) -> None:
     """Convert a checkpoint written by the reference MTLoRA training code.
 
-    Example: mtlora import-checkpoint ref.pth --preset mtlora-r64 --tasks semseg,human_parts,sal,normals -o imported/
+    Tasks, ranks, scales, MTLoRA+, image and backbone size come from the checkpoint's stored config; options you
+    give must agree with it. A bare state dict (no config) needs --preset and --tasks.
+
+    Example: mtlora import-checkpoint ref.pth -o imported/
     """
     from pathlib import Path
 
     from mtlora_deploy.model.checkpoint import save_checkpoint
-    from mtlora_deploy.model.reference import import_reference_checkpoint
+    from mtlora_deploy.model.reference_checkpoint import describe_detected, import_reference
 
-    config = config_from_options(preset, config_path, tasks, set_items)
-    model, unused = import_reference_checkpoint(reference, config, allow_unused=allow_unused)
+    given = given_fields(preset, config_path, tasks, set_items)
+    model, unused, detected = import_reference(reference, given, allow_unused=allow_unused)
+    console = Console()
+    if detected is not None:
+        console.print(f"[bold]detected from {reference}:[/] {describe_detected(detected)}")
     path = save_checkpoint(
         model, Path(output) / "model", metadata={"imported_from": str(reference), "unused_keys": unused}
     )
-    console = Console()
     for key in unused:
         console.print(f"[yellow]unused reference key:[/] {key}")
     console.print(f"[green]imported[/] {reference} -> {path} ({len(model.state_dict())} tensors, {len(unused)} unused)")

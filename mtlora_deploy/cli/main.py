@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "import_checkpoint",
         "Convert a reference MTLoRA .pth checkpoint.",
     ),
+    "export-reference": ("mtlora_deploy.cli.export_reference", "export_reference", "Write a reference MTLoRA .pth."),
+    "prepare-data": ("mtlora_deploy.cli.prepare_data", "prepare_data", "Extract and verify PASCAL_MT.tgz safely."),
     "make-dataset": (
         "mtlora_deploy.cli.make_dataset",
         "make_dataset",

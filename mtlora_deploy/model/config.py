@@ -68,7 +68,7 @@ class ModelConfig(DictRoundTrip):
     decoder_widths: tuple[int, ...] = field(default=(18, 36, 72, 144), metadata={"help": "per-scale reducer widths"})
     head_channels: int = field(default=1080, metadata={"help": "hidden width of the HRNet-style head"})
     num_classes: dict[str, int] = field(default_factory=dict, metadata={"help": "output channels per task override"})
-    pretrained: str | None = field(default=None, metadata={"help": "local ImageNet Swin weights (.pth/.safetensors)"})
+    pretrained: str | None = field(default=None, metadata={"help": "local .pth/.safetensors or timm[:NAME]"})
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)

@@ -68,15 +68,24 @@ def import_reference_checkpoint(
 
     Returns the model and the reference keys that did not fit (an error unless ``allow_unused``).
     """
-    from mtlora_deploy.model.multitask import build_model
     from mtlora_deploy.model.weights import read_state_dict
 
+    return load_reference_state(read_state_dict(path), config, str(path), allow_unused)
+
+
+def load_reference_state(
+    reference_state: dict[str, torch.Tensor], config: ModelConfig, source: str, allow_unused: bool = False
+) -> tuple[nn.Module, list[str]]:
+    """Build our model for ``config`` and load a state dict in the reference layout into it (eval mode)."""
+    from mtlora_deploy.model.multitask import build_model
+
     model = build_model(config.replace(pretrained=None), warn_without_weights=False)
-    state = reference_to_ours(read_state_dict(path))
-    unused = check_against_model(state, model, str(path))
+    state = reference_to_ours(reference_state)
+    unused = check_against_model(state, model, source)
     if unused and not allow_unused:
         raise WeightsError(
-            f"{path}: {len(unused)} keys fit nowhere in the model, first {unused[0]} (use --allow-unused to skip them)"
+            f"{source}: {len(unused)} keys fit nowhere in the model, first {unused[0]} "
+            "(use --allow-unused to skip them)"
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
     return model.eval(), unused

@@ -100,7 +100,7 @@ def test_saliency_max_over_thresholds_by_hand() -> None:
     # image 2: label [0 0 0 0], prob [.62 .1 .1 .1]
     #   t <= .60: IoU 0, P 0, R 0 (no label positives)   t >= .65: both empty -> IoU 1, P 0, R 0
     # mean IoU: 1/3 (t<=.3), 1/2 (.35-.55), 1/4 (.6), 3/4 (t>=.65)  -> mIoU 75 at t = 0.65
-    # P, R: (1/3, 1/2) -> F 0.3611; (1/2, 1/2) -> F 0.5; (1/2, 1/4) -> F 0.40625  -> maxF 50 at 0.35
+    # P, R: (1/3, 1/2) -> F1 0.4; (1/2, 1/2) -> F1 0.5; (1/2, 1/4) -> F1 1/3  -> maxF 50 at 0.35
     pred = torch.cat([logits_of([0.95, 0.57, 0.33, 0.10], (1, 1, 2, 2)),
                       logits_of([0.62, 0.10, 0.10, 0.10], (1, 1, 2, 2))])
     target = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).reshape(2, 1, 2, 2)
@@ -136,10 +136,43 @@ def test_saliency_matches_numpy_reference_loop() -> None:
             ious[i, j] = 1.0 if not (m.any() or gt[i].any()) else tp / (m | gt[i]).sum()
             precs[i, j], recs[i, j] = tp / (tp + fp + 1e-12), tp / (tp + fn + 1e-12)
     p, r = precs.mean(0), recs.mean(0)
-    f = 1.3 * p * r / (0.3 * p + r + 1e-12)
+    f = 2 * p * r / (p + r + 1e-12)  # SaliencyMeterWithNoBeta
     out = meter.compute()
     assert out["mIoU"] == pytest.approx(100 * ious.mean(0).max(), rel=1e-9)
     assert out["maxF"] == pytest.approx(100 * f.max(), rel=1e-6)
+    # SaliencyMeterWithBeta: it gets 255 * sigmoid(pred), divides by 255, squashes with a sigmoid again and pools
+    squashed = torch.sigmoid(255 * torch.sigmoid(pred.squeeze(1)) / 255.0)
+    tp, pp = torch.zeros(19), torch.zeros(19)
+    for k, t in enumerate(torch.arange(0.05, 1, 0.05)):
+        hit = (squashed >= t).long()
+        tp[k], pp[k] = (hit * target.squeeze(1).long()).sum(), hit.sum()
+    prec, rec = tp / pp, tp / target.sum()
+    fb = 1.3 * prec * rec / (0.3 * prec + rec)
+    fb[fb != fb] = 0
+    assert out["beta_maxF"] == pytest.approx(100 * fb.max().item(), rel=1e-6)
+
+
+def test_saliency_maxf_is_f1_and_beta_maxf_is_pooled_f03_by_hand() -> None:
+    # one image, label positives with prob [.95 .93 .42 .32], negatives [.62 .52 .47 .22]; mask = prob > t
+    #   t = .20        : tp 4 / pred 8  P 1/2  R 1    F1 2/3
+    #   t = .25, .30   : tp 4 / pred 7  P 4/7  R 1    F1 8/11 = .7273   <- maxF
+    #   t = .35, .40   : tp 3 / pred 6  P 1/2  R 3/4  F1 .6
+    #   t = .45        : tp 2 / pred 5  P 2/5  R 1/2  F1 .4444
+    #   t = .50        : tp 2 / pred 4  P 1/2  R 1/2  F1 .5
+    #   t = .55, .60   : tp 2 / pred 3  P 2/3  R 1/2  F1 .5714
+    #   t >= .65       : tp 2 / pred 2  P 1    R 1/2  F1 2/3,  F_0.3 = 1.3 * .5 / (.3 + .5) = .8125
+    # beta_maxF thresholds sigmoid(prob) >= t, i.e. prob >= logit(t): t <= .55 -> all 8 (F_0.3 = .65 / 1.15),
+    #   t = .60 -> prob >= .405 (P 1/2, R 3/4), t = .65 -> >= .619 (P 2/3, R 1/2), t = .70 -> >= .847 (P 1, R 1/2,
+    #   F_0.3 .8125), t >= .75 -> none (0)  -> beta_maxF 81.25
+    probs = [0.95, 0.93, 0.42, 0.32, 0.62, 0.52, 0.47, 0.22]
+    pred = logits_of(probs, (1, 1, 2, 4))
+    target = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]).reshape(1, 1, 2, 4)
+    meter = SaliencyMeter()
+    meter.update(pred, target)
+    out = meter.compute()
+    assert out["maxF"] == pytest.approx(100 * 8 / 11)
+    assert out["maxF_threshold"] == pytest.approx(0.25)
+    assert out["beta_maxF"] == pytest.approx(81.25)
 
 
 # ---- normals ---------------------------------------------------------------------------------
