@@ -9,6 +9,7 @@ import yaml
 
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.trainer.checkpoint_set import has_checkpoint
 from mtlora_deploy.trainer.config import TrainConfig, load_run_configs
 from mtlora_deploy.trainer.loop import Trainer
 
@@ -24,7 +25,7 @@ def start_run(
     """Resolve configs, refuse to overwrite a finished run folder, train."""
     model_config, train_config = load_run_configs(preset, config_path, model_overrides, train_overrides)
     run_dir = Path(run_dir or Path("runs") / (preset or "custom"))
-    if (run_dir / "checkpoints" / "last.json").exists():
+    if has_checkpoint(run_dir):
         raise ConfigError(
             f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder"
         )
