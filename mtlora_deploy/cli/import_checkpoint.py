@@ -25,6 +25,11 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
     from mtlora_deploy.model.checkpoint import save_checkpoint
     from mtlora_deploy.model.reference import import_reference_checkpoint
 
+    from mtlora_deploy.cli.checks import check_output_dir
+    from mtlora_deploy.model.weights import check_weights_file
+
+    check_weights_file(Path(reference))
+    check_output_dir(output)
     config = config_from_options(preset, config_path, tasks, set_items)
     model, unused = import_reference_checkpoint(reference, config, allow_unused=allow_unused)
     path = save_checkpoint(
