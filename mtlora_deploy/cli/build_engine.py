@@ -14,10 +14,10 @@ import click
 @click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8.")
 @click.option("--workspace-gib", default=4.0, show_default=True, type=float, help="Builder workspace pool limit.")
-@click.option("--opt-level", default=3, show_default=True, type=int, help="builder_optimization_level, 0..5.")
+@click.option("--opt-level", default=3, show_default=True, type=click.IntRange(0, 5), help="builder_optimization_level, 0..5.")
 @click.option("--timing-cache", default=None, type=click.Path(dir_okay=False),
               help="Timing cache file, reused and updated [default: timing.cache beside the plan].")
-@click.option("--image-size", default=None, type=int, help="Export size when MODEL_PATH is a run folder.")
+@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder.")
 @click.option("--verbose", is_flag=True, help="TensorRT's verbose log.")
 def build_engine(model_path, precision, output, batch, calib, workspace_gib, opt_level, timing_cache, image_size,
                  verbose) -> None:
