@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -123,28 +122,16 @@ def list_generations(run_dir: Path) -> list[Generation]:
     return sorted(out, key=lambda g: g.number, reverse=True)
 
 
-def verify(generation: Generation) -> str | None:
-    """None if every file of the set is there with its size and sha256; else what is wrong, in a few words."""
+def verify(generation: Generation, hashes: bool = True) -> str | None:
+    """None if every file of the set is there with its size and (``hashes``) sha256; else what is wrong."""
     for name, entry in generation.files.items():
         path = generation.file(name)
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != entry["bytes"]:
             return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
-        if sha256_file(path) != entry["sha256"]:
+        if hashes and sha256_file(path) != entry["sha256"]:
             return f"{name} is corrupt (sha256 differs from {MANIFEST})"
-    return None
-
-
-def latest_consistent(run_dir: Path, warn: bool = True) -> Generation | None:
-    """The newest generation that verifies; each newer broken one is named in a one-line warning."""
-    for generation in list_generations(run_dir):
-        problem = verify(generation)
-        if problem is None:
-            return generation
-        if warn:
-            warnings.warn(f"checkpoint {generation.path} (step {generation.step}) is unusable: {problem}; "
-                          "falling back to the previous checkpoint", stacklevel=2)
     return None
 
 
@@ -172,7 +159,7 @@ def commit(
         try:
             store.mkdir(parents=True, exist_ok=True)
             _migrate_plain_folder(run_dir)
-            current = latest_consistent(run_dir, warn=False)
+            current = next((g for g in list_generations(run_dir) if verify(g, hashes=False) is None), None)
             number = max((g.number for g in list_generations(run_dir)), default=0) + 1
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
