@@ -134,9 +134,9 @@ def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--i
     arch = config.arch
     window, stages = arch["window_size"], len(arch["depths"])
     unit = 4 * 2 ** (stages - 1) * window
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % unit:
-        if not isinstance(image_size, (int, float)) or isinstance(image_size, bool):
-            raise ConfigError(f"{option}: got {image_size!r}, expected a positive integer multiple of {unit}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise ConfigError(f"{option}: got {image_size!r}, expected a positive integer multiple of {unit}")
+    if image_size <= 0 or image_size % unit:
         grids = ", ".join(f"{image_size / (4 * 2**i):g}" for i in range(stages))
         raise ConfigError(
             f"{option}: got {image_size}; the token grids ({grids}) must each be a multiple of the "
