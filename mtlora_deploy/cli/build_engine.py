@@ -21,10 +21,11 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.option("--workspace-gib", default=4.0, show_default=True, type=float, help="Builder workspace pool limit.")
 @click.option("--target", "targets", default=None,
               help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set].")
-@click.option("--opt-level", default=None, type=int, help="TensorRT: builder_optimization_level, 0..5 [default: 3].")
+@click.option("--opt-level", default=None, type=click.IntRange(0, 5),
+              help="TensorRT: builder_optimization_level, 0..5 [default: 3].")
 @click.option("--timing-cache", default=None, type=click.Path(dir_okay=False),
               help="TensorRT: timing cache file, reused and updated [default: timing.cache beside the plan].")
-@click.option("--image-size", default=None, type=int, help="Export size when MODEL_PATH is a run folder.")
+@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder.")
 @click.option("--verbose", is_flag=True, help="The builder's verbose log.")
 def build_engine(model_path, precision, runtime, output, batch, calib, workspace_gib, targets, opt_level, timing_cache,
                  image_size, verbose) -> None:

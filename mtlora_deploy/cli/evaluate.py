@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mtlora_deploy.cli.options import parse_set
+from mtlora_deploy.cli.options import parse_baselines
 
 
 @click.command("evaluate")
@@ -15,8 +15,8 @@ from mtlora_deploy.cli.options import parse_set
     "--backend", default="auto", show_default=True, help="auto, torch, torch-compiled, onnxruntime, tensorrt."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--num-images", default=None, type=int, help="Evaluate only the first N images.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-images", default=None, type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option(
     "--baseline",
     "baseline_items",
@@ -35,8 +35,12 @@ def evaluate(model_path, data, split, backend, device, batch_size, num_images, b
     from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
     from mtlora_deploy.trainer.logging import metrics_table
 
+    from mtlora_deploy.cli.checks import check_output_file
+
     console = Console()
-    baselines = {k: float(v) for k, v in parse_set(baseline_items).items()} or None
+    baselines = parse_baselines(baseline_items)
+    if output:
+        check_output_file(output)
     result = evaluate_artifact(
         model_path, data, split, backend, device, batch_size, num_images, baselines, output, console=console
     )

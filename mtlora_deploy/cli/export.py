@@ -12,7 +12,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.command("export")
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
-@click.option("--image-size", default=None, type=int, help="Static input H = W (default: the model's image_size).")
+@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Static input H = W (default: the model's image_size).")
 @click.option(
     "--outputs",
     default="logits",
@@ -20,7 +20,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=click.Choice(["logits", "labels"]),
     help="labels: in-graph argmax (uint8) / sigmoid / unit normals.",
 )
-@click.option("--opset", default=None, type=int, help="ONNX opset (default 18; 17 with --legacy-exporter).")
+@click.option("--opset", default=None, type=click.IntRange(min=7), help="ONNX opset (default 18; 17 with --legacy-exporter).")
 @click.option(
     "--legacy-exporter", is_flag=True, help="Use the TorchScript exporter (dynamo=False) instead of torch.export."
 )
@@ -50,6 +50,10 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     from mtlora_deploy.deploy.export import export_onnx
     from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
 
+    from mtlora_deploy.cli.checks import check_calibration_file, check_output_file
+
+    check_output_file(output)
+    check_calibration_file(calib, precision)
     console = Console()
     fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
     options = {"image_size": image_size, "outputs": outputs, "opset": opset, "check": not no_check,

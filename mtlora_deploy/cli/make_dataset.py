@@ -8,10 +8,10 @@ import click
 @click.command("make-dataset")
 @click.argument("kind", type=click.Choice(["synthetic"]))
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--images", default=200, show_default=True, type=int, help="Number of images (train + val).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Generation seed (same seed, same bytes).")
-@click.option("--height", default=160, show_default=True, type=int, help="Image height in pixels.")
-@click.option("--width", default=192, show_default=True, type=int, help="Image width in pixels.")
+@click.option("--images", default=200, show_default=True, type=click.IntRange(min=1), help="Number of images (train + val).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Generation seed (same seed, same bytes).")
+@click.option("--height", default=160, show_default=True, type=click.IntRange(min=32), help="Image height in pixels.")
+@click.option("--width", default=192, show_default=True, type=click.IntRange(min=32), help="Image width in pixels.")
 @click.option("--val-fraction", default=0.25, show_default=True, type=float, help="Share of images in val.txt.")
 def make_dataset(kind, directory, images, seed, height, width, val_fraction) -> None:
     """Write a learnable synthetic dataset in exactly the PASCAL-MT layout and file formats.

@@ -30,6 +30,22 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def parse_baselines(items: tuple[str, ...]) -> dict[str, float] | None:
+    """``--baseline semseg=67.2`` pairs: a known task and a number each (None when none are given)."""
+    from mtlora_deploy.model.config import ALL_TASKS
+
+    out: dict[str, float] = {}
+    for item in items:
+        task, sep, raw = item.partition("=")
+        if not sep or task.strip() not in ALL_TASKS:
+            raise ConfigError(f"--baseline: got {item!r}, expected TASK=VALUE with TASK one of {', '.join(ALL_TASKS)}")
+        try:
+            out[task.strip()] = float(raw)
+        except ValueError:
+            raise ConfigError(f"--baseline {item}: {raw!r} is not a number (e.g. --baseline semseg=67.21)") from None
+    return out or None
+
+
 def model_options(func: Callable) -> Callable:
     """Decorate a command with --preset, --config, --tasks and --set."""
     func = click.option(

@@ -22,6 +22,10 @@ def predict(images, model_path, output, backend, device) -> None:
 
     from mtlora_deploy.report.predict import predict_images
 
+    from mtlora_deploy.cli.checks import check_model_input, check_output_dir
+
+    check_model_input(model_path, "--model")
+    check_output_dir(output)
     panels = predict_images(model_path, list(images), output, backend, device)
     for panel in panels:
         Console().print(f"[green]wrote[/] {panel}")

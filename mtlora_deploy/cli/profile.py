@@ -35,8 +35,8 @@ def _ints(option: str, text: str) -> list[int]:
     help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own.",
 )
 @click.option("--batch", default="1,8,32", show_default=True, help="Batch sizes.")
-@click.option("--iterations", default=50, show_default=True, type=int, help="Timed iterations per batch size.")
-@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed iterations before timing.")
+@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1), help="Timed iterations per batch size.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed iterations before timing.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
 @click.option(
@@ -55,7 +55,7 @@ def _ints(option: str, text: str) -> list[int]:
 @click.option("--compile-mode", default=None, help="torch-compiled mode [default: reduce-overhead on CUDA].")
 @click.option("--compile-backend", default=None, help="torch.compile backend [default: inductor].")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay a captured CUDA graph.")
-@click.option("--threads", default=None, type=int, help="torch intra-op threads [default: torch's].")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads [default: torch's].")
 @click.option(
     "--output",
     "-o",
@@ -91,6 +91,10 @@ def profile(
 
     from mtlora_deploy.profile.api import run_profile
 
+    from mtlora_deploy.cli.checks import check_model_input
+
+    for path in inputs:
+        check_model_input(path)
     console = Console()
     compile_options = {k: v for k, v in (("mode", compile_mode), ("compile_backend", compile_backend)) if v}
     chosen = [] if comparisons.strip() == "none" else _split((comparisons,))

@@ -34,7 +34,7 @@ from mtlora_deploy.deploy.onnx_checks import (
 from mtlora_deploy.deploy.postprocess import ExportHead
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.checkpoint import load_state_strict
-from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.config import ModelConfig, check_window_tiling
 from mtlora_deploy.model.multitask import MultiTaskModel
 from mtlora_deploy.utils.atomic import atomic_path
 
@@ -84,22 +84,6 @@ def resolve_model(source: str | Path | nn.Module) -> tuple[MultiTaskModel | PerT
     if not isinstance(model, MultiTaskModel):
         raise WeightsError(f"{path}: expected a multi-task model checkpoint, got {type(model).__name__}")
     return merge_task_agnostic(model), str(path)
-
-
-def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--image-size") -> None:
-    """Every stage's token grid must be a whole number of windows (no padding, same window at every size).
-
-    The last stage is the strictest: ``image_size / (4 * 2**(stages-1))`` must be a multiple of the window.
-    """
-    arch = config.arch
-    window, stages = arch["window_size"], len(arch["depths"])
-    unit = 4 * 2 ** (stages - 1) * window
-    if image_size <= 0 or image_size % unit:
-        grids = ", ".join(f"{image_size / (4 * 2**i):g}" for i in range(stages))
-        raise ConfigError(
-            f"{option}: got {image_size}; the token grids ({grids}) must each be a multiple of the "
-            f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})"
-        )
 
 
 def resize_model(model: MultiTaskModel, image_size: int | None) -> MultiTaskModel:

@@ -42,15 +42,42 @@ def save_checkpoint(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    info = {
+    write_json_atomic(stem.with_suffix(".json"), checkpoint_info(model, kind, metadata))
+    return stem.with_suffix(".safetensors")
+
+
+def checkpoint_info(model: nn.Module, kind: str = "multitask", metadata: dict[str, Any] | None = None) -> dict:
+    """The JSON half of a checkpoint: format, kind, toolkit version, model config and free-form metadata."""
+    return {
         "format": FORMAT,
         "kind": kind,
         "toolkit_version": _version(),
         "model_config": model.config.to_dict(),
         "metadata": metadata or {},
     }
-    write_json_atomic(stem.with_suffix(".json"), info)
-    return stem.with_suffix(".safetensors")
+
+
+def checkpoint_bytes(
+    model: nn.Module, kind: str = "multitask", metadata: dict[str, Any] | None = None
+) -> dict[str, bytes]:
+    """The two files of a checkpoint as bytes (``.safetensors``, ``.json``), for writers that commit sets."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    info = json.dumps(checkpoint_info(model, kind, metadata), indent=2, sort_keys=False) + "\n"
+    return {".safetensors": save(tensors, metadata={"format": FORMAT}), ".json": info.encode()}
+
+
+CORRUPT_HINT = "re-export or re-merge it; in a run folder, --resume RUN falls back to the previous checkpoint"
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a truncated or corrupt one is a one-line WeightsError naming it."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers and sizes
+        detail = " ".join(str(exc).split())[:200]
+        raise WeightsError(f"{path} is truncated or corrupt ({detail}); {CORRUPT_HINT}") from exc
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -72,8 +99,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     """The JSON half of a checkpoint (config, kind, metadata)."""
     stem = resolve_checkpoint(path)
-    info = json.loads(stem.with_suffix(".json").read_text())
-    if info.get("format") != FORMAT:
+    try:
+        info = json.loads(stem.with_suffix(".json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{stem}.json is truncated or corrupt (not JSON: {exc}); {CORRUPT_HINT}") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        info = info if isinstance(info, dict) else {}
         raise WeightsError(f"{stem}.json: not an mtlora-deploy checkpoint (format={info.get('format')!r})")
     return info
 
@@ -115,7 +146,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     if kind not in BUILDERS:
         raise WeightsError(f"{stem}.json: unknown model kind {kind!r}; expected one of {', '.join(BUILDERS)}")
     model = BUILDERS[kind](config)
-    load_state_strict(model, load_file(str(stem.with_suffix(".safetensors"))), f"{stem}.safetensors")
+    load_state_strict(model, read_tensors(stem.with_suffix(".safetensors")), f"{stem}.safetensors")
     return model.to(device).eval()
 
 

@@ -109,10 +109,7 @@ class ModelConfig(DictRoundTrip):
             raise ConfigError(f"mtl_diagonal_lambda: got {self.mtl_diagonal_lambda!r}, expected true or false")
 
     def _check_image_size(self) -> None:
-        arch = BACKBONE_ARCHS[self.backbone]
-        unit = 4 * 2 ** (len(arch["depths"]) - 1)
-        if self.image_size <= 0 or self.image_size % unit:
-            raise ConfigError(f"image_size: got {self.image_size}, expected a positive multiple of {unit}")
+        check_window_tiling(self, self.image_size, "image_size")
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -126,6 +123,25 @@ class ModelConfig(DictRoundTrip):
     def replace(self, **overrides: Any) -> "ModelConfig":
         """A copy with fields replaced (validated again)."""
         return ModelConfig.from_dict({**self.to_dict(), **overrides})
+
+
+def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--image-size") -> None:
+    """Every stage's token grid must be a whole number of windows (no padding, same window at every size).
+
+    The one rule for training and export alike. The last stage is the strictest:
+    ``image_size / (4 * 2**(stages-1))`` must be a multiple of the window.
+    """
+    arch = config.arch
+    window, stages = arch["window_size"], len(arch["depths"])
+    unit = 4 * 2 ** (stages - 1) * window
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise ConfigError(f"{option}: got {image_size!r}, expected a positive integer multiple of {unit}")
+    if image_size <= 0 or image_size % unit:
+        grids = ", ".join(f"{image_size / (4 * 2**i):g}" for i in range(stages))
+        raise ConfigError(
+            f"{option}: got {image_size}; the token grids ({grids}) must each be a multiple of the "
+            f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})"
+        )
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:

@@ -21,6 +21,25 @@ _LINEAR = re.compile(r"\.linear\.(weight|bias)$")  # reference MTLoRA wraps froz
 _SKIPPED_PREFIXES = ("head.", "norm.")  # classifier and final LayerNorm are not part of the dense backbone
 
 
+def check_weights_file(path: Path) -> None:
+    """A torch file is a zip archive (or an old-style pickle), a .safetensors file starts with its header length:
+    anything else (random bytes, a text file) is named as such before torch.load speaks of pickles."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if path.suffix == ".safetensors":
+        header = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+        if not (0 < header <= path.stat().st_size - 8 and head[8:9] == b"{"):
+            raise WeightsError(f"weights file {path} is not a safetensors file (truncated or another kind of file)")
+        return
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(
+            f"weights file {path} is not a PyTorch checkpoint (neither the zip archive torch.save writes nor a "
+            f"pickle; it starts with {head[:8]!r}); expected a .pth/.pt file or .safetensors"
+        )
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a .pth/.pt/.bin (torch) or .safetensors file into a flat state dict (unwrapping 'model'/'state_dict').
 
@@ -30,8 +49,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     from mtlora_deploy.model.reference_checkpoint import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    check_weights_file(path)
     if path.suffix != ".safetensors":
         return unwrap_state_dict(load_torch_file(path), path)
     try:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mtlora_deploy.errors import DataError
+from mtlora_deploy.report.predict_inputs import check_images, output_names
 from mtlora_deploy.report.visualize import side_by_side, visualize_output
 from mtlora_deploy.trainer.data import IMAGENET_MEAN, IMAGENET_STD
 from mtlora_deploy.utils.atomic import atomic_path
@@ -33,18 +34,23 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 def predict_images(model_path: str | Path, images: list[str | Path], output: str | Path, backend: str = "auto",
                    device: str = "cpu") -> list[Path]:
-    """Write ``OUT/<image>_<task>.png`` for every task and ``OUT/<image>_panel.png``; returns the panels."""
+    """Write ``OUT/<image>_<task>.png`` for every task and ``OUT/<image>_panel.png``; returns the panels.
+
+    All inputs are checked first; inputs with the same file name get their folders in the name (``a_cat``).
+    """
     from mtlora_deploy.engines.registry import open_backend
 
-    output = Path(output)
+    output, images = Path(output), [Path(p) for p in images]
+    check_images(images)  # every input, before the first is written
+    names = output_names(images)
     panels = []
     with open_backend(model_path, backend, device) as runner:
-        for image_path in map(Path, images):
+        for image_path, name in zip(images, names):
             rgb, tensor = load_image(image_path, runner.image_size)
             outputs = runner.infer(tensor[None].to(runner.device))
             views = [visualize_output(task, outputs[task][0]) for task in runner.tasks]
             for task, view in zip(runner.tasks, views):
-                save_png(view, output / f"{image_path.stem}_{task}.png")
-            panels.append(output / f"{image_path.stem}_panel.png")
+                save_png(view, output / f"{name}_{task}.png")
+            panels.append(output / f"{name}_panel.png")
             save_png(side_by_side([rgb, *views]), panels[-1])
     return panels

@@ -9,6 +9,7 @@ import yaml
 
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.trainer.checkpoint_set import has_checkpoint
 from mtlora_deploy.trainer.config import TrainConfig, load_run_configs
 from mtlora_deploy.trainer.loop import Trainer
 
@@ -24,11 +25,20 @@ def start_run(
     """Resolve configs, refuse to overwrite a finished run folder, train."""
     model_config, train_config = load_run_configs(preset, config_path, model_overrides, train_overrides)
     run_dir = Path(run_dir or Path("runs") / (preset or "custom"))
-    if (run_dir / "checkpoints" / "last.json").exists():
+    _refuse_run_dir_in_dataset(run_dir, train_config.data)
+    if has_checkpoint(run_dir):
         raise ConfigError(
             f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder"
         )
     return Trainer(model_config, train_config, run_dir, stop_after=stop_after).fit()
+
+
+def _refuse_run_dir_in_dataset(run_dir: Path, data: str) -> None:
+    if data == "synthetic":
+        return
+    root, target = Path(data).resolve(), run_dir.resolve()
+    if target == root or root in target.parents:
+        raise ConfigError(f"--run-dir {run_dir} is inside the dataset folder {data}; write runs somewhere else")
 
 
 def resume_run(

@@ -76,10 +76,29 @@ def load_run_configs(
     """Resolve model and train configs: defaults < preset < YAML (model:/train: sections) < flags."""
     train_data: dict[str, Any] = {}
     if yaml_path is not None:
-        train_data.update(read_yaml_mapping(yaml_path).get("train") or {})
-    train_data.update({k: v for k, v in train_overrides.items() if v is not None})
+        sections = read_yaml_mapping(yaml_path)
+        if "train" in sections or "model" in sections:
+            _check_sections(sections, yaml_path)
+        from_yaml = sections.get("train") or {}
+        if not isinstance(from_yaml, dict):
+            raise ConfigError(f"config file {yaml_path}: the train: section must be a mapping of train config fields")
+        TrainConfig.check_keys(from_yaml, f"config file {yaml_path} (train:)")
+        train_data.update(from_yaml)
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    TrainConfig.check_keys(overrides, "--train-set")
+    train_data.update(overrides)
     model = resolve_config(preset, yaml_path, model_overrides)
     return model, TrainConfig.from_dict(train_data, source=yaml_path or "train config")
+
+
+def _check_sections(sections: dict[str, Any], yaml_path: str) -> None:
+    import difflib
+
+    for key in sections:
+        if key not in ("model", "train", "resolved"):
+            close = difflib.get_close_matches(str(key), ["model", "train"], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "expected model: and train:"
+            raise ConfigError(f"config file {yaml_path}: unknown section {key!r}; {hint}")
 
 
 def save_run_config(path: Path, model: ModelConfig, train: TrainConfig, resolved: dict[str, Any]) -> None:

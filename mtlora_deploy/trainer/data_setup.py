@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.trainer.config import TrainConfig
 from mtlora_deploy.trainer.data import PascalMTDataset, make_synthetic_dataset
+from mtlora_deploy.trainer.data.worker_errors import GuardedDataset, GuardedLoader, guarded_collate
 from mtlora_deploy.trainer.distributed import DistContext, barrier
 
 SYNTHETIC_SIZE = (160, 192)
@@ -36,6 +37,7 @@ def build_dataset(root: Path, split: str, model: ModelConfig, train_mode: bool, 
         train=train_mode,
         cache_dir=cache_dir,
         seed=seed,
+        num_classes={task: model.output_channels(task) for task in model.tasks if task in ("semseg", "human_parts")},
     )
 
 
@@ -62,9 +64,12 @@ def train_sampler(dataset, train: TrainConfig, context: DistContext) -> Distribu
 def make_loader(
     dataset, sampler: Sampler | None, batch_size: int, workers: int, drop_last: bool, device, seed: int = 0
 ) -> DataLoader:
-    """A DataLoader with pinned memory on CUDA; its own generator keeps the global RNG untouched (exact resume)."""
-    return DataLoader(
-        dataset,
+    """A DataLoader with pinned memory on CUDA; its own generator keeps the global RNG untouched (exact resume).
+
+    A DataError in a worker is raised in this process as the same one-line error as with ``workers=0``.
+    """
+    return GuardedLoader(
+        GuardedDataset(dataset),
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
@@ -72,6 +77,7 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=torch.device(device).type == "cuda",
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=guarded_collate(),
     )
 
 

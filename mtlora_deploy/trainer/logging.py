@@ -40,6 +40,23 @@ class RunLogger:
             self._tb.close()
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Drop records after ``step`` (and a line cut by a crash) from a metrics log: a resumed run logs a step once."""
+    if not path.is_file():
+        return
+    from mtlora_deploy.utils.atomic import write_bytes_atomic
+
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    write_bytes_atomic(path, "".join(f"{line}\n" for line in kept).encode())
+
+
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in record.items():

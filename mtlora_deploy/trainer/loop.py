@@ -22,8 +22,11 @@ from mtlora_deploy.trainer.evaluation import evaluate_predictor
 from mtlora_deploy.trainer.logging import RunLogger, metrics_table, training_progress
 from mtlora_deploy.trainer.losses import MultiTaskLoss
 from mtlora_deploy.trainer.optim import build_optimizer, build_scheduler
+from mtlora_deploy.trainer.checkpoint_set import deferred_sigint
+from mtlora_deploy.trainer.logging import trim_log
 from mtlora_deploy.trainer.run_state import Progress, TrainingError, load_training_state, save_training_state
 from mtlora_deploy.utils.atomic import write_json_atomic
+from mtlora_deploy.utils.faults import fault_point
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Trainer:
         self.console = console or Console()
         self.logger: RunLogger | None = None
         self.last_model: nn.Module | None = None
+        self._best_pending = False  # the last validation was the best so far: the next commit writes best.*
+        self._committed_step: int | None = None
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _build(self) -> TrainSetup:
@@ -124,14 +129,19 @@ class Trainer:
         self.last_model = setup.model
         progress = Progress()
         if self.resume:
-            progress = load_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler)
+            progress = load_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler,
+                                           warn=self._warn, repair=self.context.is_main) or progress
+            self._committed_step = progress.step
+            if self.context.is_main:
+                trim_log(self.run_dir / "metrics.jsonl", progress.step)
         if self.context.is_main:
             self._write_run_header(setup, progress)
         self.logger = RunLogger(self.run_dir, enabled=self.context.is_main)
         try:
             return self._loop(setup, progress)
         except KeyboardInterrupt:
-            self._save(setup, progress)
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C waits for the commit, then stops here
+                self._save(setup, progress)
             self.console.print(f"[yellow]interrupted at step {progress.step}; resume with --resume {self.run_dir}")
             raise
         finally:
@@ -151,10 +161,13 @@ class Trainer:
                 broadcast_buffers(setup.model, self.context)
                 if (epoch_done and progress.epoch % self.cfg.eval_every == 0) or progress.step >= setup.total_steps:
                     result = self._validate(setup, progress)
+                    fault_point("train.validate")
                 if epoch_done or finished:
                     self._save(setup, progress)
         if not result and progress.step >= setup.total_steps:
             result = self._validate(setup, progress)
+            if self._best_pending:
+                self._save(setup, progress)
         return result
 
     def _run_epoch(self, setup: TrainSetup, progress: Progress, end: int, bar, task_id) -> None:
@@ -168,8 +181,10 @@ class Trainer:
         setup.wrapped.train()
         tick = time.perf_counter()
         for batch in loader:
-            losses = self._train_step(setup, batch, progress.step)
-            progress.step += 1
+            with deferred_sigint():  # Ctrl-C lands between steps, never between an update and its count
+                losses = self._train_step(setup, batch, progress.step)
+                progress.step += 1
+            fault_point("train.step")
             images_per_s = batch["image"].shape[0] * self.context.world_size / (time.perf_counter() - tick)
             tick = time.perf_counter()
             self._log_step(setup, progress, losses, images_per_s, bar, task_id)
@@ -225,21 +240,29 @@ class Trainer:
         result = evaluate_model(setup.model, setup.val_set, self.cfg, self.context)
         delta = result["delta_m"]
         is_best = delta is not None and (progress.best_delta is None or delta > progress.best_delta)
-        if is_best:
-            progress.best_delta, progress.best_step = delta, progress.step
-        record = {"step": progress.step, "epoch": progress.epoch, "val": result["primary"], "delta_m": delta}
-        progress.history.append(record)
-        self.logger.log({**record, "val_all": result["metrics"]})
+        with deferred_sigint():  # the counters and the log change together
+            if is_best:
+                progress.best_delta, progress.best_step = delta, progress.step
+            record = {"step": progress.step, "epoch": progress.epoch, "val": result["primary"], "delta_m": delta}
+            progress.history.append(record)
+            self.logger.log({**record, "val_all": result["metrics"]})
+            self._best_pending = is_best or progress.best_delta is None
         if self.context.is_main:
             self.console.print(metrics_table(result, f"validation @ step {progress.step}"))
-            if is_best or progress.best_delta is None:
-                save_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler,
-                                    progress, name="best")
         return result
 
     def _save(self, setup: TrainSetup, progress: Progress) -> None:
+        """One atomic commit of last.* (and best.* after a best validation); rank 0 only."""
+        if self._committed_step == progress.step and not self._best_pending:
+            return
         if self.context.is_main:
-            save_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler, progress)
+            save_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler, progress,
+                                best=self._best_pending)
+        self._best_pending, self._committed_step = False, progress.step
+
+    def _warn(self, message: str) -> None:
+        if self.context.is_main:
+            self.console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
 def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, context: DistContext) -> dict[str, Any]:

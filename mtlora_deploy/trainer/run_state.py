@@ -1,17 +1,26 @@
-"""Everything a run needs to continue exactly: model, optimizer, scheduler, scaler, RNG, counters."""
+"""Everything a run needs to continue exactly: model, optimizer, scheduler, scaler, RNG, counters.
+
+A save is one crash-consistent commit (:mod:`mtlora_deploy.trainer.checkpoint_set`): ``last.*`` and, when the
+run improved, ``best.*`` become current together. A resume takes the newest set that verifies.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from mtlora_deploy.errors import MTLoRAError
-from mtlora_deploy.model.checkpoint import load_state_strict, save_checkpoint
-from mtlora_deploy.utils.atomic import atomic_path
+from mtlora_deploy.errors import MTLoRAError, WeightsError
+from mtlora_deploy.model.checkpoint import checkpoint_bytes, load_state_strict, read_tensors
+from mtlora_deploy.trainer import checkpoint_set
+from mtlora_deploy.trainer.checkpoint_set import Generation
+
+SUFFIXES = (".safetensors", ".json", ".state.pt")
 
 
 class TrainingError(MTLoRAError):
@@ -29,12 +38,7 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def save_training_state(
-    run_dir: Path, model: nn.Module, optimizer, scheduler, scaler, progress: Progress, name: str = "last"
-) -> None:
-    """Write ``checkpoints/NAME.{safetensors,json}`` and the resume state ``NAME.state.pt``, each atomically."""
-    ckpt_dir = run_dir / "checkpoints"
-    save_checkpoint(model, ckpt_dir / name, metadata={"step": progress.step, "epoch": progress.epoch})
+def _state_bytes(optimizer, scheduler, scaler, progress: Progress) -> bytes:
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -43,20 +47,76 @@ def save_training_state(
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
-    with atomic_path(ckpt_dir / f"{name}.state.pt") as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
-def load_training_state(run_dir: Path, model: nn.Module, optimizer, scheduler, scaler) -> Progress:
-    """Restore a run from ``checkpoints/last``; every piece must be there."""
-    from safetensors.torch import load_file
+def save_training_state(
+    run_dir: Path, model: nn.Module, optimizer, scheduler, scaler, progress: Progress, best: bool = False
+) -> Generation:
+    """Commit ``checkpoints/last.{safetensors,json,state.pt}`` (and ``best.*`` = the same files if ``best``) at once.
 
-    ckpt = run_dir / "checkpoints" / "last"
-    for suffix in (".safetensors", ".json", ".state.pt"):
-        if not Path(f"{ckpt}{suffix}").is_file():
-            raise TrainingError(f"--resume {run_dir}: {ckpt}{suffix} is missing; nothing to resume from")
-    load_state_strict(model, load_file(f"{ckpt}.safetensors"), f"{ckpt}.safetensors")
-    state = torch.load(f"{ckpt}.state.pt", map_location="cpu", weights_only=False)
+    ``best.*`` of the previous commit is carried over (hard-linked) when this step is not the best.
+    """
+    files = checkpoint_bytes(model, metadata={"step": progress.step, "epoch": progress.epoch})
+    files[".state.pt"] = _state_bytes(optimizer, scheduler, scaler, progress)
+    named = {f"last{suffix}": data for suffix, data in files.items()}
+    best_names = tuple(f"best{suffix}" for suffix in SUFFIXES)
+    links = {f"best{suffix}": f"last{suffix}" for suffix in SUFFIXES} if best else {}
+    return checkpoint_set.commit(run_dir, named, progress.step, keep=() if best else best_names, links=links)
+
+
+def load_training_state(
+    run_dir: Path, model: nn.Module, optimizer, scheduler, scaler, warn: Callable[[str], None] = print,
+    repair: bool = True,
+) -> Progress | None:
+    """Restore a run from the newest consistent checkpoint set; None when there is none (start from step 0).
+
+    A newer set that fails its checks (missing, truncated or corrupt file, steps that disagree) is named in a
+    one-line ``warn`` and skipped; with ``repair`` (rank 0) the ``checkpoints`` link is pointed at the set actually
+    used and leftovers of an interrupted commit are removed.
+    """
+    run_dir = Path(run_dir)
+    for generation in checkpoint_set.list_generations(run_dir):
+        problem = checkpoint_set.verify(generation) or _restore(generation.path, model, optimizer, scheduler, scaler)
+        if isinstance(problem, Progress):
+            if repair:
+                checkpoint_set.point_link(run_dir, generation.path)
+                checkpoint_set.prune(run_dir)
+            return problem
+        warn(f"checkpoint {generation.path} (step {generation.step}) is unusable: {problem}; trying an older one")
+    legacy = run_dir / checkpoint_set.LINK
+    if legacy.is_dir() and not legacy.is_symlink() and (legacy / "last.json").is_file():
+        result = _restore(legacy, model, optimizer, scheduler, scaler)
+        if isinstance(result, Progress):
+            return result
+        raise TrainingError(f"--resume {run_dir}: {legacy} is unusable: {result}; start a new run")
+    warn(f"no complete checkpoint in {run_dir}; starting again from step 0 with its config.yaml")
+    return None
+
+
+def _restore(folder: Path, model: nn.Module, optimizer, scheduler, scaler) -> Progress | str:
+    """Load ``folder/last.*`` into the objects; returns the Progress, or what is wrong with the set."""
+    for suffix in SUFFIXES:
+        if not (folder / f"last{suffix}").is_file():
+            return f"last{suffix} is missing"
+    try:
+        info = json.loads((folder / "last.json").read_text())
+    except (ValueError, UnicodeDecodeError):
+        return "last.json is truncated or corrupt"
+    try:
+        state = torch.load(folder / "last.state.pt", map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - a truncated zip or pickle raises many types
+        return "last.state.pt is truncated or corrupt"
+    try:
+        tensors = read_tensors(folder / "last.safetensors")
+    except WeightsError:
+        return "last.safetensors is truncated or corrupt"
+    steps = {"last.json": info.get("metadata", {}).get("step"), "last.state.pt": state["progress"]["step"]}
+    if len(set(steps.values())) != 1:
+        return "its files disagree on the step (" + ", ".join(f"{k} {v}" for k, v in steps.items()) + ")"
+    load_state_strict(model, tensors, str(folder / "last.safetensors"))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:

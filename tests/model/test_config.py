@@ -29,10 +29,36 @@ def test_presets_are_the_documented_settings():
     assert resolve_config("mtlora-r16").lora_scale == 4.0
 
 
-def test_unknown_yaml_keys_warn(tmp_path):
-    (tmp_path / "c.yaml").write_text("model:\n  not_a_field: 3\n")
-    with pytest.warns(UserWarning, match="not_a_field"):
+def test_unknown_yaml_keys_are_errors_naming_the_nearest_field(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  task_agnostic_rnk: 3\n")
+    with pytest.raises(ConfigError, match="key .task_agnostic_rnk.; did you mean .task_agnostic_rank."):
         resolve_config(None, str(tmp_path / "c.yaml"))
+    with pytest.raises(ConfigError, match="^--set: unknown model config key 'imagesize'; did you mean 'image_size'"):
+        resolve_config(None, None, {"imagesize": 64})
+
+
+def test_unknown_keys_in_a_checkpoint_written_by_a_newer_toolkit_only_warn():
+    with pytest.warns(UserWarning, match="not_a_field"):
+        ModelConfig.from_dict({"not_a_field": 3, "backbone": "swin_test_tiny", "image_size": 64})
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ("sixty-four", r"^image_size: got 'sixty-four' \(str\), expected an integer$"),
+        (64.0, r"^image_size: got 64.0 \(float\), expected an integer$"),
+        (True, r"^image_size: got True \(bool\), expected an integer$"),
+    ],
+)
+def test_wrongly_typed_fields_name_the_field_and_type(value, match):
+    with pytest.raises(ConfigError, match=match):
+        ModelConfig.from_dict({"backbone": "swin_test_tiny", "image_size": value})
+
+
+def test_image_size_follows_the_export_window_rule():
+    with pytest.raises(ConfigError, match=r"^image_size: got 96; the token grids .* use a multiple of 64"):
+        ModelConfig.from_dict({"backbone": "swin_test_tiny", "image_size": 96})
+    assert ModelConfig.from_dict({"backbone": "swin_test_tiny", "image_size": 128}).image_size == 128
 
 
 @pytest.mark.parametrize(
@@ -40,7 +66,7 @@ def test_unknown_yaml_keys_warn(tmp_path):
     [
         ({"tasks": ("semseg", "depth")}, "tasks: got 'depth'"),
         ({"adapter": "qlora"}, "adapter: got 'qlora'"),
-        ({"image_size": 450}, "image_size: got 450, expected a positive multiple of 32"),
+        ({"image_size": 450}, "image_size: got 450; .* use a multiple of 224"),
         ({"lora_dropout": 1.5}, "lora_dropout"),
         ({"task_agnostic_rank": 0}, "task_agnostic_rank"),
         ({"tasks": ()}, "at least one task"),

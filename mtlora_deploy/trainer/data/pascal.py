@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,17 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mtlora_deploy.errors import ConfigError, DataError
-from mtlora_deploy.trainer.data.layout import SPLITS, TASKS, PascalLayout
+from mtlora_deploy.trainer.data.layout import (
+    IGNORE_INDEX,
+    NUM_HUMAN_PARTS,
+    NUM_SEMSEG_CLASSES,
+    SPLITS,
+    TASKS,
+    PascalLayout,
+)
 from mtlora_deploy.trainer.data.readers import check_files, has_person_parts, read_file, read_sample
 from mtlora_deploy.trainer.data.transforms import eval_transform, train_transform
+from mtlora_deploy.trainer.data.verify import verify_split_files
 from mtlora_deploy.utils.atomic import write_json_atomic
 
 PARTS_CACHE_VERSION = 1
@@ -87,8 +95,10 @@ class PascalMTDataset(Dataset):
         train: bool = False,
         cache_dir: str | Path | None = None,
         seed: int = 0,
+        num_classes: Mapping[str, int] | None = None,
     ) -> None:
         self.tasks = tuple(tasks)
+        self.num_classes = {"semseg": NUM_SEMSEG_CLASSES, "human_parts": NUM_HUMAN_PARTS, **(num_classes or {})}
         _check_options(split, self.tasks, image_size)
         self.layout = PascalLayout(Path(root))
         if not self.layout.root.is_dir():
@@ -102,6 +112,7 @@ class PascalMTDataset(Dataset):
         )
         self.ids = read_split(self.layout, split)
         check_files(self.layout, self.ids, self.tasks)
+        verify_split_files(self.layout, self.ids, self.tasks, split)
         self.ids_with_parts: frozenset[str] | None = None
         if "human_parts" in self.tasks:
             self.ids_with_parts = find_ids_with_parts(self.layout, split, self.ids, cache_dir)
@@ -121,6 +132,7 @@ class PascalMTDataset(Dataset):
         index = range(len(self.ids))[index]  # negative indices as for lists; out of range -> IndexError
         image_id = self.ids[index]
         raw = read_sample(self.layout, image_id, self.tasks, self.ids_with_parts)
+        self._check_label_range(raw, image_id)
         orig_size = [int(raw["image"].shape[0]), int(raw["image"].shape[1])]
         if self.train:
             sample = train_transform(raw, self.generator(index), self.image_size)
@@ -128,3 +140,16 @@ class PascalMTDataset(Dataset):
             sample = eval_transform(raw, self.image_size)
         sample["meta"] = {"id": image_id, "orig_size": orig_size}
         return sample
+
+    def _check_label_range(self, raw: dict[str, np.ndarray], image_id: str) -> None:
+        """Class labels must be < the task's class count or the ignore value, or the loss fails far from the file."""
+        for task, path in (("semseg", self.layout.semseg), ("human_parts", self.layout.human_parts)):
+            if task not in raw:
+                continue
+            labels, classes = raw[task], self.num_classes[task]
+            bad = labels[(labels >= classes) & (labels != IGNORE_INDEX)]
+            if bad.size:
+                raise DataError(
+                    f"{path(image_id)} (task '{task}') has label value {int(bad.max())}; expected 0..{classes - 1} "
+                    f"or {IGNORE_INDEX} (ignore); fix the file or set num_classes for {task}"
+                )
