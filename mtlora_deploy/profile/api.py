@@ -100,7 +100,7 @@ def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], setting
     """
     errors: tuple[type[BaseException], ...] = (Exception,) if keep_going else (MTLoRAError,)
     measurements: list[Measurement] = []
-    start = time.perf_counter()
+    start, gmac_cache = time.perf_counter(), {}
     with Progress(console=console, transient=True) as bar:
         groups = _groups(candidates)
         task = bar.add_task("profile", total=len(groups))
@@ -111,7 +111,7 @@ def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], setting
                              f"{budget_s:.0f} s spent")
                 continue
             bar.update(task, description=f"{first.backend} {Path(first.family).name} ({len(group)} candidates)")
-            measurements += measure_group(group, batches, settings, notes, errors)
+            measurements += measure_group(group, batches, settings, notes, errors, gmac_cache)
             bar.advance(task)
     return measurements
 

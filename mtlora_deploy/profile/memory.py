@@ -4,7 +4,8 @@ CUDA: the torch allocator's peak during the candidate's timed calls above what w
 plus the candidate's own weights (other candidates of its group are resident at the same time and are not its
 cost). CPU: a process's peak RSS only ever grows, so within one process every candidate after the first reads 0;
 with ``memory=True`` each candidate is opened and run again in a fresh subprocess and its peak RSS above that
-process's baseline (interpreter, torch and the toolkit imported) is reported. Without it the CPU column is absent.
+process's baseline (interpreter, torch and the toolkit imported; on Linux the high-water mark is reset there
+through /proc/self/clear_refs) is reported. Without it the CPU column is absent.
 """
 
 from __future__ import annotations
@@ -72,19 +73,38 @@ def weight_bytes(predictor: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: reset this process's RSS high-water mark (VmHWM) to its current RSS; False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes(resettable: bool) -> int:
+    if resettable:
+        with open("/proc/self/status") as handle:
+            line = next(row for row in handle if row.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    return max_rss_bytes()
+
+
 def _child(payload: bytes, batches: Sequence[int], include_copies: bool, connection) -> None:
     """In a fresh process: baseline RSS, then open the candidate and run each batch size (ascending)."""
     import mtlora_deploy.model  # noqa: F401  (imports are baseline, not the candidate's cost)
 
     try:
-        base = max_rss_bytes()
+        resettable = _reset_peak_rss()  # else the imports' own transient peak would hide a small model
+        base = _peak_rss_bytes(resettable)
         predictor = pickle.loads(payload)()
         peaks = {}
         for batch in sorted(batches):
             images = torch.randn(batch, 3, predictor.image_size, predictor.image_size)
             for _ in range(2):
                 predictor.infer(images)
-            peaks[batch] = max_rss_bytes() - base
+            peaks[batch] = _peak_rss_bytes(resettable) - base
         predictor.close()
         connection.send(("ok", peaks))
     except Exception as exc:  # noqa: BLE001  (sent back to the parent, which notes it)

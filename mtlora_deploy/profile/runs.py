@@ -202,7 +202,7 @@ class _Arm:
 
 
 def _prepare_arm(candidate: Candidate, predictor: Predictor, batch: int, settings: RunSettings,
-                 opened: tuple[dict[str, Any], float | None, int]) -> _Arm:
+                 opened: OpenedInfo) -> _Arm:
     """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up, which sizes a round."""
     images = make_images(batch, int(predictor.image_size), settings)
     call = timed_call(predictor, images, settings.include_copies)
@@ -211,11 +211,25 @@ def _prepare_arm(candidate: Candidate, predictor: Predictor, batch: int, setting
     return _Arm(candidate, predictor, batch, call, settings.timing.calls_per_round(seconds), opened[1], *opened[::2])
 
 
-def _open(candidate: Candidate, notes: list[str]) -> tuple[Predictor, tuple[dict[str, Any], float | None, int]]:
-    """The opened predictor with (its description, GMAC per image or None, bytes of its torch weights)."""
+OpenedInfo = tuple[dict[str, Any], float | None, int]
+
+
+def _open(candidate: Candidate, notes: list[str],
+          gmac_cache: dict[tuple[str, str], float | None]) -> tuple[Predictor, OpenedInfo]:
+    """The opened predictor with (its description, GMAC per image or None, bytes of its torch weights).
+
+    GMAC depend on the source and role only (not on backend or precision): ``gmac_cache`` counts each once.
+    """
+    predictor = candidate.open()
+    key = (candidate.source, candidate.role)
+    if key not in gmac_cache:
+        gmac_cache[key] = _count_gmac(candidate, predictor, notes)
+    return predictor, (predictor.describe(), gmac_cache[key], weight_bytes(predictor))
+
+
+def _count_gmac(candidate: Candidate, predictor: Predictor, notes: list[str]) -> float | None:
     from mtlora_deploy.profile.flops import onnx_gmac, predictor_gmac
 
-    predictor = candidate.open()
     try:
         gmac = predictor_gmac(predictor)
         if gmac is None and candidate.backend == "onnxruntime":
@@ -226,7 +240,7 @@ def _open(candidate: Candidate, notes: list[str]) -> tuple[Predictor, tuple[dict
     except Exception as exc:  # noqa: BLE001  (a FLOP count is extra information; the timing goes on)
         notes.append(f"{candidate.label}: no FLOP count ({type(exc).__name__}: {exc})")
         gmac = None
-    return predictor, (predictor.describe(), gmac, weight_bytes(predictor))
+    return gmac
 
 
 def _interleave(arms: list[_Arm], settings: RunSettings) -> None:
@@ -264,17 +278,20 @@ def _measurement(arm: _Arm, settings: RunSettings, cpu_peaks: dict[tuple[int, in
 
 
 def measure_group(candidates: Sequence[Candidate], batches: Sequence[int], settings: RunSettings,
-                  notes: list[str], errors: tuple[type[BaseException], ...]) -> list[Measurement]:
+                  notes: list[str], errors: tuple[type[BaseException], ...],
+                  gmac_cache: dict[tuple[str, str], float | None] | None = None) -> list[Measurement]:
     """Open every candidate of a group, time all (candidate, batch) pairs in interleaved rounds, close them.
 
     A candidate (or one of its batch sizes) that raises one of ``errors`` becomes a note and the rest go on.
+    ``gmac_cache`` ((source, role) -> GMAC per image) is shared between the groups of one run.
     """
-    opened: list[tuple[Candidate, Predictor, tuple[dict[str, Any], float | None, int]]] = []
+    gmac_cache = {} if gmac_cache is None else gmac_cache
+    opened: list[tuple[Candidate, Predictor, OpenedInfo]] = []
     arms: list[_Arm] = []
     try:
         for candidate in candidates:
             try:
-                opened.append((candidate, *_open(candidate, notes)))
+                opened.append((candidate, *_open(candidate, notes, gmac_cache)))
             except errors as exc:
                 notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}): skipped, {_why(exc)}")
         for candidate, predictor, info in opened:
