@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -175,6 +176,25 @@ def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str]) -> dic
     return plots
 
 
+@contextlib.contextmanager
+def _recompile_room(candidates: Sequence[Candidate]):
+    """A group of compiled models is open at once, and every model instance x batch size compiles the same forward
+    code again: raise dynamo's recompile limit (8) for the run so that none silently falls back to eager."""
+    compiled = sum(c.backend == "torch-compiled" for c in candidates)
+    if not compiled:
+        yield
+        return
+    import torch._dynamo.config as dynamo
+
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    previous = getattr(dynamo, name)
+    setattr(dynamo, name, max(previous, 64 * compiled))
+    try:
+        yield
+    finally:
+        setattr(dynamo, name, previous)
+
+
 def run_profile(inputs: Sequence[ProfileInput], settings: ProfileSettings | None = None, *,
                 output: str | Path | None = None, metrics: Sequence[str | Path] = (), console: Console | None = None,
                 extra_run: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -209,8 +229,9 @@ def run_profile(inputs: Sequence[ProfileInput], settings: ProfileSettings | None
     try:
         if settings.threads:
             torch.set_num_threads(int(settings.threads))
-        measurements = measure_all(candidates, settings.batches, run, notes, console, settings.budget_s,
-                                   settings.keep_going)
+        with _recompile_room(candidates):
+            measurements = measure_all(candidates, settings.batches, run, notes, console, settings.budget_s,
+                                       settings.keep_going)
         report = finish_report(measurements, run, settings.batches, notes, output, metrics, extra)
     finally:
         torch.set_num_threads(previous_threads)

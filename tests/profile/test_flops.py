@@ -1,7 +1,6 @@
 """GMAC counts: a hand-counted module, and the same tiny model counted by torch and from its ONNX graph."""
 
 import pytest
-import torch
 from torch import nn
 
 from mtlora_deploy.profile.flops import onnx_gmac, torch_gmac
