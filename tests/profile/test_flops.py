@@ -24,7 +24,7 @@ def test_hand_counted_module():
     assert torch_gmac(Small(), 16) * 1e9 == pytest.approx(8 * 16 * 16 * 27 + 8 * 5)
 
 
-@pytest.mark.slow  # an export (test_profile_api checks the unmerged model's ONNX count in the fast suite)
+@pytest.mark.slow  # an export (test_profile_api checks a 3-task model's ONNX count in the fast suite)
 def test_onnx_count_equals_the_torch_count_of_the_merged_model(tmp_path):
     from mtlora_deploy.deploy.export import export_onnx
     from mtlora_deploy.deploy.merge import merge_task_agnostic

@@ -9,6 +9,7 @@ from PIL import Image
 from mtlora_deploy.cli.main import cli
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.deploy.merge import merge_task_agnostic
 from mtlora_deploy.profile.api import run_profile
 from mtlora_deploy.profile.flops import torch_gmac
 from mtlora_deploy.profile.report import LATENCY_KEYS
@@ -207,7 +208,8 @@ def test_onnxruntime_file_profiled_with_accuracy_plot(model, onnx_fp32, tmp_path
         ("onnxruntime", "file", "fp32", 2),
     ]
     assert rows[0]["settings"]["backend"]["providers"] == ["CPUExecutionProvider"]
-    assert rows[0]["gmac_per_image"] == pytest.approx(torch_gmac(model, model.config.image_size), rel=1e-6)
+    merged = merge_task_agnostic(model)  # what export_onnx writes
+    assert rows[0]["gmac_per_image"] == pytest.approx(torch_gmac(merged, model.config.image_size), rel=1e-6)
     assert len(report["accuracy_vs_latency"]) == 1 and report["accuracy_vs_latency"][0]["delta_m"] == -1.5
     _assert_png(tmp_path / "out" / "accuracy_vs_latency.png")
 
