@@ -1,16 +1,16 @@
-"""One prepared GPU measurement of the full model: Swin-T 448, 4 tasks, MTLoRA r=64 (random weights).
+"""One prepared GPU measurement of the full model: Swin-T 448, 4 tasks, MTLoRA r=64 (random weights, B != 0).
 
-Measures, in priority order and within a time budget (a lent H100 session is short):
-  1. PyTorch eager, fp32/fp16/bf16 x batch 1/8/32: single pass (unmerged), merged, bare backbone, per-task models;
-  2. training throughput (AMP fp16, batch 32, AdamW) of MTLoRA r=64 unmerged;
-  3. per-task head cost (eager fp16, largest batch);
-  4. torch.compile with CUDA graphs (reduce-overhead), fp16, batch 32 and 1: merged, bare backbone, unmerged.
-TF32 is off (the reference numbers were taken that way). Writes profile.json/.md/latency_vs_batch.png (the
-``mtlora profile`` report) and gpu_summary.json/.md (our numbers against deploy.md section 6's reference table
-and the targets) into $OUT or --out.
+A short driver over ``run_profile`` (the library does the timing, statistics, FLOP floors and reports). Sections,
+in priority order, within a time budget; a section that fails is recorded and the next one runs:
+  1. eager: PyTorch fp32/fp16/bf16 x batches, single pass, merged, bare backbone, per-task models, head cost;
+  2. training: images/s of the toolkit's own training step (AMP fp16 on CUDA, AdamW);
+  3. compiled: torch.compile (CUDA graphs on CUDA), fp16, merged / bare backbone / unmerged.
+TF32 is off (the reference numbers were taken that way). Each section writes its ``mtlora profile`` report into
+OUT/SECTION/, and gpu_summary.json/.md hold our numbers against the reference table
+(benchmarks/reference/deploy_h100.json, from deploy.md section 6) and the targets.
 
-    python benchmarks/gpu_profile.py                 # on a GPU, ~5 minutes
-    python benchmarks/gpu_profile.py --smoke --out /tmp/smoke   # CPU, tiny config, 2 iterations (CI)
+    python benchmarks/gpu_profile.py                            # on a GPU, ~5 minutes
+    python benchmarks/gpu_profile.py --smoke --out /tmp/smoke   # CPU, tiny config (CI)
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,92 +28,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlora_deploy.model import DEFAULT_TASKS, build_model, resolve_config
-from mtlora_deploy.profile.api import finish_report
-from mtlora_deploy.profile.comparisons import torch_candidates
-from mtlora_deploy.profile.report import markdown_table
-from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, measure_candidate
-from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
+from mtlora_deploy.model import DEFAULT_TASKS, build_model, resolve_config  # noqa: E402
+from mtlora_deploy.profile.api import run_profile  # noqa: E402
+from mtlora_deploy.profile.report import markdown_table  # noqa: E402
+from mtlora_deploy.profile.settings import ProfileSettings  # noqa: E402
+from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 
-# deploy.md section 6: lent H100, torch 2.11, 448 input, 4 tasks, TF32 off, CUDA-event medians.
-REFERENCE = {
-    "reference MTLoRA r64 unmerged": {
-        "fp16_bs1_eager_ms": 21.0,
-        "fp16_bs1_graph_ms": 3.65,
-        "fp16_bs32_ips": 571,
-        "fp32_bs32_ips": 263,
-    },
-    "bare timm Swin-T features": {
-        "fp16_bs1_eager_ms": 7.9,
-        "fp16_bs1_graph_ms": 1.33,
-        "fp16_bs32_ips": 1651,
-        "fp32_bs32_ips": 650,
-    },
-    "reference code + torch.compile": {"fp16_bs1_graph_ms": 2.99, "fp16_bs32_ips": 1091},
-    "bare Swin-T + torch.compile": {"fp16_bs1_graph_ms": 1.06, "fp16_bs32_ips": 2680},
-}
-REFERENCE_TRAINING = {"images_per_s": 161.0, "peak_gb": 23.8}
-TARGETS = {
-    "merged_vs_bare": 1.25,
-    "compiled_throughput_vs_reference": 2.0,
-    "shared_vs_per_task": 3.2,
-    "training_vs_reference": 1.5,
-}
-TINY = {
-    "backbone": "swin_test_tiny",
-    "image_size": 64,
-    "decoder_widths": [4, 4, 8, 8],
-    "head_channels": 16,
-    "task_agnostic_rank": 4,
-}
-
-
-@dataclass
-class Plan:
-    """What this invocation measures."""
-
-    device: torch.device
-    batches: list[int]
-    precisions: list[str]
-    iterations: int
-    warmup: int
-    train_steps: int
-    budget_s: float
-    compile: bool
-    compile_backend: str | None
-    started: float = 0.0
-    deadline: float = 0.0
-    sections: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "deploy_h100.json").read_text())
+TINY = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": [4, 4, 8, 8], "head_channels": 16,
+        "task_agnostic_rank": 4}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT"), help="output folder (default: $OUT)")
-    parser.add_argument("--smoke", action="store_true", help="CPU, tiny config, 2 iterations (a CI check)")
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny config, a fraction of a second per arm")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--iterations", type=int, default=None, help="timed iterations (default 30; smoke 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations (default 10; smoke 1)")
-    parser.add_argument("--budget-s", type=float, default=270.0, help="stop starting new measurements after this")
+    parser.add_argument("--duration", type=float, default=None, help="timed seconds per arm (default 1; smoke 0)")
+    parser.add_argument("--budget-s", type=float, default=270.0, help="start no new section after this")
     parser.add_argument("--skip-compile", action="store_true", help="no torch.compile section")
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
     return parser.parse_args(argv)
-
-
-def make_plan(args: argparse.Namespace) -> Plan:
-    device = torch.device(args.device or ("cpu" if args.smoke or not torch.cuda.is_available() else "cuda"))
-    smoke = args.smoke
-    return Plan(
-        device,
-        [1, 2] if smoke else [1, 8, 32],
-        ["fp32", "fp16", "bf16"],
-        args.iterations or (2 if smoke else 30),
-        args.warmup if args.warmup is not None else (1 if smoke else 10),
-        2 if smoke else 20,
-        args.budget_s,
-        not args.skip_compile and (not smoke or bool(args.compile_backend)),
-        args.compile_backend,
-    )
 
 
 def make_model(smoke: bool, seed: int = 0):
@@ -132,315 +66,85 @@ def make_model(smoke: bool, seed: int = 0):
     return model.eval()
 
 
-def set_numerics(device: torch.device) -> None:
-    """TF32 off, as in the reference measurements."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+def profile_sections(args: argparse.Namespace, device: torch.device) -> dict[str, ProfileSettings | None]:
+    """The ``run_profile`` settings of each section (None: skipped, with the reason recorded by ``main``)."""
+    cuda, smoke = device.type == "cuda", args.smoke
+    base = ProfileSettings(backends=("torch",), batches=(1, 2) if smoke else (1, 8, 32), device=str(device),
+                           duration=args.duration if args.duration is not None else (0.0 if smoke else 1.0),
+                           iterations=2 if smoke else 10, warmup=1 if smoke else 10, rounds=2 if smoke else 10,
+                           keep_going=True)
+    fast = "fp16" if cuda else "fp32"
+    compiled = None if args.skip_compile or (smoke and not args.compile_backend) else base.updated(
+        backends=("torch-compiled",), precisions=(fast,), batches=(base.batches[0], base.batches[-1]),
+        comparisons=("merged", "bare_backbone"),
+        compile_options={"compile_backend": args.compile_backend} if args.compile_backend else {})
+    precisions = ("fp32", "fp16") if smoke else ("fp32", "fp16", "bf16")  # fp16 is skipped (with a note) on CPUs
+    return {"eager": base.updated(precisions=precisions), "compiled": compiled}
 
 
-# -- measuring within the budget ---------------------------------------------------------------------------------
-def run_jobs(
-    plan: Plan, section: str, jobs: list[tuple[Candidate, list[int]]], min_left_s: float = 0.0, before_each=None
-) -> list[Measurement]:
-    """Measure ``(candidate, batches)`` jobs in order. Jobs that would start past the deadline are skipped and a
-    job that fails is noted: one broken measurement must not cost the rest of a short GPU session."""
-    settings = RunSettings(plan.device, plan.iterations, plan.warmup)
-    start, out, skipped, failed = time.perf_counter(), [], 0, 0
-    for candidate, batches in jobs:
-        if time.perf_counter() > plan.deadline - min_left_s:
-            skipped += 1
-            continue
-        print(
-            f"[{section} {time.perf_counter() - plan.started:5.0f} s] {candidate.backend} {candidate.precision} "
-            f"{candidate.role} batch {batches}",
-            flush=True,
-        )
-        try:
-            if before_each is not None:
-                before_each()
-            out += measure_candidate(candidate, batches, settings)
-        except Exception as exc:  # noqa: BLE001  (reported in the summary, the session goes on)
-            failed += 1
-            plan.notes.append(
-                f"{section}: {candidate.label} {candidate.precision} batch {batches} failed: "
-                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            )
-    if skipped:
-        plan.notes.append(
-            f"{section}: {skipped} of {len(jobs)} measurements skipped (time budget {plan.budget_s:.0f} s)"
-        )
-    plan.sections[section] = {
-        "seconds": round(time.perf_counter() - start, 1),
-        "jobs": len(jobs),
-        "skipped": skipped,
-        "failed": failed,
-    }
-    return out
-
-
-def eager_section(plan: Plan, model) -> list[Measurement]:
-    candidates = torch_candidates(
-        model,
-        "mtlora-r64",
-        ["torch"],
-        plan.precisions,
-        plan.device,
-        ["per_task", "merged", "bare_backbone"],
-        {},
-        plan.notes,
-    )
-    return run_jobs(plan, "eager", [(c, plan.batches) for c in candidates])
-
-
-def head_cost_section(plan: Plan, model) -> list[Measurement]:
-    precision = "fp16" if plan.device.type == "cuda" else "fp32"
-    candidates = torch_candidates(model, "mtlora-r64", ["torch"], [precision], plan.device, ["head_cost"], {}, [])
-    jobs = [(c, plan.batches[-1:]) for c in candidates if c.role.startswith("without:")]
-    return run_jobs(plan, "head_cost", jobs)
-
-
-def compiled_section(plan: Plan, model) -> list[Measurement]:
-    if not plan.compile:
-        plan.notes.append("compiled: skipped (--skip-compile, or --smoke without --compile-backend)")
-        return []
-    options = {"compile_backend": plan.compile_backend} if plan.compile_backend else {}
-    precision = "fp16" if plan.device.type == "cuda" else "fp32"
-    candidates = torch_candidates(
-        model, "mtlora-r64", ["torch-compiled"], [precision], plan.device, ["merged", "bare_backbone"], options, []
-    )
-    by_role = {c.role: c for c in candidates}
-    order = [
-        ("merged", -1),
-        ("merged", 0),
-        ("bare_backbone", -1),
-        ("bare_backbone", 0),
-        ("single_pass", 0),
-        ("single_pass", -1),
-    ]
-    jobs = [(by_role[role], [plan.batches[i]]) for role, i in order]
-    return run_jobs(
-        plan, "compiled", jobs, min_left_s=60.0 if plan.device.type == "cuda" else 0.0, before_each=torch._dynamo.reset
-    )
-
-
-# -- training throughput -----------------------------------------------------------------------------------------
-def _targets(config, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    size, gen = config.image_size, torch.Generator().manual_seed(1)
-    out = {}
-    for task in config.tasks:
-        if task in ("semseg", "human_parts"):
-            out[task] = torch.randint(0, config.output_channels(task), (batch, size, size), generator=gen)
-        elif task == "normals":
-            out[task] = torch.nn.functional.normalize(torch.randn(batch, 3, size, size, generator=gen), dim=1)
-        else:
-            out[task] = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
-    return {t: v.to(device) for t, v in out.items()}
-
-
-def training_section(plan: Plan, smoke: bool) -> dict[str, Any]:
-    """Images/s of full training steps; a failure is a note (see ``run_jobs``)."""
-    try:
-        return measure_training(plan, smoke)
-    except Exception as exc:  # noqa: BLE001
-        plan.notes.append(f"training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-        return {}
-
-
-def measure_training(plan: Plan, smoke: bool) -> dict[str, Any]:
-    """Images/s of full training steps (forward, loss, backward, AdamW) of MTLoRA r=64, unmerged, AMP fp16."""
+def measure_training(model_config, device: torch.device, smoke: bool, out: Path) -> dict[str, Any]:
+    """Images/s of the toolkit's training step (``Trainer._train_step``: forward, loss, backward, AdamW)."""
     from mtlora_deploy.profile.timing import LatencyStats, make_timer
-    from mtlora_deploy.trainer.losses import MultiTaskLoss
-    from mtlora_deploy.trainer.optim import build_optimizer
+    from mtlora_deploy.trainer.config import TrainConfig
+    from mtlora_deploy.trainer.data_setup import make_loader
+    from mtlora_deploy.trainer.loop import Trainer
 
-    if time.perf_counter() > plan.deadline:
-        plan.notes.append("training: skipped (time budget)")
-        return {}
-    start, batch = time.perf_counter(), 2 if smoke else 32
-    model = make_model(smoke).train().to(plan.device)
-    config, cuda = model.config, plan.device.type == "cuda"
-    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8)
-    criterion, scaler = MultiTaskLoss(config.tasks), torch.amp.GradScaler("cuda", enabled=cuda)
-    images = torch.randn(batch, 3, config.image_size, config.image_size, device=plan.device)
-    targets = _targets(config, batch, plan.device)
-
-    def step() -> None:
-        with torch.autocast(plan.device.type, dtype=torch.float16, enabled=cuda):
-            outputs = model(images)
-        loss, _ = criterion({t: v.float() for t, v in outputs.items()}, targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(plan.device)
-    stats = LatencyStats.from_samples(make_timer(plan.device).time(step, plan.train_steps, max(1, plan.warmup // 2)))
-    result = {
-        "batch": batch,
-        "amp": "fp16" if cuda else "off (cpu)",
-        "optimizer": "AdamW",
-        "steps": plan.train_steps,
-        "step_ms": stats.to_dict(),
-        "images_per_s": stats.throughput(batch),
-        "peak_memory_gb": torch.cuda.max_memory_allocated(plan.device) / 1e9 if cuda else None,
-    }
-    plan.sections["training"] = {"seconds": round(time.perf_counter() - start, 1)}
-    return result
+    batch = 2 if smoke else 32
+    train = TrainConfig(data="synthetic", synthetic_images=4 * batch, batch_size=batch, num_workers=0,
+                        amp="fp16" if device.type == "cuda" else "off", device=str(device), max_steps=10**6)
+    trainer = Trainer(model_config, train, out / "training_run")
+    setup = trainer._build()
+    data = next(iter(make_loader(setup.train_set, None, batch, 0, True, device)))
+    steps = iter(range(10**6))
+    timer = make_timer(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stats = LatencyStats.from_samples(timer.time(lambda: trainer._train_step(setup, data, next(steps)),
+                                                 2 if smoke else 20, 1 if smoke else 5))
+    return {"batch": batch, "amp": train.amp, "optimizer": type(setup.optimizer).__name__, "steps": stats.count,
+            "step_ms": stats.to_dict(), "images_per_s": stats.throughput(batch),
+            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None}
 
 
-# -- our numbers against the reference table and the targets -----------------------------------------------------
-def lookup(measurements: list[Measurement], role: str, backend: str, precision: str, batch: int) -> Measurement | None:
-    return next(
-        (
-            m
-            for m in measurements
-            if (m.candidate.role, m.candidate.backend, m.candidate.precision, m.batch)
-            == (role, backend, precision, batch)
-        ),
-        None,
-    )
+def lookup(reports: dict[str, dict], role: str, backend: str, precision: str, batch: int) -> dict | None:
+    rows = [m for r in reports.values() for m in r["measurements"]]
+    return next((m for m in rows if (m["role"], m["backend"], m["precision"], m["batch"]) == (role, backend,
+                                                                                             precision, batch)), None)
 
 
-def _ms(m: Measurement | None) -> float | None:
-    return None if m is None else m.latency.median
-
-
-def _ips(m: Measurement | None) -> float | None:
-    return None if m is None else m.throughput
-
-
-def reference_rows(ms: list[Measurement], big: int) -> list[dict[str, Any]]:
-    """(ours, reference) pairs; ``speedup`` > 1 means ours is faster. ``big`` is the largest batch measured."""
-    pairs = [
-        (
-            "merged, eager fp16 bs1 (ms)",
-            _ms(lookup(ms, "merged", "torch", "fp16", 1)),
-            "reference MTLoRA r64 unmerged",
-            "fp16_bs1_eager_ms",
-            "ms",
-        ),
-        (
-            "unmerged, eager fp16 bs1 (ms)",
-            _ms(lookup(ms, "single_pass", "torch", "fp16", 1)),
-            "reference MTLoRA r64 unmerged",
-            "fp16_bs1_eager_ms",
-            "ms",
-        ),
-        (
-            "bare backbone, eager fp16 bs1 (ms)",
-            _ms(lookup(ms, "bare_backbone", "torch", "fp16", 1)),
-            "bare timm Swin-T features",
-            "fp16_bs1_eager_ms",
-            "ms",
-        ),
-        (
-            "merged, compiled+graphs fp16 bs1 (ms)",
-            _ms(lookup(ms, "merged", "torch-compiled", "fp16", 1)),
-            "reference code + torch.compile",
-            "fp16_bs1_graph_ms",
-            "ms",
-        ),
-        (
-            "bare backbone, compiled+graphs fp16 bs1 (ms)",
-            _ms(lookup(ms, "bare_backbone", "torch-compiled", "fp16", 1)),
-            "bare Swin-T + torch.compile",
-            "fp16_bs1_graph_ms",
-            "ms",
-        ),
-        (
-            f"merged, eager fp16 bs{big} (img/s)",
-            _ips(lookup(ms, "merged", "torch", "fp16", big)),
-            "reference MTLoRA r64 unmerged",
-            "fp16_bs32_ips",
-            "ips",
-        ),
-        (
-            f"merged, eager fp32 bs{big} (img/s)",
-            _ips(lookup(ms, "merged", "torch", "fp32", big)),
-            "reference MTLoRA r64 unmerged",
-            "fp32_bs32_ips",
-            "ips",
-        ),
-        (
-            f"bare backbone, eager fp32 bs{big} (img/s)",
-            _ips(lookup(ms, "bare_backbone", "torch", "fp32", big)),
-            "bare timm Swin-T features",
-            "fp32_bs32_ips",
-            "ips",
-        ),
-        (
-            f"merged, compiled+graphs fp16 bs{big} (img/s)",
-            _ips(lookup(ms, "merged", "torch-compiled", "fp16", big)),
-            "reference code + torch.compile",
-            "fp16_bs32_ips",
-            "ips",
-        ),
-        (
-            f"bare backbone, compiled+graphs fp16 bs{big} (img/s)",
-            _ips(lookup(ms, "bare_backbone", "torch-compiled", "fp16", big)),
-            "bare Swin-T + torch.compile",
-            "fp16_bs32_ips",
-            "ips",
-        ),
-    ]
+def reference_rows(reports: dict[str, dict], small: int, large: int) -> list[dict[str, Any]]:
+    """(ours, reference) pairs from the reference file; ``speedup`` > 1 means ours is faster."""
     rows = []
-    for ours_name, ours, ref_name, ref_key, unit in pairs:
-        ref = REFERENCE[ref_name][ref_key]
-        speedup = None if ours is None else (ref / ours if unit == "ms" else ours / ref)
-        rows.append(
-            {
-                "ours": ours_name,
-                "value": ours,
-                "reference": f"{ref_name} ({ref_key})",
-                "reference_value": ref,
-                "speedup_vs_reference": speedup,
-            }
-        )
+    for name, role, backend, precision, size, unit, ref_name, ref_key in REFERENCE["comparisons"]:
+        m = lookup(reports, role, backend, precision, small if size == "small" else large)
+        ours = None if m is None else m["median_ms"] if unit == "ms" else m["throughput_images_per_s"]
+        ref = REFERENCE["inference"][ref_name][ref_key]
+        rows.append({"ours": name, "value": ours, "reference": f"{ref_name} ({ref_key})", "reference_value": ref,
+                     "speedup_vs_reference": None if ours is None else ref / ours if unit == "ms" else ours / ref})
     return rows
 
 
-def _met(value: float | None, ok: bool) -> bool | None:
-    return None if value is None else ok
-
-
-def target_rows(ms: list[Measurement], comparisons: dict, training: dict, big: int) -> list[dict[str, Any]]:
-    """The section 6 targets, as ratios measured in this run (plus two against the reference numbers)."""
-    rows = [
-        {
-            "target": f"merged / bare backbone ({r['backend']} {r['precision']} bs{r['batch']}) <= 1.25",
-            "value": r["ratio"],
-            "met": _met(r["ratio"], r["meets_target"]),
-        }
-        for r in comparisons["vs_bare_backbone"]
-    ]
-    rows += [
-        {
-            "target": f"{len(r['tasks'])} single-task models / single pass ({r['backend']} {r['precision']} "
-            f"bs{r['batch']}) >= {TARGETS['shared_vs_per_task']}",
-            "value": r["ratio"],
-            "met": _met(r["ratio"], r["ratio"] is not None and r["ratio"] >= TARGETS["shared_vs_per_task"]),
-        }
-        for r in comparisons["shared_vs_per_task"]
-    ]
-    compiled = _ips(lookup(ms, "merged", "torch-compiled", "fp16", big))
-    ratio = None if compiled is None else compiled / REFERENCE["reference code + torch.compile"]["fp16_bs32_ips"]
-    rows.append(
-        {
-            "target": f"merged compiled fp16 bs{big} throughput / reference compiled (1091 img/s) >= 2",
-            "value": ratio,
-            "met": _met(ratio, ratio is not None and ratio >= TARGETS["compiled_throughput_vs_reference"]),
-        }
-    )
+def target_rows(reports: dict[str, dict], training: dict[str, Any], large: int) -> list[dict[str, Any]]:
+    """deploy.md section 6's targets, as ratios measured side by side in this run (two against the reference)."""
+    targets, eager = REFERENCE["targets"], reports.get("eager", {}).get("comparisons", {})
+    rows = [{"target": f"merged / bare backbone ({r['backend']} {r['precision']} bs{r['batch']}) {r['target']} "
+                       f"({_fmt(r['flop_ratio'])}x)", "value": r["value"], "met": r["meets_target"]}
+            for r in eager.get("vs_bare_backbone", [])]
+    floor = targets["per_task_models_slower_at_least"]
+    rows += [{"target": f"{len(r['tasks'])} single-task models / single pass ({r['backend']} {r['precision']} "
+                        f"bs{r['batch']}) >= {floor}", "value": r["value"], "met": r["value"] >= floor}
+             for r in eager.get("shared_vs_per_task", [])]
+    compiled = lookup(reports, "merged", "torch-compiled", "fp16", large)
+    ratio = None if compiled is None else compiled["throughput_images_per_s"] / REFERENCE["inference"][
+        "reference code + torch.compile"]["fp16_bs32_ips"]
+    need = targets["compiled_throughput_vs_reference_at_least"]
+    rows.append({"target": f"merged compiled fp16 bs{large} img/s / reference compiled >= {need}", "value": ratio,
+                 "met": None if ratio is None else ratio >= need})
     train = training.get("images_per_s")
-    ratio = None if train is None else train / REFERENCE_TRAINING["images_per_s"]
-    rows.append(
-        {
-            "target": "training images/s / reference (161 img/s) >= 1.5",
-            "value": ratio,
-            "met": _met(ratio, ratio is not None and ratio >= TARGETS["training_vs_reference"]),
-        }
-    )
+    ratio = None if train is None else train / REFERENCE["training"]["images_per_s"]
+    need = targets["training_vs_reference_at_least"]
+    rows.append({"target": f"training img/s / reference >= {need}", "value": ratio,
+                 "met": None if ratio is None else ratio >= need})
     return rows
 
 
@@ -449,60 +153,35 @@ def _fmt(value: Any) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
+    env = summary["environment"]
     parts = [
         "# GPU profile: Swin-T 448, 4 tasks, MTLoRA r=64 (random weights)",
-        (
-            f"Device: {summary['environment'].get('gpu') or summary['environment'].get('cpu')}; torch "
-            f"{summary['environment']['torch']}; TF32 off; smoke={summary['smoke']}. Reference numbers: deploy.md "
-            "section 6 (lent H100, torch 2.11): compare only on the same GPU."
-        ),
+        f"Device: {env.get('gpu') or env.get('cpu')}; torch {env.get('torch')}; TF32 off; smoke={summary['smoke']}. "
+        f"Reference numbers: {REFERENCE['source']}: compare only on the same GPU.",
         "## Against the reference table",
-        markdown_table(
-            ["ours", "value", "reference", "reference value", "speedup vs reference"],
-            [
-                [r["ours"], _fmt(r["value"]), r["reference"], r["reference_value"], _fmt(r["speedup_vs_reference"])]
-                for r in summary["reference_comparison"]
-            ],
-        ),
+        markdown_table(["ours", "value", "reference", "reference value", "speedup vs reference"],
+                       [[r["ours"], _fmt(r["value"]), r["reference"], r["reference_value"],
+                         _fmt(r["speedup_vs_reference"])] for r in summary["reference_comparison"]]),
         "## Targets (ratios measured in this run)",
-        markdown_table(
-            ["target", "value", "met"], [[r["target"], _fmt(r["value"]), _fmt(r["met"])] for r in summary["targets"]]
-        ),
-        "## Training",
-        "```json\n" + json.dumps(summary["training"], indent=2) + "\n```",
-        "## Sections",
-        "```json\n" + json.dumps(summary["sections"], indent=2) + "\n```",
+        markdown_table(["target", "value", "met"], [[r["target"], _fmt(r["value"]), _fmt(r["met"])]
+                                                    for r in summary["targets"]]),
+        "## Ratios", "\n".join(f"- {line}" for line in summary["ratios"]) or "_none_",
+        "## Training", "```json\n" + json.dumps(summary["training"], indent=2) + "\n```",
+        "## Sections", "```json\n" + json.dumps(summary["sections"], indent=2) + "\n```",
     ]
     if summary["notes"]:
         parts += ["## Notes", "\n".join(f"- {n}" for n in summary["notes"])]
     return "\n\n".join(parts) + "\n"
 
 
-def write_outputs(
-    out: Path, plan: Plan, measurements: list[Measurement], training: dict[str, Any], smoke: bool
-) -> dict[str, Any]:
-    """The profile report and the summary; called after every section so a cut-off session still leaves results."""
-    settings = RunSettings(plan.device, plan.iterations, plan.warmup)
-    report = finish_report(
-        measurements,
-        settings,
-        plan.batches,
-        list(plan.notes),
-        out,
-        extra_run={"script": "benchmarks/gpu_profile.py", "smoke": smoke, "tf32": False},
-    )
-    big = plan.batches[-1]
-    summary = {
-        "smoke": smoke,
-        "environment": report["environment"],
-        "sections": plan.sections,
-        "reference_comparison": reference_rows(measurements, big),
-        "targets": target_rows(measurements, report["comparisons"], training, big),
-        "training": training,
-        "reference": {"inference": REFERENCE, "training": REFERENCE_TRAINING},
-        "notes": plan.notes,
-        "ratios": report["ratios"],
-    }
+def write_summary(out: Path, smoke: bool, reports: dict, sections: dict, training: dict, notes: list) -> dict:
+    """gpu_summary.json/.md; written after every section so a cut-off session still leaves results."""
+    batches = sorted({m["batch"] for r in reports.values() for m in r["measurements"]}) or [1]
+    summary = {"smoke": smoke, "environment": next(iter(reports.values()), {}).get("environment", {}),
+               "sections": sections, "reference_comparison": reference_rows(reports, batches[0], batches[-1]),
+               "targets": target_rows(reports, training, batches[-1]), "training": training,
+               "reference": REFERENCE, "ratios": [line for r in reports.values() for line in r["ratios"]],
+               "notes": notes + [f"{name}: {n}" for name, r in reports.items() for n in r["notes"]]}
     write_json_atomic(out / "gpu_summary.json", summary)
     write_bytes_atomic(out / "gpu_summary.md", summary_markdown(summary).encode())
     return summary
@@ -513,20 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         print("give --out DIR (or set $OUT)", file=sys.stderr)
         return 2
-    out, plan = Path(args.out), make_plan(args)
-    plan.started = time.perf_counter()
-    plan.deadline = plan.started + plan.budget_s
-    set_numerics(plan.device)
+    out, started = Path(args.out), time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     model = make_model(args.smoke)
-    measurements = eager_section(plan, model)
-    write_outputs(out, plan, measurements, {}, args.smoke)
-    training = training_section(plan, args.smoke)
-    measurements += head_cost_section(plan, model)
-    write_outputs(out, plan, measurements, training, args.smoke)
-    measurements += compiled_section(plan, model)
-    summary = write_outputs(out, plan, measurements, training, args.smoke)
+    reports, sections, training, notes = {}, {}, {}, []
+    profiles = profile_sections(args, device)
+    plan = [("eager", profiles["eager"]), ("training", "training"), ("compiled", profiles["compiled"])]
+    summary = write_summary(out, args.smoke, reports, sections, training, notes)
+    for name, settings in plan:
+        left = args.budget_s - (time.perf_counter() - started)
+        if settings is None:
+            notes.append(f"{name}: skipped (--skip-compile, or --smoke without --compile-backend)")
+            continue
+        if left <= 0:
+            notes.append(f"{name}: skipped (time budget {args.budget_s:.0f} s spent)")
+            continue
+        begin = time.perf_counter()
+        try:  # record the error and go on: one broken section must not cost the rest of a short GPU session
+            if name == "training":
+                training = measure_training(model.config, device, args.smoke, out)
+            else:
+                reports[name] = run_profile([("mtlora-r64", model)], settings.updated(budget_s=left),
+                                            output=out / name, extra_run={"script": "benchmarks/gpu_profile.py",
+                                                                          "smoke": args.smoke, "tf32": False})
+            sections[name] = {"seconds": round(time.perf_counter() - begin, 1), "failed": False}
+        except Exception as exc:  # noqa: BLE001
+            sections[name] = {"seconds": round(time.perf_counter() - begin, 1), "failed": True}
+            notes.append(f"{name} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        summary = write_summary(out, args.smoke, reports, sections, training, notes)
     print(summary_markdown(summary))
-    print("\n".join(summary["ratios"]))
     return 0
 
 

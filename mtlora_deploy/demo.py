@@ -19,8 +19,31 @@ DEMO_TRAIN = {"data": "synthetic", "synthetic_images": 96, "batch_size": 8, "num
               "warmup_steps": 5, "max_steps": 150, "eval_every": 5, "log_every": 10}
 
 
-def train_stage(workdir: Path, console: Console) -> Path:
-    """Train the demo preset (resumes an interrupted run, skips a finished one)."""
+BASELINES_USED = ("the untrained model (same architecture and seed) on the synthetic val split; PASCAL-Context's "
+                  "published single-task numbers apply to PASCAL-Context data only")
+
+
+def baseline_stage(workdir: Path, console: Console) -> dict[str, float]:
+    """delta-m baselines of the synthetic set: the untrained model's val metrics (there are no single-task runs of
+    this data, and another dataset's baselines would make delta-m meaningless). Generates the set first."""
+    from mtlora_deploy.trainer.compare_untrained import untrained_metrics
+    from mtlora_deploy.trainer.config import load_run_configs
+    from mtlora_deploy.trainer.data import PascalMTDataset, make_synthetic_dataset
+    from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
+
+    model, train = load_run_configs("mtlora-r16", None, dict(DEMO_MODEL), dict(DEMO_TRAIN))
+    root = workdir / "train" / "data"
+    if not (root / "synthetic.json").is_file():
+        make_synthetic_dataset(root, num_images=train.synthetic_images, seed=train.seed, image_size=SYNTHETIC_SIZE)
+    dataset = PascalMTDataset(root, split="val", tasks=model.tasks, image_size=model.image_size, train=False)
+    primary = untrained_metrics(model, train.seed, dataset)["primary"]
+    baselines = {t: float(v) for t, v in primary.items() if v and v == v}  # a 0 (or NaN) baseline cannot divide
+    console.print(f"delta-m baselines: {BASELINES_USED}: " + ", ".join(f"{t} {v:.2f}" for t, v in baselines.items()))
+    return baselines
+
+
+def train_stage(workdir: Path, console: Console, baselines: dict[str, float]) -> Path:
+    """Train the demo preset (resumes an interrupted run, skips a finished one); delta-m against ``baselines``."""
     from mtlora_deploy.trainer.api import resume_run, start_run
 
     run_dir = workdir / "train"
@@ -28,7 +51,7 @@ def train_stage(workdir: Path, console: Console) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if not (run_dir / "checkpoints" / "last.json").exists():
-            start_run("mtlora-r16", None, dict(DEMO_MODEL), dict(DEMO_TRAIN), run_dir)
+            start_run("mtlora-r16", None, dict(DEMO_MODEL), {**DEMO_TRAIN, "baselines": baselines}, run_dir)
         elif not _finished(run_dir):
             resume_run(run_dir)
     return run_dir
@@ -108,8 +131,10 @@ def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) ->
     return plan
 
 
-def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any]:
-    """Per-task metrics of PyTorch fp32 and every ONNX precision on the val split, side by side."""
+def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console,
+                   baselines: dict[str, float]) -> dict[str, Any]:
+    """Per-task metrics and delta-m (against ``baselines``) of PyTorch fp32 and every ONNX precision on the val
+    split, side by side."""
     from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
 
     console.rule("4. what each precision costs in accuracy (val split, ONNX Runtime CPU)")
@@ -117,18 +142,22 @@ def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, con
     results = {}
     for name, path in targets.items():
         output = workdir / "eval" / f"{name.replace(' ', '_')}.json"
-        results[name] = evaluate_artifact(path, str(run_dir / "data"), "val", output=output, console=console)
-    table = Table(title="primary metric per task (normals: mean angle, lower is better)")
+        results[name] = evaluate_artifact(path, str(run_dir / "data"), "val", output=output, console=console,
+                                          baselines=baselines)
+    table = Table(title="primary metric per task (normals: mean angle, lower is better)",
+                  caption=f"delta-m against {BASELINES_USED}")
     table.add_column("model")
     tasks = list(results["pytorch fp32"]["primary"])
     for task in tasks:
         table.add_column(task, justify="right")
+    table.add_column("delta-m %", justify="right")
     for name, result in results.items():
         reference = results["pytorch fp32"]["primary"]
         cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - reference[t]:+.2f})" for t in tasks]
-        table.add_row(name, *cells)
+        table.add_row(name, *cells, "n/a" if result["delta_m"] is None else f"{result['delta_m']:+.1f}")
     console.print(table)
-    return {name: {"primary": r["primary"], "delta_m": r["delta_m"]} for name, r in results.items()}
+    return {name: {"primary": r["primary"], "delta_m": r["delta_m"], "baselines": r["baselines"],
+                   "baselines_used": BASELINES_USED} for name, r in results.items()}
 
 
 def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> Path:
@@ -143,8 +172,8 @@ def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, cons
     if device == "cuda" and artefacts.get("plan"):
         inputs.append(artefacts["plan"])
     output = workdir / "profile"
-    run_profile(inputs, batches=(1, 8), iterations=10, warmup=3, device=device, output=output,
-                metrics=sorted((workdir / "eval").glob("*.json")), console=console)
+    run_profile(inputs, batches=(1, 8), duration=1.0, iterations=20, rounds=10, warmup=3, device=device,
+                output=output, metrics=sorted((workdir / "eval").glob("*.json")), console=console)
     return output
 
 
@@ -152,11 +181,13 @@ def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) 
     """Run every stage and return a summary (paths and results)."""
     console = console or Console()
     workdir = Path(workdir)
-    run_dir = train_stage(workdir, console)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "improvement": improvement_stage(run_dir, console)}
+    baselines = baseline_stage(workdir, console)
+    run_dir = train_stage(workdir, console, baselines)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "improvement": improvement_stage(run_dir, console),
+                               "delta_m_baselines": {"used": BASELINES_USED, "values": baselines}}
     artefacts = deploy_stage(run_dir, workdir, console)
     artefacts["plan"] = engine_stage(artefacts, workdir, console)
-    summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console)
+    summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console, baselines)
     report = profile_stage(run_dir, artefacts, workdir, console)
     console.rule("done")
     console.print(f"run folder: {run_dir}\nONNX graphs: {workdir / 'onnx'}\nprofile report: {report / 'profile.md'} "

@@ -30,20 +30,21 @@ def _ints(option: str, text: str) -> list[int]:
 )
 @click.option(
     "--precision",
-    default="fp32",
-    show_default=True,
-    help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own.",
+    default=None,
+    help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own [default: fp32].",
 )
-@click.option("--batch", default="1,8,32", show_default=True, help="Batch sizes.")
-@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1), help="Timed iterations per batch size.")
-@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed iterations before timing.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--batch", default=None, help="Batch sizes [default: 1,8,32].")
+@click.option("--duration", default=None, type=click.FloatRange(min=0), help="Timed seconds per model x batch [default: 1.0].")
+@click.option("--iterations", default=None, type=click.IntRange(min=1), help="Timed calls per model x batch at least [default: 10].")
+@click.option("--warmup", default=None, type=click.IntRange(min=0), help="Untimed calls before timing [default: 10].")
+@click.option("--rounds", default=None, type=click.IntRange(min=1), help="Interleaved rounds, the unit of the 95% intervals [default: 10].")
+@click.option("--device", default=None, help="cpu or cuda[:N] [default: cpu].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
 @click.option(
     "--comparisons",
-    default="per_task,merged,bare_backbone,head_cost",
-    show_default=True,
-    help="Comparison variants for torch models ('none' for just the models given).",
+    default=None,
+    help="Comparison variants for torch models ('none' for just the models given) "
+    "[default: per_task,merged,bare_backbone,head_cost].",
 )
 @click.option(
     "--metrics",
@@ -56,6 +57,9 @@ def _ints(option: str, text: str) -> list[int]:
 @click.option("--compile-backend", default=None, help="torch.compile backend [default: inductor].")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay a captured CUDA graph.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads [default: torch's].")
+@click.option("--memory", is_flag=True, help="CPU: peak RSS of each model in a fresh subprocess (slower).")
+@click.option("--budget", "budget_s", default=None, type=click.FloatRange(min=0),
+              help="Start no new model group after this many seconds.")
 @click.option(
     "--output",
     "-o",
@@ -63,29 +67,14 @@ def _ints(option: str, text: str) -> list[int]:
     type=click.Path(file_okay=False),
     help="Folder for profile.json, profile.md and the PNG plots.",
 )
-def profile(
-    inputs,
-    backends,
-    precision,
-    batch,
-    iterations,
-    warmup,
-    device,
-    include_copies,
-    comparisons,
-    metrics,
-    compile_mode,
-    compile_backend,
-    cuda_graph,
-    threads,
-    output,
-) -> None:
-    """Measure latency (min/median/mean/p90/p95/p99/max), throughput and peak memory per backend x precision x
-    batch, and the multi-task comparisons as ratios measured side by side in one run.
+def profile(inputs, output, metrics, **options) -> None:
+    """Measure latency (median with a 95% interval, percentiles when there are enough calls), throughput, GMAC per
+    image, achieved GFLOP/s and peak memory per backend x precision x batch, and the multi-task comparisons as
+    ratios measured in interleaved rounds, each with its interval, a verdict and the FLOP ratio.
 
     INPUTS are run or checkpoint folders, .onnx files and TensorRT plans.
 
-    Example: mtlora profile runs/demo/train runs/demo/export/model.onnx --backend torch,onnxruntime --batch 1,8 --iterations 20 -o runs/demo/profile
+    Example: mtlora profile runs/demo/train runs/demo/export/model.onnx --backend torch,onnxruntime --batch 1,8 --duration 2 -o runs/demo/profile
     """
     from rich.console import Console
 
@@ -96,24 +85,27 @@ def profile(
     for path in inputs:
         check_model_input(path)
     console = Console()
-    compile_options = {k: v for k, v in (("mode", compile_mode), ("compile_backend", compile_backend)) if v}
-    chosen = [] if comparisons.strip() == "none" else _split((comparisons,))
-    report = run_profile(
-        list(inputs),
-        _split(backends) or None,
-        _split((precision,)),
-        _ints("--batch", batch),
-        iterations,
-        warmup,
-        device,
-        include_copies,
-        output,
-        list(metrics),
-        chosen,
-        compile_options,
-        cuda_graph,
-        threads=threads,
-        console=console,
-    )
+    report = run_profile(list(inputs), settings_from_options(**options), output=output, metrics=list(metrics),
+                         console=console)
     for path in [*report.get("files", {}).values(), *report.get("plots", {}).values()]:
         console.print(f"wrote {path}")
+
+
+def settings_from_options(backends, precision, batch, comparisons, compile_mode, compile_backend, cuda_graph,
+                          include_copies, memory, **rest):
+    """``ProfileSettings`` from the click options: defaults < flags (an option left out keeps the default)."""
+    from mtlora_deploy.profile.settings import ProfileSettings
+
+    compile_options = {k: v for k, v in (("mode", compile_mode), ("compile_backend", compile_backend)) if v}
+    chosen = None if comparisons is None else [] if comparisons.strip() == "none" else _split((comparisons,))
+    return ProfileSettings().updated(
+        backends=_split(backends) or None,
+        precisions=_split((precision,)) if precision else None,
+        batches=_ints("--batch", batch) if batch else None,
+        comparisons=chosen,
+        compile_options=compile_options or None,
+        use_cuda_graph=cuda_graph or None,
+        include_copies=include_copies or None,
+        memory=memory or None,
+        **rest,
+    )

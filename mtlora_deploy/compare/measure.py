@@ -57,7 +57,8 @@ def measure_latency(name: str, model: nn.Module, settings: CompareSettings) -> d
     from mtlora_deploy.profile.api import run_profile
 
     report = run_profile([(name, model)], backends=["torch"], batches=[settings.latency_batch],
-                         iterations=settings.latency_iterations, warmup=settings.latency_warmup,
+                         iterations=settings.latency_iterations, warmup=settings.latency_warmup, duration=0.0,
+                         rounds=min(10, max(2, settings.latency_iterations)),
                          device=resolve_device(settings.device), comparisons=(), threads=settings.threads,
                          seed=settings.seed)
     return dict(report["measurements"][0]["latency_ms"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -14,28 +16,16 @@ from torch import nn
 
 from mtlora_deploy.engines.registry import detect_backend
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, MTLoRAError
-from mtlora_deploy.profile.comparisons import COMPARISONS, TORCH_BACKENDS, compute_comparisons, torch_candidates
+from mtlora_deploy.profile.comparisons import TORCH_BACKENDS, compute_comparisons, torch_candidates
 from mtlora_deploy.profile.memory import memory_method
 from mtlora_deploy.profile.report import build_report, print_report, write_report
-from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, environment_settings, measure_candidate
-from mtlora_deploy.profile.timing import make_timer
+from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, environment_settings, measure_group
+from mtlora_deploy.profile.settings import BACKENDS, COMPARISONS, DEFAULT_BACKENDS, PRECISIONS, ProfileSettings
+from mtlora_deploy.profile.timing import PERCENTILES, TimingPolicy, make_timer, percentile_min_samples
 
-BACKENDS = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "tensorrt")  # each input's natural runtime; compiling is opt-in
-PRECISIONS = ("fp32", "fp16", "bf16")
+__all__ = ["BACKENDS", "COMPARISONS", "DEFAULT_BACKENDS", "PRECISIONS", "ProfileSettings", "run_profile"]
+
 ProfileInput = str | Path | nn.Module | tuple[str, nn.Module]
-
-
-def _check_options(backends, precisions, batches, iterations, warmup, comparisons) -> None:
-    for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
-                                  ("--comparisons", comparisons, COMPARISONS)):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ConfigError(f"{name}: got {bad[0]!r}, expected any of {', '.join(allowed)}")
-    if not batches or any(int(b) < 1 for b in batches):
-        raise ConfigError(f"--batch: got {list(batches)}, expected positive batch sizes such as 1,8,32")
-    if iterations < 1 or warmup < 0:
-        raise ConfigError(f"--iterations/--warmup: got {iterations}/{warmup}, expected iterations >= 1, warmup >= 0")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -86,28 +76,51 @@ def collect_candidates(inputs: Sequence[ProfileInput], backends: Sequence[str], 
     return out
 
 
+def _groups(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
+    """Candidates compared with each other (one family on one backend), in order of first appearance."""
+    groups: dict[tuple[str, str], list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault((candidate.family, candidate.backend), []).append(candidate)
+    return list(groups.values())
+
+
 def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], settings: RunSettings, notes: list[str],
-                console: Console | None = None) -> list[Measurement]:
-    """Time every candidate at every batch size (with a progress bar); a candidate that cannot open is a note."""
+                console: Console | None = None, budget_s: float | None = None,
+                keep_going: bool = False) -> list[Measurement]:
+    """Time every group of candidates in interleaved rounds (with a progress bar).
+
+    A candidate that cannot open is a note (any exception with ``keep_going``); past ``budget_s`` seconds no new
+    group starts and the skipped ones are noted.
+    """
+    errors: tuple[type[BaseException], ...] = (Exception,) if keep_going else (MTLoRAError,)
     measurements: list[Measurement] = []
+    start, gmac_cache = time.perf_counter(), {}
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("profile", total=len(candidates))
-        for candidate in candidates:
-            bar.update(task, description=f"{candidate.backend} {candidate.precision} {candidate.label}")
-            try:
-                measurements += measure_candidate(candidate, batches, settings)
-            except MTLoRAError as exc:
-                notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}): skipped, {exc}")
+        groups = _groups(candidates)
+        task = bar.add_task("profile", total=len(groups))
+        for group in groups:
+            first = group[0]
+            if budget_s is not None and time.perf_counter() - start > budget_s:
+                notes.append(f"{first.family} ({first.backend}): {len(group)} candidates not measured, time budget "
+                             f"{budget_s:.0f} s spent")
+                continue
+            bar.update(task, description=f"{first.backend} {Path(first.family).name} ({len(group)} candidates)")
+            measurements += measure_group(group, batches, settings, notes, errors, gmac_cache)
             bar.advance(task)
     return measurements
 
 
 def run_settings_dict(settings: RunSettings, batches: Sequence[int], extra: dict[str, Any]) -> dict[str, Any]:
     """The run's settings as printed with the numbers."""
-    return {"device": str(settings.device), "batches": list(batches), "iterations": settings.iterations,
-            "warmup": settings.warmup, "untimed_first_calls": 1, "include_copies": settings.include_copies,
-            "seed": settings.seed, "timer": make_timer(settings.device).name,
-            "memory_method": memory_method(settings.device), **extra}
+    timing = settings.timing
+    return {"device": str(settings.device), "batches": list(batches), "duration_s": timing.duration_s,
+            "min_iterations": timing.min_iterations, "warmup": timing.warmup, "rounds": timing.rounds,
+            "untimed_first_calls": 1, "interleaved": "rounds A B ... B A within each group (one source on one "
+            "backend, or all ONNX files)", "intervals": "95% bootstrap over rounds (paired), scipy.stats.bootstrap",
+            "percentiles": {f"p{q}": f"n >= {percentile_min_samples(q)}" for q in PERCENTILES},
+            "include_copies": settings.include_copies, "seed": settings.seed,
+            "timer": make_timer(settings.device).name,
+            "memory_method": memory_method(settings.device, settings.memory), **extra}
 
 
 def finish_report(measurements: Sequence[Measurement], settings: RunSettings, batches: Sequence[int],
@@ -136,77 +149,83 @@ def _read_metrics(path: str | Path) -> dict[str, Any]:
 
 
 def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str]) -> dict[str, str]:
-    from mtlora_deploy.profile.plots import accuracy_points, plot_accuracy_vs_latency, plot_latency_vs_batch
+    from mtlora_deploy.profile import plots as draw
 
-    plots = {}
-    if report["measurements"]:
-        plots["latency_vs_batch"] = str(plot_latency_vs_batch(report["measurements"], out_dir / "latency_vs_batch.png"))
+    plots, rows = {}, report["measurements"]
+    if rows:
+        plots["latency_per_image"] = str(draw.plot_latency_per_image(rows, out_dir / "latency_per_image.png"))
+        plots["throughput_vs_batch"] = str(draw.plot_throughput_vs_batch(rows, out_dir / "throughput_vs_batch.png"))
+    if any(m["gflops_per_s"] is not None for m in rows):
+        plots["gflops_per_variant"] = str(draw.plot_gflops_per_variant(rows, out_dir / "gflops_per_variant.png"))
     if report["metrics"]:
-        points = accuracy_points(report["metrics"], report["measurements"])
+        points = draw.accuracy_points(report["metrics"], rows)
         report["accuracy_vs_latency"] = points
         if points:
-            plots["accuracy_vs_latency"] = str(plot_accuracy_vs_latency(points, out_dir / "accuracy_vs_latency.png"))
+            path = draw.plot_accuracy_vs_latency(points, out_dir / "accuracy_vs_latency.png")
+            plots["accuracy_vs_latency"] = str(path)
         else:
             notes.append("--metrics: no evaluate result matched a profiled artefact (by path) with a delta-m; "
                          "accuracy_vs_latency.png not drawn")
     return plots
 
 
-def run_profile(
-    inputs: Sequence[ProfileInput],
-    backends: Sequence[str] | None = None,
-    precisions: Sequence[str] = ("fp32",),
-    batches: Sequence[int] = (1, 8, 32),
-    iterations: int = 50,
-    warmup: int = 10,
-    device: str | torch.device = "cpu",
-    include_copies: bool = False,
-    output: str | Path | None = None,
-    metrics: Sequence[str | Path] = (),
-    comparisons: Sequence[str] = COMPARISONS,
-    compile_options: dict[str, Any] | None = None,
-    use_cuda_graph: bool = False,
-    seed: int = 0,
-    threads: int | None = None,
-    console: Console | None = None,
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def _recompile_room(candidates: Sequence[Candidate]):
+    """A group of compiled models is open at once, and every model instance x batch size compiles the same forward
+    code again: raise dynamo's recompile limit (8) for the run so that none silently falls back to eager."""
+    compiled = sum(c.backend == "torch-compiled" for c in candidates)
+    if not compiled:
+        yield
+        return
+    import torch._dynamo.config as dynamo
+
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    previous = getattr(dynamo, name)
+    setattr(dynamo, name, max(previous, 64 * compiled))
+    try:
+        yield
+    finally:
+        setattr(dynamo, name, previous)
+
+
+def run_profile(inputs: Sequence[ProfileInput], settings: ProfileSettings | None = None, *,
+                output: str | Path | None = None, metrics: Sequence[str | Path] = (), console: Console | None = None,
+                extra_run: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Profile run/checkpoint folders, in-memory models, ONNX files and TensorRT plans; write the report.
 
     Args:
         inputs: checkpoints / run folders / models (torch backends), ``.onnx`` files (ONNX Runtime), plans
             (TensorRT). Models may be given as ``(name, module)``.
-        backends: any of torch, torch-compiled, onnxruntime, tensorrt (default: each input's natural backend:
-            torch, onnxruntime or tensorrt).
-        precisions: torch autocast precisions (fp32, fp16, bf16); files keep their own precision.
-        batches, iterations, warmup: batch sizes; timed and untimed iterations per batch size.
-        device: cpu or cuda[:N]; include_copies: time host->device input and device->host output copies too.
+        settings: what to measure and how (``ProfileSettings``; its defaults when None).
         output: folder for profile.json, profile.md and the PNG plots (nothing written when None).
         metrics: ``mtlora evaluate -o`` JSON files, for the accuracy-vs-latency plot.
-        comparisons: which comparison variants torch models bring (per_task, merged, bare_backbone, head_cost).
-        compile_options: TorchCompiledBackend options (mode, compile_backend, dynamic).
-        use_cuda_graph: TensorRT plans replay a captured CUDA graph.
-        seed: seed of the random input images.
-        threads: torch intra-op threads during the run (restored afterwards; default: torch's current setting).
+        console: where the compact summary is printed (nothing printed when None).
+        extra_run: more settings to record in the report's ``run`` section (a driver's own).
+        overrides: ``ProfileSettings`` fields replacing those of ``settings`` (e.g. ``batches=[1]``).
 
     Returns:
         The report dict (what profile.json holds).
     """
-    backends = list(backends or DEFAULT_BACKENDS)
-    _check_options(backends, precisions, batches, iterations, warmup, comparisons)
-    settings = RunSettings(resolve_device(device), iterations, warmup, include_copies, seed)
+    settings = (settings or ProfileSettings()).updated(**overrides)
+    device = resolve_device(settings.device)
+    run = RunSettings(device, TimingPolicy(settings.warmup, settings.duration, settings.iterations, settings.rounds),
+                      settings.include_copies, settings.seed, settings.memory and device.type == "cpu")
     notes: list[str] = []
-    candidates = collect_candidates(inputs, backends, precisions, settings.device, comparisons,
-                                    dict(compile_options or {}), use_cuda_graph, notes)
+    candidates = collect_candidates(inputs, settings.backends, settings.precisions, device, settings.comparisons,
+                                    dict(settings.compile_options), settings.use_cuda_graph, notes)
     if not candidates:
         raise ConfigError("nothing to profile: " + ("; ".join(notes) or "no inputs given"))
-    extra = {"backends": backends, "precisions": list(precisions), "comparisons": list(comparisons),
-             "compile_options": dict(compile_options or {}), "tensorrt_cuda_graph": use_cuda_graph}
+    extra = {"backends": list(settings.backends), "precisions": list(settings.precisions),
+             "comparisons": list(settings.comparisons), "compile_options": dict(settings.compile_options),
+             "tensorrt_cuda_graph": settings.use_cuda_graph, "budget_s": settings.budget_s, **(extra_run or {})}
     previous_threads = torch.get_num_threads()
     try:
-        if threads:
-            torch.set_num_threads(int(threads))
-        measurements = measure_all(candidates, [int(b) for b in batches], settings, notes, console)
-        report = finish_report(measurements, settings, batches, notes, output, metrics, extra)
+        if settings.threads:
+            torch.set_num_threads(int(settings.threads))
+        with _recompile_room(candidates):
+            measurements = measure_all(candidates, settings.batches, run, notes, console, settings.budget_s,
+                                       settings.keep_going)
+        report = finish_report(measurements, run, settings.batches, notes, output, metrics, extra)
     finally:
         torch.set_num_threads(previous_threads)
     if console is not None:

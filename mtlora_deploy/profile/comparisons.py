@@ -1,8 +1,9 @@
 """The built-in comparisons: which candidates a torch model brings, and the ratios computed from one run.
 
-Every ratio is between measurements taken in the same process, on the same device, with the same settings:
-(1) shared-encoder single pass vs one single-task model per task, (2) merged vs unmerged, (3) precisions,
-(4) batch sweep, (5) per-task head cost, and the single pass against the bare backbone (target <= 1.25x merged).
+Every ratio is between measurements taken in the same process, on the same device, with the same settings, in
+interleaved rounds: (1) shared-encoder single pass vs one single-task model per task, (2) merged vs unmerged,
+(3) precisions, (4) batch sweep, (5) per-task head cost, and the deployed model against the bare backbone (target:
+within 1.05x of their FLOP ratio). Each carries a paired-bootstrap 95% interval, a verdict and the FLOP ratio.
 A task-conditioned ``mtl-lora`` model's merged variant is its T per-task merged encoders run one after another, and
 it is also put beside a merged MTLoRA single pass of the same backbone, tasks and heads (``mtl_lora_vs_mtlora``).
 """
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from mtlora_deploy.profile.runs import PRECISION_DTYPES, Candidate, Measurement, SequentialPredictors
+from mtlora_deploy.profile.stats import cost_verdict, difference_estimate, ratio_estimate, speed_verdict
 from mtlora_deploy.profile.variants import (
     bare_backbone,
     has_adapters,
@@ -27,9 +29,8 @@ from mtlora_deploy.profile.variants import (
     sub_model,
 )
 
-COMPARISONS = ("per_task", "merged", "bare_backbone", "head_cost")
 TORCH_BACKENDS = ("torch", "torch-compiled")
-BARE_TARGET = 1.25
+BARE_TARGET = 1.05
 MTL_LORA_VS_MTLORA = "mtl-lora T task passes (per-task merged encoders run one after another) vs MTLoRA single pass"
 
 
@@ -57,9 +58,29 @@ def _open_per_task(model, backend, device, precision, compile_options) -> Sequen
     )
 
 
+def _given(module: torch.nn.Module) -> torch.nn.Module:
+    return module
+
+
+def _open_modules(modules, backend, device, precision, compile_options) -> SequentialPredictors:
+    return SequentialPredictors(
+        [open_torch(partial(_given, m), backend, device, precision, compile_options) for m in modules]
+    )
+
+
+def _materialize_torch(factory, **options) -> Callable:
+    """Build the candidate's module now; the opener it returns carries only that module (see Candidate.portable)."""
+    return partial(open_torch, partial(_given, factory()), **options)
+
+
+def _materialize_per_task(model, backend, device, precision, compile_options) -> Callable:
+    modules = [sub_model(model, (t,)) for t in model.tasks]
+    return partial(_open_modules, modules, backend, device, precision, compile_options)
+
+
 def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]:
-    """(role, opener-maker) pairs for one torch model: its single pass and each requested comparison variant."""
-    roles: list[tuple[str, Callable]] = [("single_pass", lambda: model)]
+    """(role, module factory) pairs for one torch model: its single pass and each requested comparison variant."""
+    roles: list[tuple[str, Callable]] = [("single_pass", partial(_given, model))]
     if "merged" in comparisons and is_task_conditioned(model):
         roles += [("merged", partial(per_task_merged, model)), ("mtlora_single_pass", partial(mtlora_reference, model))]
     elif "merged" in comparisons and has_adapters(model):
@@ -91,24 +112,17 @@ def torch_candidates(
                     "path); use --device cuda"
                 )
                 continue
-            opener = partial(
-                open_torch, backend=backend, device=device, precision=precision, compile_options=compile_options
-            )
+            options = {"backend": backend, "device": device, "precision": precision,
+                       "compile_options": compile_options}
             out += [
-                Candidate(source, role, backend, precision, partial(opener, factory), tasks=model.tasks)
+                Candidate(source, role, backend, precision, partial(open_torch, factory, **options), tasks=model.tasks,
+                          materialize=partial(_materialize_torch, factory, **options))
                 for role, factory in model_roles(model, comparisons)
             ]
             if "per_task" in comparisons and len(model.tasks) > 1:
-                out.append(
-                    Candidate(
-                        source,
-                        "per_task",
-                        backend,
-                        precision,
-                        tasks=model.tasks,
-                        open=partial(_open_per_task, model, backend, device, precision, compile_options),
-                    )
-                )
+                args = (model, backend, device, precision, compile_options)
+                out.append(Candidate(source, "per_task", backend, precision, partial(_open_per_task, *args),
+                                     tasks=model.tasks, materialize=partial(_materialize_per_task, *args)))
     return out
 
 
@@ -118,8 +132,27 @@ def _row(m: Measurement, **extra: Any) -> dict[str, Any]:
     return {"source": c.source, "backend": c.backend, "precision": c.precision, "batch": m.batch, **extra}
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return num / den if den > 0 else None
+def _flop_ratio(baseline: Measurement, subject: Measurement) -> float | None:
+    a, b = baseline.gmac_per_image, subject.gmac_per_image
+    return a / b if a is not None and b else None
+
+
+def speedup_row(subject: Measurement, baseline: Measurement, scale: float = 1.0, **extra: Any) -> dict[str, Any]:
+    """``value`` = baseline time / subject time (x ``scale``), its paired-bootstrap 95% interval, the verdict for the
+    subject, and ``flop_ratio`` = baseline GMAC / subject GMAC per image: the speedup the FLOPs alone predict."""
+    estimate = ratio_estimate(baseline.round_medians, subject.round_medians, scale)
+    return _row(
+        subject,
+        subject=subject.candidate.role,
+        baseline=baseline.candidate.role,
+        subject_ms=subject.latency.median,
+        baseline_ms=baseline.latency.median,
+        unit="x",
+        **estimate,
+        verdict=speed_verdict(estimate["ci_low"], estimate["ci_high"]),
+        flop_ratio=_flop_ratio(baseline, subject),
+        **extra,
+    )
 
 
 def compute_comparisons(measurements: Iterable[Measurement]) -> dict[str, list[dict[str, Any]]]:
@@ -144,137 +177,109 @@ def _other(m: Measurement, index: dict, role: str) -> Measurement | None:
 
 
 def _shared_vs_per_task(singles, index):
+    """Speedup of the single pass over one single-task model per task."""
     for m in singles:
         per_task = _other(m, index, "per_task")
         if per_task is not None:
-            yield _row(
-                m,
-                tasks=list(m.candidate.tasks),
-                single_pass_ms=m.latency.median,
-                per_task_models_ms=per_task.latency.median,
-                ratio=_ratio(per_task.latency.median, m.latency.median),
-            )
+            yield speedup_row(m, per_task, tasks=list(m.candidate.tasks))
 
 
 def _merged(singles, index):
+    """Speedup of the merged model over the unmerged one."""
     for m in singles:
         merged = _other(m, index, "merged")
         if merged is not None:
-            yield _row(
-                m,
-                unmerged_ms=m.latency.median,
-                merged_ms=merged.latency.median,
-                speedup=_ratio(m.latency.median, merged.latency.median),
-            )
+            yield speedup_row(merged, m)
 
 
 def _vs_bare(singles, index):
+    """How many times the bare backbone's time the deployed model takes (value = deployed / bare, > 1), against
+    the FLOP ratio: within ``BARE_TARGET`` x the FLOP ratio is the target."""
     for m in singles:
         bare = _other(m, index, "bare_backbone")
         if bare is None:
             continue
-        merged = _other(m, index, "merged")
-        deployed = merged or m
-        ratio = _ratio(deployed.latency.median, bare.latency.median)
-        yield _row(
-            m,
-            bare_backbone_ms=bare.latency.median,
-            single_pass_ms=m.latency.median,
-            merged_ms=merged.latency.median if merged else None,
-            single_pass_ratio=_ratio(m.latency.median, bare.latency.median),
-            compared=deployed.candidate.role,
-            ratio=ratio,
-            target=BARE_TARGET,
-            meets_target=ratio is not None and ratio <= BARE_TARGET,
-        )
+        deployed = _other(m, index, "merged") or m
+        row = speedup_row(bare, deployed, compared=deployed.candidate.role)
+        floor = row["flop_ratio"]
+        row.update(target=f"<= {BARE_TARGET} x the FLOP ratio",
+                   meets_target=None if floor is None else row["value"] <= BARE_TARGET * floor)
+        yield row
 
 
 def _mtl_lora_vs_mtlora(singles, index):
-    """``mtl-lora``'s deployed T task passes (and its batched unmerged pass) against MTLoRA's merged single pass."""
+    """``mtl-lora``'s deployed T task passes against MTLoRA's merged single pass (speedup of the latter)."""
     for m in singles:
         reference, passes = _other(m, index, "mtlora_single_pass"), _other(m, index, "merged")
         if reference is None or passes is None:
             continue
-        ms = reference.latency.median
-        yield _row(
-            m,
-            comparison=MTL_LORA_VS_MTLORA,
-            tasks=list(m.candidate.tasks),
-            task_passes_ms=passes.latency.median,
-            unmerged_batched_ms=m.latency.median,
-            mtlora_single_pass_ms=ms,
-            ratio=_ratio(passes.latency.median, ms),
-            unmerged_ratio=_ratio(m.latency.median, ms),
-        )
+        yield speedup_row(reference, passes, comparison=MTL_LORA_VS_MTLORA, tasks=list(m.candidate.tasks),
+                          unmerged_batched_ms=m.latency.median)
 
 
 def _head_cost(singles, index):
+    """What each task adds: full pass minus the model without it (ms, paired bootstrap); an interval that includes
+    zero is below the noise, never a negative cost."""
     for m in singles:
         for key, other in index.items():
             role = key[4]
-            if key[:4] == m.key()[:4] and role.startswith("without:"):
-                cost = m.latency.median - other.latency.median
-                yield _row(
-                    m,
-                    task=role.split(":", 1)[1],
-                    full_ms=m.latency.median,
-                    without_task_ms=other.latency.median,
-                    head_cost_ms=cost,
-                    fraction_of_full=_ratio(cost, m.latency.median),
-                )
+            if key[:4] != m.key()[:4] or not role.startswith("without:"):
+                continue
+            estimate = difference_estimate(m.round_medians, other.round_medians)
+            verdict = cost_verdict(estimate["ci_low"])
+            gmac = None if m.gmac_per_image is None or other.gmac_per_image is None else (
+                m.gmac_per_image - other.gmac_per_image)
+            yield _row(
+                m,
+                task=role.split(":", 1)[1],
+                subject="single_pass",
+                baseline=role,
+                full_ms=m.latency.median,
+                without_task_ms=other.latency.median,
+                unit="ms",
+                **estimate,
+                verdict=verdict,
+                fraction_of_full=estimate["value"] / m.latency.median if verdict == "measurable" else None,
+                flop_ratio=_flop_ratio(m, other),
+                head_gmac_per_image=gmac,
+            )
 
 
 def _precision(measurements: list[Measurement]) -> list[dict[str, Any]]:
-    """Per (family, backend, batch, role): each precision's median and its speedup over fp32."""
+    """Per (family, backend, batch, role): each precision's speedup over fp32."""
     groups: dict[tuple, list[Measurement]] = defaultdict(list)
     for m in measurements:
         c = m.candidate
         if c.role in ("single_pass", "merged", "file", "bare_backbone"):
             groups[(c.family, c.backend, m.batch, c.role)].append(m)
     rows = []
-    for (family, backend, batch, role), group in groups.items():
+    for (family, _, _, role), group in groups.items():
         if len({m.candidate.precision for m in group}) < 2:
             continue
         base = next((m for m in group if m.candidate.precision == "fp32"), group[0])
         rows += [
-            {
-                "family": family,
-                "backend": backend,
-                "batch": batch,
-                "role": role,
-                "source": m.candidate.source,
-                "precision": m.candidate.precision,
-                "median_ms": m.latency.median,
-                "baseline_precision": base.candidate.precision,
-                "speedup": _ratio(base.latency.median, m.latency.median),
-            }
+            speedup_row(m, base, family=family, role=role, subject_source=m.candidate.source,
+                        baseline_precision=base.candidate.precision)
             for m in group
+            if m is not base
         ]
     return rows
 
 
 def _batch_sweep(measurements: list[Measurement]) -> list[dict[str, Any]]:
-    """Latency and throughput per batch size for every candidate measured at two or more batch sizes."""
+    """Throughput at each batch size over the smallest batch's, for every candidate measured at two or more."""
     groups: dict[tuple, list[Measurement]] = defaultdict(list)
     for m in measurements:
         groups[(m.candidate.source, m.candidate.backend, m.candidate.precision, m.candidate.role)].append(m)
     rows = []
-    for (source, backend, precision, role), group in groups.items():
+    for (_, _, _, role), group in groups.items():
         if len(group) < 2:
             continue
         group.sort(key=lambda m: m.batch)
         first = group[0]
         rows += [
-            {
-                "source": source,
-                "backend": backend,
-                "precision": precision,
-                "role": role,
-                "batch": m.batch,
-                "median_ms": m.latency.median,
-                "throughput_images_per_s": m.throughput,
-                "throughput_vs_smallest_batch": _ratio(m.throughput, first.throughput),
-            }
-            for m in group
+            speedup_row(m, first, scale=m.batch / first.batch, role=role, baseline_batch=first.batch,
+                        throughput_images_per_s=m.throughput)
+            for m in group[1:]
         ]
     return rows

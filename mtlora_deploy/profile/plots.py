@@ -1,4 +1,5 @@
-"""PNG plots of a profile (matplotlib, Agg backend: no display needed): latency vs batch, accuracy vs latency."""
+"""PNG plots of a profile (matplotlib, Agg backend: no display needed): latency per image and throughput against
+batch size (log axis, 95% intervals), achieved GFLOP/s per variant, accuracy vs latency."""
 
 from __future__ import annotations
 
@@ -27,27 +28,78 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_latency_vs_batch(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Median latency (ms, p90 as the error bar's top) against batch size, one line per backend x variant."""
-    plt = _pyplot()
+def _lines(measurements: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for m in measurements:
         if m["role"] in PLOTTED_ROLES:
             lines[f"{m['backend']} | {Path(str(m['source'])).name} | {m['role']} | {m['precision']}"].append(m)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, points in sorted(lines.items()):
+    for points in lines.values():
         points.sort(key=lambda m: m["batch"])
-        median = [p["latency_ms"]["median"] for p in points]
-        spread = [p["latency_ms"]["p90"] - p["latency_ms"]["median"] for p in points]
-        ax.errorbar(
-            [p["batch"] for p in points], median, yerr=[[0] * len(points), spread], marker="o", capsize=3, label=label
-        )
-    ax.set(xlabel="batch size", ylabel="latency per batch (ms, median; bar to p90)", title="Latency vs batch size")
+    return dict(sorted(lines.items()))
+
+
+def _per_batch_plot(measurements, path, ylabel: str, title: str, value, bounds) -> Path:
+    """One line per backend x variant against the batch size (log2 axis), the 95% interval as error bars."""
+    plt = _pyplot()
+    lines = _lines(measurements)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, points in lines.items():
+        values = [value(p) for p in points]
+        low_high = [bounds(p) for p in points]
+        errors = [[max(0.0, v - lo) for v, (lo, _) in zip(values, low_high)],
+                  [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high)]]
+        ax.errorbar([p["batch"] for p in points], values, yerr=errors, marker="o", capsize=3, label=label)
+    ax.set(xlabel="batch size", ylabel=ylabel, title=title)
     ax.set_xscale("log", base=2)
     batches = sorted({m["batch"] for points in lines.values() for m in points})
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
+    path = _save(fig, Path(path))
+    plt.close(fig)
+    return path
+
+
+def _interval(m: dict[str, Any]) -> tuple[float, float]:
+    low, high = m["ci_low_ms"], m["ci_high_ms"]
+    return (m["median_ms"], m["median_ms"]) if low is None or high is None else (low, high)
+
+
+def plot_latency_per_image(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Median latency per image (ms) against batch size, with the median's 95% interval."""
+    return _per_batch_plot(
+        measurements, path, "latency per image (ms, median, 95% interval)", "Latency per image vs batch size",
+        lambda m: m["median_ms"] / m["batch"], lambda m: tuple(v / m["batch"] for v in _interval(m)))
+
+
+def plot_throughput_vs_batch(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Images per second (at the median) against batch size, the interval from the median's."""
+    def bounds(m):
+        low, high = _interval(m)
+        return m["batch"] * 1000.0 / high, m["batch"] * 1000.0 / low
+
+    return _per_batch_plot(measurements, path, "images/s (at the median, 95% interval)", "Throughput vs batch size",
+                           lambda m: m["throughput_images_per_s"], bounds)
+
+
+def plot_gflops_per_variant(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Achieved GFLOP/s (2 x GMAC per image x images/s) per variant, one bar per batch size."""
+    plt = _pyplot()
+    rows = [m for m in measurements if m.get("gflops_per_s") is not None]
+    labels = list(dict.fromkeys(f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]"
+                                for m in rows))
+    batches = sorted({m["batch"] for m in rows})
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.35 * len(labels) * max(1, len(batches)) + 1)))
+    height = 0.8 / max(1, len(batches))
+    for j, batch in enumerate(batches):
+        values = {f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]": m["gflops_per_s"]
+                  for m in rows if m["batch"] == batch}
+        ax.barh([i + j * height for i in range(len(labels))], [values.get(label, 0.0) for label in labels],
+                height=height, label=f"batch {batch}")
+    ax.set_yticks([i + height * (len(batches) - 1) / 2 for i in range(len(labels))], labels, fontsize=7)
+    ax.set(xlabel="achieved GFLOP/s (2 x GMAC/image x images/s)", title="Achieved GFLOP/s per variant")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7)
     path = _save(fig, Path(path))
     plt.close(fig)
     return path
@@ -65,14 +117,14 @@ def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[di
         ]
         if not matches or record.get("delta_m") is None:
             continue
-        best = min(matches, key=lambda m: (m["batch"], m["latency_ms"]["median"]))
+        best = min(matches, key=lambda m: (m["batch"], m["median_ms"]))
         points.append(
             {
                 "artefact": str(artefact),
                 "backend": best["backend"],
                 "precision": best["precision"],
                 "batch": best["batch"],
-                "latency_ms": best["latency_ms"]["median"],
+                "latency_ms": best["median_ms"],
                 "delta_m": record["delta_m"],
             }
         )

@@ -1,7 +1,9 @@
 """What is measured: candidates (a model on a backend at a precision), each timed at every batch size.
 
-A ``Candidate`` opens lazily (compiling or loading only when its turn comes, and closing right after), so a
-profile with many variants never holds them all in memory at once.
+Candidates that are compared with each other form a group (one source on one backend, or all ONNX files): a
+group opens together, and its (candidate, batch) pairs are timed in interleaved rounds A B ... B A, so that
+a ratio between two of them compares samples taken seconds apart, not minutes. A group is closed before the
+next one opens.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any, Protocol
 
 import torch
 
-from mtlora_deploy.profile.memory import PeakMemory, memory_method
-from mtlora_deploy.profile.timing import LatencyStats, make_timer
+from mtlora_deploy.profile.memory import PeakMemory, measure_cpu_peaks, memory_method, weight_bytes
+from mtlora_deploy.profile.timing import LatencyStats, TimingPolicy, make_timer, percentile, warm_up
 
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -46,6 +48,7 @@ class Candidate:
         open: builds the predictor (called once, closed after all batch sizes).
         family: candidates compared across precisions share it (a torch source, or all files of one backend).
         tasks: the tasks the source model predicts.
+        materialize: builds the candidate's modules here and returns an opener carrying just them (torch).
     """
 
     source: str
@@ -56,43 +59,59 @@ class Candidate:
     family: str = ""
     label: str = ""
     tasks: tuple[str, ...] = ()
+    materialize: Callable[[], Callable[[], Predictor]] | None = None
 
     def __post_init__(self) -> None:
         self.family = self.family or self.source
         self.label = self.label or f"{self.source} [{self.role}]"
 
+    def portable(self) -> Callable[[], Predictor]:
+        """A picklable opener that carries only what this candidate needs (its own built modules, not the source
+        model it was derived from): what a fresh subprocess opens to measure its memory."""
+        return self.materialize() if self.materialize is not None else self.open
+
 
 @dataclass
 class RunSettings:
-    """How every candidate is timed."""
+    """How every candidate is timed (``timing``) and what the timed call includes."""
 
     device: torch.device
-    iterations: int = 50
-    warmup: int = 10
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
     include_copies: bool = False
     seed: int = 0
+    memory: bool = False  # CPU only: peak RSS of each candidate in a fresh subprocess (CUDA: always measured)
 
 
 @dataclass
 class Measurement:
-    """The numbers for one candidate at one batch size, with the exact settings that produced them."""
+    """The numbers for one candidate at one batch size, with the exact settings that produced them.
+
+    ``round_medians`` (one per interleaved round) are what the comparisons' paired bootstrap resamples.
+    """
 
     candidate: Candidate
     batch: int
     latency: LatencyStats
     peak_memory_bytes: int | None
     settings: dict[str, Any] = field(default_factory=dict)
+    round_medians: list[float] = field(default_factory=list)
+    gmac_per_image: float | None = None
 
     @property
     def throughput(self) -> float:
         return self.latency.throughput(self.batch)
+
+    @property
+    def gflops_per_s(self) -> float | None:
+        """Achieved GFLOP/s at the median latency (2 FLOPs per multiply-accumulate)."""
+        return None if self.gmac_per_image is None else 2.0 * self.gmac_per_image * self.throughput
 
     def key(self) -> tuple[str, str, str, int, str]:
         c = self.candidate
         return (c.source, c.backend, c.precision, self.batch, c.role)
 
     def to_dict(self) -> dict[str, Any]:
-        c = self.candidate
+        c, lat = self.candidate, self.latency
         return {
             "source": c.source,
             "label": c.label,
@@ -102,8 +121,17 @@ class Measurement:
             "precision": c.precision,
             "tasks": list(c.tasks),
             "batch": self.batch,
-            "latency_ms": self.latency.to_dict(),
+            "n": lat.count,
+            "rounds": lat.rounds,
+            "median_ms": lat.median,
+            "ci_low_ms": lat.ci_low,
+            "ci_high_ms": lat.ci_high,
+            "median_ms_per_image": lat.median / self.batch,
+            "latency_ms": lat.to_dict(),
+            "round_medians_ms": list(self.round_medians),
             "throughput_images_per_s": self.throughput,
+            "gmac_per_image": self.gmac_per_image,
+            "gflops_per_s": self.gflops_per_s,
             "peak_memory_bytes": self.peak_memory_bytes,
             "settings": self.settings,
         }
@@ -150,47 +178,142 @@ def timed_call(predictor: Predictor, images: torch.Tensor, include_copies: bool)
     return lambda: {k: v.to("cpu") for k, v in predictor.infer(images).items()}
 
 
-def measure_candidate(candidate: Candidate, batches: Sequence[int], settings: RunSettings) -> list[Measurement]:
-    """Open ``candidate``, time it at every batch size, close it.
+@dataclass
+class _Arm:
+    """One (candidate, batch) inside an interleaved group, collecting its samples round by round."""
 
-    The first call at each batch size (compilation, CUDA-graph capture, allocation) is never timed; then
-    ``settings.warmup`` untimed calls and ``settings.iterations`` timed ones follow.
-    """
-    predictor = candidate.open()
-    try:
-        described, size = predictor.describe(), int(predictor.image_size)
-        return [_measure_batch(candidate, predictor, batch, size, settings, described) for batch in batches]
-    finally:
-        predictor.close()
+    candidate: Candidate
+    predictor: Predictor
+    batch: int
+    call: Callable[[], object]
+    calls_per_round: int
+    gmac: float | None
+    described: dict[str, Any]
+    weights: int
+    samples: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
+    peak: int | None = None
+
+    def add(self, samples: list[float], peak: int | None) -> None:
+        self.samples += samples
+        self.round_medians.append(percentile(samples, 50))
+        if peak is not None:
+            self.peak = max(self.peak or 0, peak)
 
 
-def _measure_batch(
-    candidate: Candidate,
-    predictor: Predictor,
-    batch: int,
-    image_size: int,
-    settings: RunSettings,
-    described: dict[str, Any],
-) -> Measurement:
-    images = make_images(batch, image_size, settings)
+def _prepare_arm(candidate: Candidate, predictor: Predictor, batch: int, settings: RunSettings,
+                 opened: OpenedInfo) -> _Arm:
+    """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up, which sizes a round."""
+    images = make_images(batch, int(predictor.image_size), settings)
     call = timed_call(predictor, images, settings.include_copies)
     call()
-    predictor.synchronize()
+    seconds = warm_up(call, settings.timing.warmup, predictor.synchronize)
+    return _Arm(candidate, predictor, batch, call, settings.timing.calls_per_round(seconds), opened[1], *opened[::2])
+
+
+OpenedInfo = tuple[dict[str, Any], float | None, int]
+
+
+def _open(candidate: Candidate, notes: list[str],
+          gmac_cache: dict[tuple[str, str], float | None]) -> tuple[Predictor, OpenedInfo]:
+    """The opened predictor with (its description, GMAC per image or None, bytes of its torch weights).
+
+    GMAC depend on the source and role only (not on backend or precision): ``gmac_cache`` counts each once.
+    """
+    predictor = candidate.open()
+    key = (candidate.source, candidate.role)
+    if key not in gmac_cache:
+        gmac_cache[key] = _count_gmac(candidate, predictor, notes)
+    return predictor, (predictor.describe(), gmac_cache[key], weight_bytes(predictor))
+
+
+def _count_gmac(candidate: Candidate, predictor: Predictor, notes: list[str]) -> float | None:
+    from mtlora_deploy.profile.flops import onnx_gmac, predictor_gmac
+
+    try:
+        gmac = predictor_gmac(predictor)
+        if gmac is None and candidate.backend == "onnxruntime":
+            gmac, unknown = onnx_gmac(candidate.source)
+            if unknown:
+                notes.append(f"{candidate.source}: {unknown} MatMul/Conv nodes without inferred shapes are not "
+                             "in its GMAC count")
+    except Exception as exc:  # noqa: BLE001  (a FLOP count is extra information; the timing goes on)
+        notes.append(f"{candidate.label}: no FLOP count ({type(exc).__name__}: {exc})")
+        gmac = None
+    return gmac
+
+
+def _interleave(arms: list[_Arm], settings: RunSettings) -> None:
+    """``rounds`` rounds over all arms, alternating the order (A B C, C B A, ...) so drift hits all alike."""
     timer = make_timer(settings.device)
-    with PeakMemory(settings.device) as memory:
-        samples = timer.time(call, settings.iterations, settings.warmup)
+    for index in range(settings.timing.rounds):
+        for arm in arms if index % 2 == 0 else arms[::-1]:
+            with PeakMemory(settings.device) as memory:
+                samples = timer.run(arm.call, arm.calls_per_round)
+            arm.add(samples, memory.peak_bytes)
+
+
+def _measurement(arm: _Arm, settings: RunSettings, cpu_peaks: dict[tuple[int, int], int]) -> Measurement:
+    timing = settings.timing
     run = {
         "device": str(settings.device),
-        "batch": batch,
-        "iterations": settings.iterations,
-        "warmup": settings.warmup,
+        "batch": arm.batch,
+        "warmup": timing.warmup,
         "untimed_first_calls": 1,
+        "duration_s": timing.duration_s,
+        "min_iterations": timing.min_iterations,
+        "rounds": timing.rounds,
+        "calls_per_round": arm.calls_per_round,
         "include_copies": settings.include_copies,
-        "timer": timer.name,
-        "memory_method": memory_method(settings.device),
-        "backend": described,
+        "timer": make_timer(settings.device).name,
+        "memory_method": memory_method(settings.device, settings.memory),
+        "backend": arm.described,
     }
-    return Measurement(candidate, batch, LatencyStats.from_samples(samples), memory.peak_bytes, run)
+    if settings.device.type == "cuda":
+        peak = None if arm.peak is None else arm.peak + arm.weights
+    else:
+        peak = cpu_peaks.get((id(arm.candidate), arm.batch))
+    stats = LatencyStats.from_samples(arm.samples, arm.round_medians)
+    return Measurement(arm.candidate, arm.batch, stats, peak, run, list(arm.round_medians), arm.gmac)
+
+
+def measure_group(candidates: Sequence[Candidate], batches: Sequence[int], settings: RunSettings,
+                  notes: list[str], errors: tuple[type[BaseException], ...],
+                  gmac_cache: dict[tuple[str, str], float | None] | None = None) -> list[Measurement]:
+    """Open every candidate of a group, time all (candidate, batch) pairs in interleaved rounds, close them.
+
+    A candidate (or one of its batch sizes) that raises one of ``errors`` becomes a note and the rest go on.
+    ``gmac_cache`` ((source, role) -> GMAC per image) is shared between the groups of one run.
+    """
+    gmac_cache = {} if gmac_cache is None else gmac_cache
+    opened: list[tuple[Candidate, Predictor, OpenedInfo]] = []
+    arms: list[_Arm] = []
+    try:
+        for candidate in candidates:
+            try:
+                opened.append((candidate, *_open(candidate, notes, gmac_cache)))
+            except errors as exc:
+                notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}): skipped, {_why(exc)}")
+        for candidate, predictor, info in opened:
+            for batch in batches:
+                try:
+                    arms.append(_prepare_arm(candidate, predictor, batch, settings, info))
+                except errors as exc:
+                    notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}) batch {batch}: "
+                                 f"skipped, {_why(exc)}")
+        _interleave(arms, settings)
+    finally:
+        for _, predictor, _ in opened:
+            predictor.close()
+    cpu_peaks = measure_cpu_peaks([c for c, *_ in opened], batches, settings, notes) if settings.memory else {}
+    return [_measurement(arm, settings, cpu_peaks) for arm in arms]
+
+
+def _why(exc: BaseException) -> str:
+    from mtlora_deploy.errors import MTLoRAError
+
+    text = " ".join(str(exc).split())[:300]
+    return text if isinstance(exc, MTLoRAError) else f"{type(exc).__name__}: {text}"
 
 
 def _package_version(*names: str) -> str | None:

@@ -2,7 +2,8 @@
 
 GPU work is timed with CUDA events recorded around each call on the current stream (what the GPU spent, not
 when Python returned), CPU work with ``time.perf_counter``; both synchronise before and after every timed
-iteration, after untimed warm-up iterations, so each sample is one complete call.
+call, so each sample is one complete call. How long to measure follows trtexec and pyperf: untimed warm-up
+calls, then timed calls for a duration with a minimum count, in interleaved rounds (see ``runs``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 PERCENTILES = (90, 95, 99)
+TAIL_SAMPLES = 10
+"""A percentile is reported only with at least this many samples above it (p90: n >= 100, p99: n >= 1000)."""
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -27,54 +30,100 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def percentile_min_samples(q: float) -> int:
+    """The smallest sample count for which the q-th percentile is printed."""
+    return math.ceil(TAIL_SAMPLES / (1.0 - q / 100.0) - 1e-9)
+
+
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency summary in milliseconds over ``count`` timed iterations."""
+    """Latency summary in milliseconds over ``count`` timed calls.
+
+    ``p90``/``p95``/``p99`` are None when ``count`` is below ``percentile_min_samples`` (a p99 from 10 calls is
+    the maximum under another name). ``ci_low``/``ci_high``: bootstrap 95% interval of the median over the
+    per-round medians (None with a single round).
+    """
 
     count: int
     min: float
     median: float
     mean: float
-    p90: float
-    p95: float
-    p99: float
     max: float
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    rounds: int = 1
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
-        """Summarise per-iteration latencies (ms)."""
+    def from_samples(cls, samples_ms: Sequence[float], round_medians: Sequence[float] = ()) -> LatencyStats:
+        """Summarise per-call latencies (ms); ``round_medians`` (one per interleaved round) give the interval."""
+        from mtlora_deploy.profile.stats import median_interval
+
         samples = [float(s) for s in samples_ms]
-        p90, p95, p99 = (percentile(samples, q) for q in PERCENTILES)
-        return cls(len(samples), min(samples), percentile(samples, 50), sum(samples) / len(samples), p90, p95, p99,
-                   max(samples))
+        n = len(samples)
+        tails = {f"p{q}": percentile(samples, q) if n >= percentile_min_samples(q) else None for q in PERCENTILES}
+        low, high = median_interval(round_medians) if len(round_medians) > 1 else (None, None)
+        return cls(n, min(samples), percentile(samples, 50), sum(samples) / n, max(samples), **tails,
+                   ci_low=low, ci_high=high, rounds=max(1, len(round_medians)))
 
     def throughput(self, batch: int) -> float:
         """Images per second at the median latency."""
         return batch * 1000.0 / self.median if self.median > 0 else float("inf")
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"count": self.count, "min": self.min, "median": self.median, "mean": self.mean, "max": self.max,
+                "p90": self.p90, "p95": self.p95, "p99": self.p99, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "rounds": self.rounds}
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long each (candidate, batch) is timed.
+
+    Attributes:
+        warmup: untimed calls after the (also untimed) first call; they also estimate the call's duration.
+        duration_s: timed seconds per (candidate, batch), split evenly over the rounds.
+        min_iterations: timed calls per (candidate, batch) at least, however slow a call is.
+        rounds: interleaved rounds (A B ... B A): the unit the bootstrap intervals resample.
+    """
+
+    warmup: int = 10
+    duration_s: float = 1.0
+    min_iterations: int = 10
+    rounds: int = 10
+
+    def calls_per_round(self, seconds_per_call: float) -> int:
+        """Timed calls in each round: enough for ``duration_s`` and ``min_iterations`` over all rounds."""
+        by_count = math.ceil(self.min_iterations / self.rounds)
+        by_time = math.ceil(self.duration_s / self.rounds / seconds_per_call) if seconds_per_call > 0 else 1
+        return max(1, by_count, min(by_time, 100_000))
 
 
 class PerfCounterTimer:
-    """Wall-clock timer (``time.perf_counter`` by default) with a synchronisation hook around each iteration."""
+    """Wall-clock timer (``time.perf_counter`` by default) with a synchronisation hook around each call."""
 
     name = "perf_counter"
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] = lambda: None) -> None:
         self.clock, self.sync = clock, sync
 
-    def time(self, fn: Callable[[], object], iterations: int, warmup: int = 0) -> list[float]:
-        """Run ``fn`` ``warmup`` times untimed, then ``iterations`` times; return each latency in ms."""
-        _warm_up(fn, warmup, self.sync)
+    def run(self, fn: Callable[[], object], calls: int) -> list[float]:
+        """Time ``calls`` calls of ``fn`` one by one; each latency in ms."""
         samples = []
-        for _ in range(iterations):
+        for _ in range(calls):
             self.sync()
             start = self.clock()
             fn()
             self.sync()
             samples.append((self.clock() - start) * 1000.0)
         return samples
+
+    def time(self, fn: Callable[[], object], iterations: int, warmup: int = 0) -> list[float]:
+        """Run ``fn`` ``warmup`` times untimed, then ``iterations`` times; return each latency in ms."""
+        _warm_up(fn, warmup, self.sync)
+        return self.run(fn, iterations)
 
 
 class CudaEventTimer:
@@ -88,11 +137,10 @@ class CudaEventTimer:
     def sync(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    def time(self, fn: Callable[[], object], iterations: int, warmup: int = 0) -> list[float]:
-        """Like ``PerfCounterTimer.time``, with elapsed times read from CUDA events."""
-        _warm_up(fn, warmup, self.sync)
+    def run(self, fn: Callable[[], object], calls: int) -> list[float]:
+        """Like ``PerfCounterTimer.run``, with elapsed times read from CUDA events."""
         samples = []
-        for _ in range(iterations):
+        for _ in range(calls):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             self.sync()
             start.record()
@@ -102,11 +150,26 @@ class CudaEventTimer:
             samples.append(float(start.elapsed_time(end)))
         return samples
 
+    def time(self, fn: Callable[[], object], iterations: int, warmup: int = 0) -> list[float]:
+        """Run ``fn`` ``warmup`` times untimed, then ``iterations`` times; return each latency in ms."""
+        _warm_up(fn, warmup, self.sync)
+        return self.run(fn, iterations)
+
 
 def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) -> None:
     for _ in range(warmup):
         fn()
     sync()
+
+
+def warm_up(fn: Callable[[], object], calls: int, sync: Callable[[], None]) -> float:
+    """Run ``calls`` untimed calls (at least one) and return the seconds one call took (wall clock, synchronised)."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(max(1, calls)):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / max(1, calls)
 
 
 def make_timer(device: torch.device) -> PerfCounterTimer | CudaEventTimer:

@@ -22,6 +22,16 @@ def _score(model: torch.nn.Module, dataset, batch_size: int) -> dict[str, Any]:
     return evaluate_predictor(model.eval(), loader, model.config.tasks)
 
 
+def untrained_metrics(config: ModelConfig, seed: int, dataset, batch_size: int = 8) -> dict[str, Any]:
+    """Metrics of ``config`` built with ``seed`` and never trained: the floor a run must beat on its own data, and
+    the delta-m baselines where no single-task runs of that data exist (the synthetic set)."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        untrained = build_model(config)
+    return _score(untrained, dataset, batch_size)
+
+
 def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: int = 8) -> dict[str, dict[str, Any]]:
     """Per task: untrained and trained primary metric, the gain in the metric's good direction, and a verdict."""
     from mtlora_deploy import load
@@ -29,13 +39,10 @@ def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: in
     run_dir = Path(run_dir)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = ModelConfig.from_dict(saved["model"])
-    torch.manual_seed(saved["train"]["seed"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        untrained = build_model(config)
     dataset = PascalMTDataset(run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
                               split=split, tasks=config.tasks, image_size=config.image_size, train=False)
-    before, after = _score(untrained, dataset, batch_size), _score(load(run_dir), dataset, batch_size)
+    before = untrained_metrics(config, saved["train"]["seed"], dataset, batch_size)
+    after = _score(load(run_dir), dataset, batch_size)
     rows = {}
     for task in config.tasks:
         metric = primary_metric(task)

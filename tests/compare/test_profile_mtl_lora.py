@@ -22,7 +22,7 @@ def mtl_model():
 def profiled(mtl_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
     report = run_profile([("tiny-mtl", mtl_model)], batches=[1, 2], iterations=2, warmup=1, threads=1,
-                         comparisons=["merged"], output=out)
+                         duration=0.0, rounds=2, comparisons=["merged"], output=out)
     return report, out
 
 
@@ -38,10 +38,11 @@ def test_comparison_row_per_batch_with_positive_ratios(profiled):
     assert [r["batch"] for r in rows] == [1, 2]
     for row in rows:
         assert row["comparison"] == MTL_LORA_VS_MTLORA and row["tasks"] == list(TASKS)
-        assert row["task_passes_ms"] > 0 and row["mtlora_single_pass_ms"] > 0 and row["unmerged_batched_ms"] > 0
-        assert row["ratio"] == pytest.approx(row["task_passes_ms"] / row["mtlora_single_pass_ms"])
+        assert row["subject"] == "mtlora_single_pass" and row["baseline"] == "merged"
+        assert row["subject_ms"] > 0 and row["baseline_ms"] > 0 and row["unmerged_batched_ms"] > 0
+        assert row["value"] > 0 and row["ci_low"] <= row["ci_high"] and row["flop_ratio"] > 1  # T encoders vs one
     merged = profiled[0]["comparisons"]["merged_vs_unmerged"]
-    assert len(merged) == 2 and all(r["speedup"] > 0 for r in merged)
+    assert len(merged) == 2 and all(r["value"] > 0 for r in merged)
 
 
 def test_markdown_report_has_the_comparison_table(profiled):
@@ -60,6 +61,7 @@ def test_variants_are_the_deployed_forms(mtl_model):
 
 def test_an_mtlora_model_brings_no_mtl_lora_row(tmp_path):
     model = tiny_model("mtlora-r16", tasks=("semseg", "sal")).eval()
-    report = run_profile([("tiny", model)], batches=[1], iterations=1, warmup=0, threads=1, comparisons=["merged"])
+    report = run_profile([("tiny", model)], batches=[1], iterations=1, warmup=0, threads=1, comparisons=["merged"],
+                         duration=0.0, rounds=2)
     assert report["comparisons"]["mtl_lora_vs_mtlora"] == []
     assert {m["role"] for m in report["measurements"]} == {"single_pass", "merged"}

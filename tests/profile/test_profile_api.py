@@ -9,7 +9,9 @@ from PIL import Image
 from mtlora_deploy.cli.main import cli
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.deploy.merge import merge_task_agnostic
 from mtlora_deploy.profile.api import run_profile
+from mtlora_deploy.profile.flops import torch_gmac
 from mtlora_deploy.profile.report import LATENCY_KEYS
 from tests.conftest import randomize_lora, tiny_model
 
@@ -33,6 +35,8 @@ def profiled(model, tmp_path_factory):
         batches=BATCHES,
         iterations=2,
         warmup=1,
+        duration=0.0,
+        rounds=2,
         output=out,
         threads=1,
     )
@@ -65,14 +69,19 @@ def test_json_has_every_key(profiled):
     for key in ("torch", "onnxruntime", "tensorrt", "torch_threads", "device", "toolkit_version"):
         assert key in saved["environment"]
     assert saved["environment"]["torch_threads"] == 1
-    for key in ("iterations", "warmup", "include_copies", "timer", "memory_method", "batches", "backends"):
+    for key in ("min_iterations", "duration_s", "rounds", "warmup", "include_copies", "timer", "memory_method",
+                "batches", "backends", "percentiles"):
         assert key in saved["run"]
-    assert saved["run"]["timer"] == "perf_counter" and "RSS" in saved["run"]["memory_method"]
+    assert saved["run"]["timer"] == "perf_counter" and "not measured on the CPU" in saved["run"]["memory_method"]
     for m in saved["measurements"]:
-        assert set(LATENCY_KEYS) <= set(m["latency_ms"]) and m["latency_ms"]["count"] == 2
-        assert m["latency_ms"]["min"] <= m["latency_ms"]["median"] <= m["latency_ms"]["p99"] <= m["latency_ms"]["max"]
-        assert m["throughput_images_per_s"] > 0 and m["batch"] in BATCHES and m["peak_memory_bytes"] is not None
-        assert m["settings"]["iterations"] == 2 and m["settings"]["warmup"] == 1 and m["settings"]["backend"]["backend"]
+        assert set(LATENCY_KEYS) <= set(m["latency_ms"]) and m["latency_ms"]["count"] == 2 == m["n"]
+        assert m["latency_ms"]["min"] <= m["median_ms"] <= m["latency_ms"]["max"]
+        assert m["latency_ms"]["p90"] is None and m["latency_ms"]["p99"] is None  # 2 calls: no percentiles
+        assert m["throughput_images_per_s"] > 0 and m["batch"] in BATCHES and m["peak_memory_bytes"] is None
+        assert m["gmac_per_image"] > 0 and m["gflops_per_s"] == pytest.approx(
+            2 * m["gmac_per_image"] * m["throughput_images_per_s"])
+        assert m["settings"]["min_iterations"] == 2 and m["settings"]["warmup"] == 1
+        assert m["settings"]["backend"]["backend"]
     roles = {m["role"] for m in saved["measurements"]}
     assert roles == {"single_pass", "merged", "bare_backbone", "per_task", *(f"without:{t}" for t in TASKS)}
     assert {m["precision"] for m in saved["measurements"]} == {"fp32", "bf16"}
@@ -86,20 +95,31 @@ def test_fp16_on_cpu_is_skipped_with_a_note(profiled):
 def test_comparison_ratios_present_and_positive(profiled):
     comparisons = profiled[0]["comparisons"]
     expected = len(BATCHES) * 2  # fp32 and bf16
-    for name, key in (
-        ("shared_vs_per_task", "ratio"),
-        ("merged_vs_unmerged", "speedup"),
-        ("vs_bare_backbone", "ratio"),
-    ):
+    for name in ("shared_vs_per_task", "merged_vs_unmerged", "vs_bare_backbone"):
         rows = comparisons[name]
         assert len(rows) == expected, name
-        assert all(row[key] is not None and row[key] > 0 for row in rows), name
+        assert all(row["value"] > 0 and row["flop_ratio"] > 0 for row in rows), name
     assert all(row["tasks"] == list(TASKS) for row in comparisons["shared_vs_per_task"])
-    assert all(row["compared"] == "merged" and row["target"] == 1.25 for row in comparisons["vs_bare_backbone"])
+    assert all(row["flop_ratio"] > 1.5 for row in comparisons["shared_vs_per_task"])  # 3 encoders vs 1
+    assert all(row["compared"] == "merged" and row["flop_ratio"] > 1 for row in comparisons["vs_bare_backbone"])
     precision = [r for r in comparisons["precision"] if r["precision"] == "bf16"]
-    assert precision and all(r["baseline_precision"] == "fp32" and r["speedup"] > 0 for r in precision)
+    assert precision and all(r["baseline_precision"] == "fp32" and r["value"] > 0 for r in precision)
+    assert all(r["flop_ratio"] == pytest.approx(1.0) for r in precision)
     sweep = comparisons["batch_sweep"]
-    assert {r["batch"] for r in sweep} == set(BATCHES) and all(r["throughput_images_per_s"] > 0 for r in sweep)
+    assert {r["batch"] for r in sweep} == {2} and {r["baseline_batch"] for r in sweep} == {1}
+    assert all(r["throughput_images_per_s"] > 0 for r in sweep)
+
+
+def test_every_ratio_carries_the_json_contract(profiled):
+    comparisons = json.loads((profiled[1] / "profile.json").read_text())["comparisons"]
+    rows = [row for name in comparisons for row in comparisons[name]]
+    assert {name for name in comparisons if comparisons[name]} >= {"shared_vs_per_task", "merged_vs_unmerged",
+                                                                    "vs_bare_backbone", "head_cost", "precision",
+                                                                    "batch_sweep"}
+    for row in rows:
+        assert {"value", "ci_low", "ci_high", "verdict", "flop_ratio"} <= set(row), row
+        assert row["ci_low"] <= row["ci_high"]
+        assert row["verdict"] in ("faster", "slower", "no measurable difference", "measurable", "below the noise")
 
 
 def test_head_cost_rows_for_every_task(profiled):
@@ -109,6 +129,9 @@ def test_head_cost_rows_for_every_task(profiled):
             got = {r["task"] for r in rows if r["precision"] == precision and r["batch"] == batch}
             assert got == set(TASKS), (precision, batch)
     assert all(r["full_ms"] > 0 and r["without_task_ms"] > 0 for r in rows)
+    for row in rows:  # a cost whose interval reaches zero is never printed as a (negative) cost
+        assert (row["verdict"] == "below the noise") == (row["ci_low"] <= 0)
+        assert row["fraction_of_full"] is None or row["fraction_of_full"] > 0
 
 
 def test_markdown_has_tables_and_ratio_lines(profiled):
@@ -117,22 +140,27 @@ def test_markdown_has_tables_and_ratio_lines(profiled):
     for heading in ("# mtlora profile", "## Settings", "## Measurements", "## Ratios", "### head cost", "## Notes"):
         assert heading in text
     for phrase in (
-        "tasks in one pass vs one single-task model per task",
+        "single pass vs 3 single-task models",
         "merged vs unmerged",
         "merged / bare backbone",
+        "FLOP floor",
         "bf16 vs fp32",
         "head cost of normals",
-        "target <= 1.25x",
+        "GMAC/image",
+        "95% CI ms",
     ):
         assert phrase in text, phrase
     assert all(line in text for line in report["ratios"])
-    assert "![latency_vs_batch](latency_vs_batch.png)" in text
+    assert "peak MiB" not in text  # no CPU memory column unless measured in subprocesses
+    for name in ("latency_per_image", "throughput_vs_batch", "gflops_per_variant"):
+        assert f"![{name}]({name}.png)" in text
 
 
-def test_latency_plot_is_a_real_png(profiled):
+def test_plots_are_real_pngs(profiled):
     report, out = profiled
-    _assert_png(out / "latency_vs_batch.png")
-    assert report["plots"]["latency_vs_batch"].endswith("latency_vs_batch.png")
+    for name in ("latency_per_image", "throughput_vs_batch", "gflops_per_variant"):
+        _assert_png(out / f"{name}.png")
+        assert report["plots"][name].endswith(f"{name}.png")
     assert not (out / "accuracy_vs_latency.png").exists()  # only with --metrics
 
 
@@ -162,12 +190,14 @@ def _metrics_file(folder, artefact, delta):
     return path
 
 
-def test_onnxruntime_file_profiled_with_accuracy_plot(onnx_fp32, tmp_path):
+def test_onnxruntime_file_profiled_with_accuracy_plot(model, onnx_fp32, tmp_path):
     report = run_profile(
         [onnx_fp32],
         batches=BATCHES,
         iterations=2,
         warmup=0,
+        duration=0.0,
+        rounds=2,
         output=tmp_path / "out",
         metrics=[_metrics_file(tmp_path, onnx_fp32, -1.5)],
         threads=1,
@@ -178,6 +208,8 @@ def test_onnxruntime_file_profiled_with_accuracy_plot(onnx_fp32, tmp_path):
         ("onnxruntime", "file", "fp32", 2),
     ]
     assert rows[0]["settings"]["backend"]["providers"] == ["CPUExecutionProvider"]
+    merged = merge_task_agnostic(model)  # what export_onnx writes
+    assert rows[0]["gmac_per_image"] == pytest.approx(torch_gmac(merged, model.config.image_size), rel=1e-6)
     assert len(report["accuracy_vs_latency"]) == 1 and report["accuracy_vs_latency"][0]["delta_m"] == -1.5
     _assert_png(tmp_path / "out" / "accuracy_vs_latency.png")
 
@@ -186,10 +218,12 @@ def test_onnx_precision_variants_are_compared(onnx_fp32, tmp_path):
     from mtlora_deploy.calib.precision import make_precision_variant
 
     fp16 = make_precision_variant(onnx_fp32, "fp16", tmp_path / "tiny_fp16.onnx", tool="onnxruntime")
-    report = run_profile([onnx_fp32, fp16], batches=[1], iterations=2, warmup=0, threads=1)
+    report = run_profile([onnx_fp32, fp16], batches=[1], iterations=2, warmup=0, duration=0.0, rounds=2, threads=1)
     assert {m["precision"] for m in report["measurements"]} == {"fp32", "fp16"}
+    assert all(m["gmac_per_image"] > 0 for m in report["measurements"])  # counted from each graph
     (row,) = [r for r in report["comparisons"]["precision"] if r["precision"] == "fp16"]
-    assert row["family"] == "onnxruntime files" and row["baseline_precision"] == "fp32" and row["speedup"] > 0
+    assert row["family"] == "onnxruntime files" and row["baseline_precision"] == "fp32" and row["value"] > 0
+    assert row["flop_ratio"] == pytest.approx(1.0)  # the same MatMul/Conv shapes in fp16
 
 
 def test_torch_compiled_is_profiled_on_cpu(model, tmp_path):
@@ -199,6 +233,8 @@ def test_torch_compiled_is_profiled_on_cpu(model, tmp_path):
         batches=[1],
         iterations=2,
         warmup=0,
+        duration=0.0,
+        rounds=2,
         comparisons=[],
         compile_options={"compile_backend": "aot_eager"},
         threads=1,
@@ -218,6 +254,10 @@ def test_cli_profile_on_a_checkpoint_folder(model, tmp_path):
         "1",
         "--warmup",
         "0",
+        "--duration",
+        "0",
+        "--rounds",
+        "2",
         "--comparisons",
         "none",
         "--threads",
@@ -239,3 +279,7 @@ def test_bad_options_are_one_line_config_errors(model):
         run_profile([("tiny", model)], batches=[0])
     with pytest.raises(ConfigError, match="nothing to profile"):
         run_profile([("tiny", model)], backends=["onnxruntime"])
+    with pytest.raises(ConfigError, match="did you mean 'iterations'"):
+        run_profile([("tiny", model)], iteration=3)
+    with pytest.raises(ConfigError, match="--rounds"):
+        run_profile([("tiny", model)], rounds=1)

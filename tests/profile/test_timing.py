@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from mtlora_deploy.profile.memory import CPU_METHOD, PeakMemory
-from mtlora_deploy.profile.timing import LatencyStats, PerfCounterTimer, make_timer, percentile
+from mtlora_deploy.profile.memory import CPU_METHOD, PeakMemory, memory_method
+from mtlora_deploy.profile.timing import (
+    LatencyStats,
+    PerfCounterTimer,
+    TimingPolicy,
+    make_timer,
+    percentile,
+    percentile_min_samples,
+)
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])
@@ -18,14 +25,30 @@ def test_latency_stats_on_1_to_100():
     stats = LatencyStats.from_samples(range(1, 101))
     assert (stats.count, stats.min, stats.max) == (100, 1.0, 100.0)
     assert stats.median == 50.5 and stats.mean == 50.5
-    assert stats.p90 == pytest.approx(90.1) and stats.p95 == pytest.approx(95.05) and stats.p99 == pytest.approx(99.01)
+    assert stats.p90 == pytest.approx(90.1)  # 10 samples above it: reported
+    assert stats.p95 is None and stats.p99 is None  # a p99 of 100 samples is one sample: not reported
     assert stats.throughput(8) == pytest.approx(8 * 1000 / 50.5)
-    assert set(stats.to_dict()) == {"count", "min", "median", "mean", "p90", "p95", "p99", "max"}
+    assert {"count", "min", "median", "mean", "p90", "p95", "p99", "max", "ci_low", "ci_high"} <= set(stats.to_dict())
+    big = LatencyStats.from_samples(range(1, 1001))
+    assert big.p95 == pytest.approx(950.05) and big.p99 == pytest.approx(990.01)
+
+
+def test_percentiles_need_enough_samples():
+    assert [percentile_min_samples(q) for q in (90, 95, 99)] == [100, 200, 1000]
+    small = LatencyStats.from_samples([1.0] * 99, round_medians=[1.0, 1.0])
+    assert small.p90 is None and (small.ci_low, small.ci_high, small.rounds) == (1.0, 1.0, 2)
+
+
+def test_calls_per_round_meet_the_duration_and_the_minimum():
+    policy = TimingPolicy(warmup=1, duration_s=1.0, min_iterations=20, rounds=10)
+    assert policy.calls_per_round(0.001) == 100  # 1 s / 10 rounds / 1 ms
+    assert policy.calls_per_round(0.5) == 2  # slow call: the minimum count (20 over 10 rounds) wins
+    assert TimingPolicy(duration_s=0.0, min_iterations=1, rounds=10).calls_per_round(0.1) == 1
 
 
 def test_single_sample_and_empty():
     stats = LatencyStats.from_samples([2.5])
-    assert stats.min == stats.median == stats.p99 == stats.max == 2.5
+    assert stats.min == stats.median == stats.max == 2.5 and stats.p99 is None and stats.ci_low is None
     with pytest.raises(ValueError):
         percentile([], 50)
 
@@ -55,10 +78,10 @@ def test_perf_counter_timer_with_a_fake_clock_skips_warmup_and_syncs():
     assert LatencyStats.from_samples(samples).median == pytest.approx(2.0)
 
 
-def test_cpu_uses_perf_counter_and_rss_memory():
+def test_cpu_uses_perf_counter_and_no_in_process_memory():
     assert make_timer(torch.device("cpu")).name == "perf_counter"
     with PeakMemory(torch.device("cpu")) as memory:
-        block = np.ones(32 * 2**20 // 8)  # 32 MiB touched
-        block.sum()
-    assert memory.peak_bytes is not None and memory.peak_bytes >= 0
-    assert "RSS" in CPU_METHOD
+        np.ones(2**20).sum()
+    assert memory.peak_bytes is None  # a process's peak RSS only grows: in-process numbers would read 0
+    assert "RSS" in CPU_METHOD and "subprocess" in memory_method(torch.device("cpu"), cpu_subprocess=True)
+    assert "not measured" in memory_method(torch.device("cpu"))
