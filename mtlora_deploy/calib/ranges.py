@@ -103,8 +103,10 @@ def activation_max_abs(model_path: str | Path, reader: ArrayReader) -> dict[str,
 
 
 RANGE_METHODS = ("entropy", "max", "percentile")
-HISTOGRAM_BATCH = 1  # histogram methods pull every calibrated tensor out of the session: keep one image in flight
-MAX_BATCH = 4        # max only returns scalars, so a few images at once cost little
+# Histogram methods pull every calibrated tensor out of the session (~1.5 GB per image for Swin-T at 448) and
+# even max needs the forward's activations: one image in flight keeps the peak lowest; on a CPU, batching
+# hardly raises throughput.
+DEFAULT_CALIBRATION_BATCH = 1
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class RangeSettings:
             when a later batch exceeds its range (ONNX Runtime's ``HistogramCollector``).
         num_quantized_bins: int8 levels the entropy search quantizes to.
         percentile: for ``percentile``.
-        batch: images per session run (``None``: 1 for histogram methods, 4 for max).
+        batch: images per session run (``None``: 1; the peak grows with it, throughput on a CPU hardly).
     """
 
     method: str = "entropy"
@@ -135,7 +137,7 @@ class RangeSettings:
 
     @property
     def images_per_run(self) -> int:
-        return int(self.batch or (MAX_BATCH if self.method == "max" else HISTOGRAM_BATCH))
+        return int(self.batch or DEFAULT_CALIBRATION_BATCH)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that change the result (``batch`` does not, up to float rounding)."""
@@ -216,7 +218,9 @@ def collect_ranges(model_path: str | Path, images: Any, input_name: str, setting
     reduce = settings.method == "max"
     graph, outputs = _augmented(model, tensors, reduce)
     del model
-    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False  # the arena keeps its high-water mark rounded up; free per tensor instead
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     del graph
     reader = ArrayReader(input_name, images, settings.images_per_run)
     if reduce:

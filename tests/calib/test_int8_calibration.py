@@ -204,4 +204,25 @@ def test_exclude_patterns_and_typos(tiny_onnx):
 def test_range_settings_reject_unknown_methods():
     with pytest.raises(ConfigError, match="calibration_method: got 'kl'"):
         RangeSettings(method="kl")
-    assert RangeSettings(method="max").images_per_run > RangeSettings().images_per_run
+    assert RangeSettings(method="max").images_per_run == 1 and RangeSettings(batch=4).images_per_run == 4
+
+
+@pytest.mark.slow
+def test_full_size_calibration_memory_is_flat(tmp_path):
+    """Swin-T 448, mtlora-r64, 4 tasks (random init, merged): 2 vs 5 calibration images in fresh processes.
+
+    Keeping each image's calibrated activations (~1.4 GB at 448) would add ~4 GB; the streaming pass adds ~0.
+    """
+    from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.model import build_model, resolve_config
+
+    config = resolve_config("mtlora-r64", overrides={"tasks": ("semseg", "human_parts", "sal", "normals")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(build_model(config, warn_without_weights=False), tmp_path / "full.onnx", legacy=True, check=False)
+    rng = np.random.default_rng(0)
+    for count in (2, 5):
+        write_npz(tmp_path / f"calib_{count}.npz", {"image": rng.standard_normal((count, 3, 448, 448), np.float32)})
+    peaks = {n: _peak_rss_mib(tmp_path / "full.onnx", tmp_path / f"calib_{n}.npz", 448, "percentile") for n in (2, 5)}
+    assert peaks[5] - peaks[2] < 300, peaks
+    assert peaks[5] < 6 * 1024, peaks
