@@ -226,3 +226,24 @@ def test_full_size_calibration_memory_is_flat(tmp_path):
     peaks = {n: _peak_rss_mib(tmp_path / "full.onnx", tmp_path / f"calib_{n}.npz", 448, "percentile") for n in (2, 5)}
     assert peaks[5] - peaks[2] < 300, peaks
     assert peaks[5] < 6 * 1024, peaks
+
+
+def test_cli_export_int8_prints_fidelity_and_reuses_the_cache(calib_npz, tmp_path):
+    from click.testing import CliRunner
+
+    from mtlora_deploy.cli.main import cli
+    from mtlora_deploy.model.checkpoint import save_checkpoint
+
+    model = tiny_model()
+    randomize_lora(model)
+    save_checkpoint(model, tmp_path / "ckpt" / "model")
+    args = ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "m.int8.onnx"), "--legacy-exporter",
+            "--precision", "int8", "--calib", str(calib_npz), "--calib-method", "max", "--fidelity-images", "2"]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "int8 ranges (max, 16 images" in first.output and "computed in" in first.output
+    assert "held-out images" in first.output and "argmax agreement" in first.output
+    assert (tmp_path / "m.int8.fp32.ranges-max.json").is_file()
+    second = CliRunner().invoke(cli, [*args, "--exclude", "Conv"], catch_exceptions=False)
+    assert second.exit_code == 0 and ": reused, cache" in second.output, second.output
+    assert "fidelity" in read_precision_metadata(tmp_path / "m.int8.onnx")
