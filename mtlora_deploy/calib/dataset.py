@@ -136,39 +136,103 @@ def read_provenance(path: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-def _check_images(array: np.ndarray, path: Path, input_name: str, image_size: int, min_images: int) -> None:
+def _check_images(shape: tuple[int, ...], dtype: np.dtype, path: Path, input_name: str, image_size: int,
+                  min_images: int) -> None:
     expected = (3, image_size, image_size)
-    if array.ndim != 4 or tuple(array.shape[1:]) != expected:
-        raise DataError(f"calibration file {path}: '{input_name}' holds images of shape {tuple(array.shape[1:])}, "
+    if len(shape) != 4 or tuple(shape[1:]) != expected:
+        raise DataError(f"calibration file {path}: '{input_name}' holds images of shape {tuple(shape[1:])}, "
                         f"but the model takes {expected}; redraw it with mtlora calibrate --image-size {image_size}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"calibration file {path}: '{input_name}' is {array.dtype}, expected float32 images")
-    if len(array) < min_images:
-        raise DataError(f"calibration file {path} has {len(array)} images, at least {min_images} are needed "
+    if not np.issubdtype(dtype, np.floating):
+        raise DataError(f"calibration file {path}: '{input_name}' is {dtype}, expected float32 images")
+    if shape[0] < min_images:
+        raise DataError(f"calibration file {path} has {shape[0]} images, at least {min_images} are needed "
                         f"({RECOMMENDED_IMAGES} recommended); redraw it with a larger --num-images")
-    if len(array) < RECOMMENDED_IMAGES:
-        warnings.warn(f"calibration file {path} has {len(array)} images; TensorRT recommends at least "
+    if shape[0] < RECOMMENDED_IMAGES:
+        warnings.warn(f"calibration file {path} has {shape[0]} images; TensorRT recommends at least "
                       f"{RECOMMENDED_IMAGES} for INT8 scales", stacklevel=3)
+
+
+def _open_member(path: Path, input_name: str) -> tuple[zipfile.ZipFile, Any]:
+    """The zip archive and the open ``input_name.npy`` member of a calibration file (one-line errors otherwise)."""
+    if not path.is_file():
+        raise DataError(f"calibration file {path} does not exist; draw one with: mtlora calibrate --data DIR -o {path}")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"calibration file {path} is not a readable .npz: {exc}") from exc
+    names = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+    if input_name not in names:
+        archive.close()
+        raise DataError(f"calibration file {path} holds inputs {names}, but the model's input is "
+                        f"'{input_name}'; redraw it with mtlora calibrate --input-name {input_name}")
+    return archive, archive.open(f"{input_name}.npy")
+
+
+class NpzImages:
+    """The ``[N, 3, S, S]`` images of one calibration ``.npz`` entry, read slice by slice from the file.
+
+    Never holds more than the requested slice, so calibrating on 500 images at 448 (1.2 GB of pixels)
+    needs no more memory than calibrating on 8. Supports ``len`` and ``images[a:b]`` (what
+    :class:`~mtlora_deploy.calib.ranges.ArrayReader` uses), so it stands in for an in-memory array.
+    """
+
+    def __init__(self, path: str | Path, input_name: str) -> None:
+        self.path, self.input_name = Path(path), input_name
+        self._archive, self._member = _open_member(self.path, input_name)
+        try:
+            version = np.lib.format.read_magic(self._member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(self._member)
+        except ValueError as exc:
+            self.close()
+            raise DataError(f"calibration file {path}: '{input_name}' is not a readable array: {exc}") from exc
+        if fortran or dtype.hasobject:
+            self.close()
+            raise DataError(f"calibration file {path}: '{input_name}' must be a C-ordered numeric array")
+        self.shape, self.dtype, self._offset = tuple(shape), dtype, self._member.tell()
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("NpzImages supports contiguous slices only (images[a:b])")
+        start, stop, _ = index.indices(len(self))
+        count = max(0, stop - start)
+        self._member.seek(self._offset + start * self._row_bytes)
+        data = self._member.read(count * self._row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:])).astype(np.float32)
+
+    def close(self) -> None:
+        self._member.close()
+        self._archive.close()
+
+
+def open_calibration(
+    path: str | Path, input_name: str, image_size: int, min_images: int = DEFAULT_MIN_IMAGES
+) -> NpzImages:
+    """Check a calibration ``.npz`` (input name, image size, enough images) and open it for batch-wise reads."""
+    images = NpzImages(Path(path), input_name)
+    try:
+        _check_images(images.shape, images.dtype, images.path, input_name, int(image_size), min_images)
+    except DataError:
+        images.close()
+        raise
+    return images
 
 
 def load_calibration(
     path: str | Path, input_name: str, image_size: int, min_images: int = DEFAULT_MIN_IMAGES
 ) -> np.ndarray:
-    """Read and check a calibration ``.npz``: the model's input name, its image size, enough images.
+    """Read and check a whole calibration ``.npz`` into memory (small sets; calibration itself streams).
 
     Returns:
         ``float32 [N, 3, S, S]``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"calibration file {path} does not exist; draw one with: mtlora calibrate --data DIR -o {path}")
+    images = open_calibration(path, input_name, image_size, min_images)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if input_name not in archive.files:
-                raise DataError(f"calibration file {path} holds inputs {archive.files}, but the model's input is "
-                                f"'{input_name}'; redraw it with mtlora calibrate --input-name {input_name}")
-            array = archive[input_name]
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"calibration file {path} is not a readable .npz: {exc}") from exc
-    _check_images(array, path, input_name, int(image_size), min_images)
-    return array.astype(np.float32, copy=False)
+        return images[:]
+    finally:
+        images.close()

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from mtlora_deploy.errors import ConfigError
+
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -122,3 +124,31 @@ def ops_without_dtype(model: onnx.ModelProto, elem_type: int) -> list[str]:
         if float_constraints and not any(f"tensor({wanted.lower()})" in c.allowed_type_strs for c in float_constraints):
             missing.append(op_type)
     return missing
+
+
+def select_nodes(model: onnx.ModelProto, patterns: Iterable[str], option: str = "--exclude") -> list[str]:
+    """Names of the nodes ``patterns`` pick: each is an exact node name, an op type (``Conv``), or a regular
+    expression matched against whole node names (``.*attn.*MatMul.*``). A pattern that picks nothing is an
+    error naming the closest node names, so a typo never silently quantizes what was meant to stay fp32.
+    """
+    import difflib
+    import re
+
+    names = [n.name for n in model.graph.node if n.name]
+    op_types = {n.op_type for n in model.graph.node}
+    picked: list[str] = []
+    for pattern in patterns:
+        if pattern in op_types:
+            found = [n.name for n in model.graph.node if n.op_type == pattern and n.name]
+        else:
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{option} {pattern!r}: not a node name, op type or valid regex ({exc})") from exc
+            found = [name for name in names if regex.fullmatch(name)]
+        if not found:
+            close = difflib.get_close_matches(pattern, [*names, *sorted(op_types)], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see the node names with Netron or onnx"
+            raise ConfigError(f"{option} {pattern!r} matches no node of the graph{hint}")
+        picked.extend(found)
+    return list(dict.fromkeys(picked))

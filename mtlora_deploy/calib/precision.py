@@ -8,25 +8,26 @@ that produced a variant are written into its ``metadata_props``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
-from mtlora_deploy.calib import autocast, int8
+from mtlora_deploy.calib import autocast, fidelity, int8
 from mtlora_deploy.calib.cleanup import topological_sort
-from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, file_sha256, load_calibration, read_provenance
+from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, file_sha256, open_calibration
 from mtlora_deploy.calib.graph import (
     count_qdq_nodes,
     io_dtypes,
     last_gemm_nodes,
     layernorm_input_dtypes,
+    select_nodes,
     zero_points_nonzero,
 )
-from mtlora_deploy.calib.ranges import ArrayReader, random_images
+from mtlora_deploy.calib.ranges import ArrayReader, RangeSettings, random_images
 from mtlora_deploy.calib.tools import CastResult
 from mtlora_deploy.deploy.metadata import attach_metadata, metadata_from_proto
 from mtlora_deploy.errors import ConfigError, MTLoRAError, WeightsError
@@ -35,7 +36,7 @@ from mtlora_deploy.utils.atomic import atomic_path
 
 TOOLS = ("auto", "modelopt", "onnxruntime")
 METADATA_KEYS = ("precision", "precision_tool", "precision_tool_version", "precision_settings",
-                 "precision_high_precision_nodes", "precision_source_sha256", "calibration")
+                 "precision_high_precision_nodes", "precision_source_sha256", "calibration", "int8_ranges", "fidelity")
 
 
 def pick_tool(tool: str) -> str:
@@ -80,25 +81,45 @@ def _check_source(source: Path, output: Path, precision: str) -> onnx.ModelProto
     return model
 
 
-def _images(calibration: Path | None, precision: str, input_name: str, side: int, min_images: int) -> np.ndarray:
+def _images(calibration: Path | None, input_name: str, side: int, min_images: int) -> Any:
+    """The calibration images, opened for batch-wise reads (never loaded whole), or random stand-ins."""
     if calibration is not None:
-        return load_calibration(calibration, input_name, side, min_images=min_images)
-    if precision == "int8":
-        raise ConfigError("int8 needs calibration images: pass --calibration FILE.npz "
-                          "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)")
+        return open_calibration(calibration, input_name, side, min_images=min_images)
     return random_images((3, side, side))
 
 
-def _convert(source: Path, model: onnx.ModelProto, precision: str, tool: str, images: np.ndarray,
+def _excluded(model: onnx.ModelProto, options: dict[str, Any]) -> list[str]:
+    excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
+    if options["exclude_head_layers"]:
+        excluded = [*excluded, *last_gemm_nodes(model).values()]
+    return sorted(set(excluded))
+
+
+def _convert_int8(source: Path, model: onnx.ModelProto, tool: str, images: Any, calibration: Path | None,
+                  options: dict[str, Any]) -> tuple[CastResult, dict[str, Any]]:
+    """Ranges (cached or one streaming pass) -> Q/DQ graph; returns it and the ranges' record."""
+    input_name, side = graph_input(model)
+    settings = RangeSettings(method=options["calibration_method"])
+    explicit = options["calibration_cache"] is not None
+    cache_path = Path(options["calibration_cache"]) if explicit else int8.default_cache_path(source, settings.method)
+    cache, reused = int8.calibrated_ranges(source, images, calibration, input_name, settings,
+                                           cache_path if options["cache"] or explicit else None, explicit,
+                                           options["show_progress"])
+    excluded = _excluded(model, options)
+    if tool == "modelopt":
+        sample = images[:4] if images is not None else random_images((3, side, side))
+        result = int8.with_modelopt(source, input_name, sample, cache.ranges, settings.method, excluded)
+    else:
+        result = int8.with_onnxruntime(source, cache.ranges, settings.method, excluded, options["per_channel"])
+    record = {**cache.summary(), "cache": str(cache_path) if options["cache"] or explicit else None,
+              "reused": reused, "calibration": cache.calibration}
+    return result, record
+
+
+def _convert(source: Path, model: onnx.ModelProto, precision: str, tool: str, images: Any,
              calibration: Path | None, options: dict[str, Any]) -> CastResult:
     input_name = graph_input(model)[0]
-    excluded = list(options["nodes_to_exclude"])
-    if precision == "int8":
-        if options["exclude_head_layers"]:
-            excluded = sorted({*excluded, *last_gemm_nodes(model).values()})
-        if tool == "modelopt":
-            return int8.with_modelopt(source, input_name, images, options["calibration_method"], excluded)
-        return int8.with_onnxruntime(source, ArrayReader(input_name, images), options["calibration_method"], excluded)
+    excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     keep = tuple(options["keep_fp32_ops"])
     if tool == "modelopt":
         return autocast.with_modelopt(source, precision, keep, excluded, options["data_max"], calibration)
@@ -136,17 +157,43 @@ def precision_record(source: Path, precision: str, result: CastResult | None, ca
                        "precision_settings": json.loads(json.dumps(result.settings, default=str)),
                        "precision_high_precision_nodes": result.high_precision_nodes})
     if calibration is not None:
-        provenance = read_provenance(calibration) or {}
-        record["calibration"] = {"file": str(calibration), "sha256": file_sha256(calibration), "images": images,
-                                 "split": provenance.get("split"), "array_sha256": provenance.get("array_sha256")}
+        summary = int8.calibration_summary(calibration, images)
+        record["calibration"] = {k: summary[k] for k in ("file", "sha256", "images", "split", "array_sha256")}
     return record
 
 
-def _save(model: onnx.ModelProto, source: onnx.ModelProto, record: dict[str, Any], output: Path) -> None:
-    """Keep the exporter's metadata, add the precision record, write atomically."""
+def _save(model: onnx.ModelProto, source: onnx.ModelProto, record: dict[str, Any], output: Path,
+          fidelity_check: Any = None) -> None:
+    """Keep the exporter's metadata, add the precision record (and the fidelity measured on the written
+    file), write atomically."""
     attach_metadata(model, {**metadata_from_proto(source), **record})
     with atomic_path(output) as tmp:
         onnx.save(model, str(tmp))
+        if fidelity_check is not None:
+            record["fidelity"] = fidelity_check(tmp)
+            attach_metadata(model, {**metadata_from_proto(source), **record})
+            onnx.save(model, str(tmp))
+
+
+def _fidelity_check(source: Path, model: onnx.ModelProto, precision: str, calibration: Path | None,
+                    options: dict[str, Any]) -> Any:
+    """A function ``written file -> fidelity record``, or None when switched off."""
+    count = options["fidelity_images"]
+    if not count:
+        return None
+    if precision == "bf16":
+        return lambda path: {"skipped": "ONNX Runtime has no CPU bf16 kernels; measure it with TensorRT"}
+    metadata = metadata_from_proto(model)
+    input_name, side = graph_input(model)
+    tasks = metadata.get("tasks") or [o.name for o in model.graph.output]
+
+    def check(path: Path) -> dict[str, Any]:
+        holdout = Path(options["holdout"]) if options["holdout"] else None
+        images, origin = fidelity.holdout_images(calibration, input_name, side, count, holdout)
+        rows = fidelity.measure_fidelity(source, path, images, tasks, metadata.get("outputs", "logits"), precision)
+        return fidelity.fidelity_record(rows, origin)
+
+    return check
 
 
 def make_precision_variant(
@@ -162,6 +209,12 @@ def make_precision_variant(
     exclude_head_layers: bool = True,
     data_max: float = autocast.DEFAULT_DATA_MAX,
     min_images: int = DEFAULT_MIN_IMAGES,
+    calibration_cache: str | Path | None = None,
+    cache: bool = True,
+    per_channel: bool = True,
+    fidelity_images: int = fidelity.DEFAULT_FIDELITY_IMAGES,
+    holdout: str | Path | None = None,
+    show_progress: bool = True,
 ) -> Path:
     """Write the ``precision`` variant of an fp32 ONNX graph to ``output``.
 
@@ -169,15 +222,26 @@ def make_precision_variant(
         fp32_onnx: the exported fp32 graph (input ``[N, 3, S, S]`` float32, one output per task).
         precision: ``fp32`` (a copy), ``fp16`` / ``bf16`` (mixed precision, I/O stay float32) or ``int8``.
         output: the new ``.onnx`` file (written atomically).
-        calibration: a ``.npz`` from ``mtlora calibrate``; required for int8, used by fp16/bf16 to find
-            nodes that overflow (random inputs otherwise).
+        calibration: a ``.npz`` from ``mtlora calibrate``; required for int8 (unless ``calibration_cache``
+            matches), used by fp16/bf16 to find nodes that overflow (random inputs otherwise). Read batch
+            by batch: memory does not grow with its image count.
         tool: ``auto`` (ModelOpt when installed, else ONNX Runtime), ``modelopt`` or ``onnxruntime``.
-        calibration_method: int8 activation ranges, ``entropy`` (KL) or ``max``.
+        calibration_method: int8 activation ranges, ``entropy`` (KL), ``max`` or ``percentile``.
         keep_fp32_ops: op types kept in float32 in fp16/bf16 graphs.
-        nodes_to_exclude: exact node names kept in float32 / not quantized, on top of the automatic ones.
+        nodes_to_exclude: node names, op types or regexes (whole names) kept in float32 / not quantized, on
+            top of the automatic ones; one that matches nothing is an error.
         exclude_head_layers: int8 only: leave each task head's last GEMM/Conv unquantized.
         data_max: fp16/bf16: nodes with |output| above this stay float32 (AutoCast's rule).
         min_images: refuse calibration files with fewer images.
+        calibration_cache: int8: the range cache to use (refused when made for another graph, calibration
+            set or method) or to create. Default: ``<fp32 stem>.ranges-<method>.json`` beside the graph,
+            reused when it matches and recomputed otherwise.
+        cache: False: neither read nor write the default cache.
+        per_channel: int8 weights per output channel (False: one scale per tensor; for comparisons only).
+        fidelity_images: held-out images on which the variant is compared with fp32 per task (0: skip);
+            the result goes into the metadata (``fidelity``).
+        holdout: a ``.npz`` of held-out images (default: the other split of the calibration set's dataset).
+        show_progress: a rich progress bar with ETA during calibration.
 
     Returns:
         ``output``.
@@ -192,11 +256,27 @@ def make_precision_variant(
         return output
     tool = pick_tool(tool)
     input_name, side = graph_input(model)
-    images = _images(calibration, precision, input_name, side, min_images)
     options = {"calibration_method": calibration_method, "keep_fp32_ops": keep_fp32_ops, "data_max": data_max,
-               "nodes_to_exclude": nodes_to_exclude, "exclude_head_layers": exclude_head_layers}
-    result = _convert(source, model, precision, tool, images, calibration, options)
+               "nodes_to_exclude": tuple(nodes_to_exclude), "exclude_head_layers": exclude_head_layers,
+               "calibration_cache": calibration_cache, "cache": cache, "per_channel": per_channel,
+               "fidelity_images": fidelity_images, "holdout": holdout, "show_progress": show_progress}
+    if precision == "int8" and calibration is None and calibration_cache is None:
+        raise ConfigError("int8 needs calibration images: pass --calibration FILE.npz "
+                          "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)")
+    images = _images(calibration, input_name, side, min_images)
+    with contextlib.closing(images) if hasattr(images, "close") else contextlib.nullcontext():
+        count = len(images)
+        if precision == "int8":
+            result, ranges_record = _convert_int8(source, model, tool, images if calibration else None,
+                                                  calibration, options)
+        else:
+            result, ranges_record = _convert(source, model, precision, tool, images, calibration, options), None
     topological_sort(result.model)
     verify_variant(result.model, model, precision, result.tool)
-    _save(result.model, model, precision_record(source, precision, result, calibration, len(images)), output)
+    record = precision_record(source, precision, result, calibration, count)
+    if ranges_record is not None:
+        record["int8_ranges"] = ranges_record
+        record.setdefault("calibration", {k: ranges_record["calibration"].get(k) for k in
+                                          ("file", "sha256", "images", "split", "array_sha256")})
+    _save(result.model, model, record, output, _fidelity_check(source, model, precision, calibration, options))
     return output

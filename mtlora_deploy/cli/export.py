@@ -34,7 +34,17 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     help="Also write a reduced-precision variant (the fp32 graph is kept beside it).",
 )
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz for --precision int8.")
-def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no_check, precision, calib) -> None:
+@click.option("--calib-method", default="entropy", show_default=True, type=click.Choice(["entropy", "max", "percentile"]),
+              help="int8 activation ranges.")
+@click.option("--calib-cache", default=None, type=click.Path(dir_okay=False),
+              help="int8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].")
+@click.option("--exclude", multiple=True, help="Keep these nodes in fp32: node name, op type or regex (repeatable).")
+@click.option("--fidelity-images", default=8, show_default=True, type=int,
+              help="Held-out images for the per-task agreement with fp32 (0: skip).")
+@click.option("--holdout", default=None, type=click.Path(dir_okay=False),
+              help="Held-out .npz for the agreement [default: the other split of the --calib dataset].")
+def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no_check, precision, calib,
+           calib_method, calib_cache, exclude, fidelity_images, holdout) -> None:
     """Export a checkpoint, run folder or merged folder to ONNX (merging first if needed).
 
     Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
@@ -68,11 +78,14 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
             reports = export_per_task(source, fp32_path, **options)
         else:
             reports = {"": export_onnx(source, fp32_path, **options)}
+    variant = {"calibration": Path(calib) if calib else None, "calibration_method": calib_method,
+               "calibration_cache": calib_cache, "nodes_to_exclude": tuple(exclude),
+               "fidelity_images": fidelity_images, "holdout": holdout}
     for task, report in reports.items():
         _print_report(console, report)
         if precision != "fp32":
             target = per_task_path(output, task) if task else Path(output)
-            _write_precision_variant(console, report.path, precision, target, calib)
+            _write_precision_variant(console, report.path, precision, target, variant)
 
 
 def _print_report(console, report) -> None:
@@ -91,15 +104,25 @@ def _fp32_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.fp32{output.suffix or '.onnx'}")
 
 
-def _write_precision_variant(console, fp32_path: Path, precision: str, output: Path, calib: str | None) -> None:
+def _write_precision_variant(console, fp32_path: Path, precision: str, output: Path, variant: dict) -> None:
     from mtlora_deploy.errors import MissingDependencyError
 
     try:
-        from mtlora_deploy.calib.precision import make_precision_variant
+        from mtlora_deploy.calib.fidelity import fidelity_table
+        from mtlora_deploy.calib.precision import make_precision_variant, read_precision_metadata
     except ImportError as exc:
         raise MissingDependencyError(
             f"--precision {precision}: mtlora_deploy.calib.precision is not available ({exc})"
         ) from exc
-    with console.status(f"writing the {precision} variant"):
-        path = make_precision_variant(fp32_path, precision, output, calibration=Path(calib) if calib else None)
+    console.print(f"writing the {precision} variant")
+    path = make_precision_variant(fp32_path, precision, output, **variant)
+    record = read_precision_metadata(path)
+    if ranges := record.get("int8_ranges"):
+        how = "reused" if ranges["reused"] else f"computed in {ranges['seconds']:.0f} s"
+        console.print(f"int8 ranges ({ranges['settings']['method']}, {ranges['images']} images, "
+                      f"{ranges['tensors']} tensors): {how}, cache {ranges['cache']}")
+    if "tasks" in record.get("fidelity", {}):
+        console.print(fidelity_table(precision, record["fidelity"]))
+    elif "skipped" in record.get("fidelity", {}):
+        console.print(f"fidelity: {record['fidelity']['skipped']}")
     console.print(f"[green]wrote[/] {path} ({precision})")

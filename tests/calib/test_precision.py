@@ -174,14 +174,15 @@ def _toy_matmul(path):
 
 def test_entropy_calibration_clips_outliers_that_max_keeps(tmp_path):
     from mtlora_deploy.calib import int8 as int8_module
-    from mtlora_deploy.calib.ranges import ArrayReader
+    from mtlora_deploy.calib.ranges import RangeSettings, collect_ranges
 
     source = _toy_matmul(tmp_path / "toy.onnx")
     data = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
     data[0, 0] = 60.0  # one outlier: max calibration stretches the scale to it, entropy does not
     scales = {}
     for method in ("max", "entropy"):
-        model = int8_module.with_onnxruntime(source, ArrayReader("image", data), method, ["mm1"]).model
+        ranges = collect_ranges(source, data, "image", RangeSettings(method=method, batch=8), show_progress=False)
+        model = int8_module.with_onnxruntime(source, ranges, method, ["mm1"]).model
         values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         first_q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
         scales[method] = float(values[first_q.input[1]])
