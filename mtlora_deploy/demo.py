@@ -87,7 +87,7 @@ def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Pa
 
 def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any]:
     """Per-task metrics of PyTorch fp32 and every ONNX precision on the val split, side by side."""
-    from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
+    from mtlora_deploy.report.evaluate import evaluate_artifact
 
     console.rule("4. what each precision costs in accuracy (val split, ONNX Runtime CPU)")
     targets = {"pytorch fp32": run_dir, **{f"onnx {p}": artefacts[p] for p in ("fp32", "fp16", "int8")}}
