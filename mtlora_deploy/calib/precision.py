@@ -18,7 +18,7 @@ import onnx
 
 from mtlora_deploy.calib import autocast, int8
 from mtlora_deploy.calib.cleanup import topological_sort
-from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, file_sha256, load_calibration, read_provenance
+from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, load_calibration, read_provenance
 from mtlora_deploy.calib.graph import (
     count_qdq_nodes,
     io_dtypes,
@@ -31,6 +31,7 @@ from mtlora_deploy.calib.tools import CastResult
 from mtlora_deploy.deploy.metadata import attach_metadata, metadata_from_proto
 from mtlora_deploy.errors import ConfigError, MTLoRAError, WeightsError
 from mtlora_deploy.utils.atomic import atomic_path
+from mtlora_deploy.utils.hashing import file_sha256
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TOOLS = ("auto", "modelopt", "onnxruntime")

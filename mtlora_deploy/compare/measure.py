@@ -32,9 +32,9 @@ def load_last(run_dir: Path) -> MultiTaskModel:
 def deployed_model(model: MultiTaskModel) -> nn.Module:
     """The model as deployed: merged, or for ``mtl-lora`` the per-task merged models (one encoder per task)."""
     from mtlora_deploy.deploy.merge import merge_task_agnostic
-    from mtlora_deploy.deploy.merge_mtl import PerTaskModels, is_task_conditioned
+    from mtlora_deploy.deploy.merge_mtl import PerTaskModels, needs_per_task_merge
 
-    if is_task_conditioned(model) and len(model.tasks) > 1:
+    if needs_per_task_merge(model):
         return PerTaskModels.from_model(model)
     return merge_task_agnostic(model)
 

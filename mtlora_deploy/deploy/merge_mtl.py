@@ -27,6 +27,11 @@ def is_task_conditioned(model: nn.Module) -> bool:
     return any(isinstance(m, MTLLoRALinear) for m in model.modules())
 
 
+def needs_per_task_merge(model: nn.Module) -> bool:
+    """True for an unmerged multi-task ``mtl-lora`` model: no single merged encoder, one merged model per task."""
+    return is_task_conditioned(model) and len(getattr(model, "tasks", ())) > 1
+
+
 def task_weight(adapter: MTLLoRALinear, task: str, layer: str = "adapter") -> torch.Tensor:
     """``W + (alpha / r) B_t Lambda_t A`` (out x in), summed in float64 and cast back to W's dtype.
 
@@ -123,7 +128,7 @@ class PerTaskModels(nn.Module):
 
 def check_mergeable(model: nn.Module) -> None:
     """Refuse a multi-task ``mtl-lora`` model where one merged model is expected (one line naming the way out)."""
-    if is_task_conditioned(model) and len(model.tasks) > 1:
+    if needs_per_task_merge(model):
         raise ConfigError(
             f"merge: this {TASK_CONDITIONED} model is task-conditioned ({len(model.tasks)} tasks): there is no single "
             "merged encoder; merge per task with mtlora_deploy.deploy.merge_mtl.merge_per_task(model, task), or "

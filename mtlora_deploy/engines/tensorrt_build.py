@@ -15,10 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mtlora_deploy.engines.manifest import build_manifest, file_sha256, probe_environment, write_manifest
+from mtlora_deploy.engines.manifest import build_manifest, probe_environment, write_manifest
 from mtlora_deploy.engines.tensorrt import dtype_name, load_tensorrt, make_logger, network_flags, require_cuda
 from mtlora_deploy.errors import ConfigError, MTLoRAError
 from mtlora_deploy.utils.atomic import write_bytes_atomic
+from mtlora_deploy.utils.hashing import file_sha256
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TIMING_CACHE_NAME = "timing.cache"

@@ -19,8 +19,6 @@ import torch
 from mtlora_deploy.profile.runs import PRECISION_DTYPES, Candidate, Measurement, SequentialPredictors
 from mtlora_deploy.profile.variants import (
     bare_backbone,
-    has_adapters,
-    is_task_conditioned,
     merged_model,
     mtlora_reference,
     per_task_merged,
@@ -59,10 +57,13 @@ def _open_per_task(model, backend, device, precision, compile_options) -> Sequen
 
 def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]:
     """(role, opener-maker) pairs for one torch model: its single pass and each requested comparison variant."""
+    from mtlora_deploy.deploy.merge import is_merged
+    from mtlora_deploy.deploy.merge_mtl import needs_per_task_merge
+
     roles: list[tuple[str, Callable]] = [("single_pass", lambda: model)]
-    if "merged" in comparisons and is_task_conditioned(model):
+    if "merged" in comparisons and needs_per_task_merge(model):
         roles += [("merged", partial(per_task_merged, model)), ("mtlora_single_pass", partial(mtlora_reference, model))]
-    elif "merged" in comparisons and has_adapters(model):
+    elif "merged" in comparisons and not is_merged(model):
         roles.append(("merged", partial(merged_model, model)))
     if "bare_backbone" in comparisons:
         roles.append(("bare_backbone", partial(bare_backbone, model)))
