@@ -6,12 +6,13 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from mtlora_deploy.utils.noise import NO_PRETRAINED_WEIGHTS, quiet_known_noise
 
 DEMO_MODEL = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": (8, 8, 16, 16), "head_channels": 64,
               "task_agnostic_rank": 8, "tasks": ("semseg", "human_parts", "sal", "normals")}
@@ -25,8 +26,7 @@ def train_stage(workdir: Path, console: Console) -> Path:
 
     run_dir = workdir / "train"
     console.rule("1. train mtlora-r16 (tiny Swin, 64x64) on the synthetic PASCAL-MT set")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_known_noise(NO_PRETRAINED_WEIGHTS):  # the demo trains the tiny Swin from random init
         if not (run_dir / "checkpoints" / "last.json").exists():
             start_run("mtlora-r16", None, dict(DEMO_MODEL), dict(DEMO_TRAIN), run_dir)
         elif not _finished(run_dir):

@@ -22,6 +22,7 @@ from mtlora_deploy.calib.ranges import ArrayReader
 from mtlora_deploy.calib.tools import CastResult, package_version
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.imports import require
+from mtlora_deploy.utils.noise import quiet_known_noise
 
 CALIBRATION_METHODS = ("entropy", "max")
 ENTROPY_BINS = (2048, 128)  # histogram bins, quantized bins: TensorRT's entropy calibrator uses the same
@@ -92,8 +93,9 @@ def with_onnxruntime(source: Path, reader: ArrayReader, method: str, nodes_to_ex
         output, data = Path(tmp) / "int8.onnx", {"calibration_data_reader": reader}
         if method == "entropy":
             data = {"calibration_cache_path": entropy_cache(source, reader, Path(tmp) / "ranges.json")}
-        q.quantize_static(source, output, nodes_to_exclude=list(nodes_to_exclude),
-                          calibration_providers=["CPUExecutionProvider"], **data, **settings)
+        with quiet_known_noise():  # its "consider pre-processing" log line is not for our users
+            q.quantize_static(source, output, nodes_to_exclude=list(nodes_to_exclude),
+                              calibration_providers=["CPUExecutionProvider"], **data, **settings)
         model = onnx.load(output)
     recorded = {**settings, "quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8",
                 "calibrate_method": method}

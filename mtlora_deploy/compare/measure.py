@@ -8,7 +8,6 @@ is ``profile``'s median over timed iterations of that deployed model on the torc
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,7 @@ def load_last(run_dir: Path) -> MultiTaskModel:
     """The run's final model (``checkpoints/last``: the same budget for every row, no selection on val)."""
     from mtlora_deploy import load
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load(run_dir / LAST)
+    return load(run_dir / LAST)
 
 
 def deployed_model(model: MultiTaskModel) -> nn.Module:

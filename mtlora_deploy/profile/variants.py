@@ -3,7 +3,6 @@ and for the task-conditioned ``mtl-lora`` model its per-task merged encoders and
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -22,14 +21,12 @@ def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
     copied as they are; each kept task brings its own task-specific LoRA and decoder.
     """
     config = model.config.replace(tasks=list(tasks), pretrained=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if model.config.adapter != "none" and is_merged(model):
-            from mtlora_deploy.deploy.merge import build_merged
+    if model.config.adapter != "none" and is_merged(model):
+        from mtlora_deploy.deploy.merge import build_merged
 
-            sub = build_merged(config)
-        else:
-            sub = build_model(config, warn_without_weights=False)
+        sub = build_merged(config)
+    else:
+        sub = build_model(config, warn_without_weights=False)
     state, wanted = model.state_dict(), sub.state_dict()
     if not is_merged(model) or model.config.adapter == "none":
         sub.load_state_dict({key: state[key] for key in wanted}, strict=True)
@@ -61,9 +58,7 @@ def mtlora_reference(model: MultiTaskModel) -> MultiTaskModel:
     Its weights are random (B = 0): latency does not depend on the values.
     """
     config = model.config.replace(adapter="mtlora", pretrained=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = build_model(config, warn_without_weights=False)
+    reference = build_model(config, warn_without_weights=False)
     return merged_model(reference)
 
 

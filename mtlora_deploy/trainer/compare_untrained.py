@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,7 @@ def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: in
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = ModelConfig.from_dict(saved["model"])
     torch.manual_seed(saved["train"]["seed"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        untrained = build_model(config)
+    untrained = build_model(config, warn_without_weights=False)  # as the run was built: weights or random init
     dataset = PascalMTDataset(run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
                               split=split, tasks=config.tasks, image_size=config.image_size, train=False)
     before, after = _score(untrained, dataset, batch_size), _score(load(run_dir), dataset, batch_size)
