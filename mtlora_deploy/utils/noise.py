@@ -54,10 +54,10 @@ EXPORT_WARNINGS = (
         "raised inside torch's own TorchScript exporter, not by a call of ours",
     ),
     WarningNoise(
-        r"Converting a tensor to a Python boolean might cause the trace to be incorrect",
+        r"Converting a tensor to a Python (boolean|number) might cause the trace to be incorrect",
         Warning,  # torch.jit.TracerWarning (not imported: this module stays free of torch)
-        "timm's PatchEmbed asserts the input size; at the traced static size it is a constant, and the exported "
-        "graph is checked against PyTorch afterwards",
+        "timm's PatchEmbed asserts (and formats) the input size; at the traced static size it is a constant, and the "
+        "exported graph is checked against PyTorch afterwards",
     ),
 )
 

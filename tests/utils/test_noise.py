@@ -38,6 +38,7 @@ def test_the_legacy_exporters_own_warnings_are_quiet_with_their_real_categories(
         ("You are using the legacy TorchScript-based ONNX export. Starting in PyTorch 2.9, ...", DeprecationWarning),
         ("The feature will be removed. Please remove usage of this function", DeprecationWarning),
         ("Converting a tensor to a Python boolean might cause the trace to be incorrect. ...", torch.jit.TracerWarning),
+        ("Converting a tensor to a Python number might cause the trace to be incorrect. ...", torch.jit.TracerWarning),
     ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
