@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv demo test test-fast check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,15 +19,20 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mtlora demo --workdir $(WORKDIR)
 
 # pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
-test: $(VENV)/.installed
+test: $(VENV)/.installed check
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-fast: PYTEST_ARGS = -n 2 -m "not slow"
 test-fast: test
 
-lint: $(VENV)/.installed
+# House rules, run before the tests: layered imports (pyproject's import-linter contract), format, lint.
+check: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff format --check mtlora_deploy tests benchmarks
 	$(VENV)/bin/ruff check mtlora_deploy tests benchmarks
+
+lint: check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

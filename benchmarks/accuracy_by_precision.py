@@ -21,9 +21,9 @@ from rich.table import Table
 
 from mtlora_deploy.calib import draw_calibration_set, make_precision_variant, read_precision_metadata
 from mtlora_deploy.deploy.export import export_onnx
+from mtlora_deploy.report.evaluate import evaluate_artifact
 from mtlora_deploy.trainer.api import start_run
 from mtlora_deploy.trainer.compare_untrained import untrained_vs_trained
-from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
 from mtlora_deploy.trainer.metrics import primary_metric
 
 TASKS = ("semseg", "human_parts", "sal", "normals")

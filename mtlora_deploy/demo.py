@@ -6,12 +6,13 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from mtlora_deploy.utils.noise import NO_PRETRAINED_WEIGHTS, quiet_known_noise
 
 DEMO_MODEL = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": (8, 8, 16, 16), "head_channels": 64,
               "task_agnostic_rank": 8, "tasks": ("semseg", "human_parts", "sal", "normals")}
@@ -48,8 +49,7 @@ def train_stage(workdir: Path, console: Console, baselines: dict[str, float]) ->
 
     run_dir = workdir / "train"
     console.rule("1. train mtlora-r16 (tiny Swin, 64x64) on the synthetic PASCAL-MT set")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_known_noise(NO_PRETRAINED_WEIGHTS):  # the demo trains the tiny Swin from random init
         if not (run_dir / "checkpoints" / "last.json").exists():
             start_run("mtlora-r16", None, dict(DEMO_MODEL), {**DEMO_TRAIN, "baselines": baselines}, run_dir)
         elif not _finished(run_dir):
@@ -135,7 +135,7 @@ def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, con
                    baselines: dict[str, float]) -> dict[str, Any]:
     """Per-task metrics and delta-m (against ``baselines``) of PyTorch fp32 and every ONNX precision on the val
     split, side by side."""
-    from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
+    from mtlora_deploy.report.evaluate import evaluate_artifact
 
     console.rule("4. what each precision costs in accuracy (val split, ONNX Runtime CPU)")
     targets = {"pytorch fp32": run_dir, **{f"onnx {p}": artefacts[p] for p in ("fp32", "fp16", "int8")}}

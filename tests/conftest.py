@@ -45,7 +45,7 @@ def run_ort(path, images) -> dict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     array = images.numpy() if isinstance(images, torch.Tensor) else images
-    return dict(zip(names, session.run(names, {"image": array})))
+    return dict(zip(names, session.run(names, {"image": array}), strict=True))
 
 
 @pytest.fixture

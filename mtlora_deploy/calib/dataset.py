@@ -23,6 +23,7 @@ from mtlora_deploy.trainer.data.pascal import read_split
 from mtlora_deploy.trainer.data.readers import check_files, read_sample
 from mtlora_deploy.trainer.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
+from mtlora_deploy.utils.hashing import file_sha256
 
 RECOMMENDED_IMAGES = 500  # TensorRT's advice for INT8 calibration
 DEFAULT_MIN_IMAGES = 8
@@ -48,15 +49,6 @@ def choose_ids(ids: list[str], num_images: int, seed: int) -> list[str]:
 def array_sha256(array: np.ndarray) -> str:
     """Digest of the C-ordered array bytes (independent of the container file)."""
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Digest of a file, read in 1 MiB chunks (calibration sets reach gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

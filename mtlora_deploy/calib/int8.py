@@ -21,12 +21,14 @@ import numpy as np
 import onnx
 
 from mtlora_deploy.calib.cache import RangeCache, read_range_cache, write_range_cache, write_tensorrt_cache
-from mtlora_deploy.calib.dataset import file_sha256, read_provenance
+from mtlora_deploy.calib.dataset import read_provenance
 from mtlora_deploy.calib.graph import GEMM_OPS
 from mtlora_deploy.calib.ranges import RANGE_METHODS, RangeSettings, collect_ranges
 from mtlora_deploy.calib.tools import CastResult, package_version
 from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.utils.hashing import file_sha256
 from mtlora_deploy.utils.imports import require
+from mtlora_deploy.utils.noise import quiet_known_noise
 
 CALIBRATION_METHODS = RANGE_METHODS
 
@@ -100,8 +102,9 @@ def with_onnxruntime(source: Path, ranges: dict[str, list[float]], method: str, 
     with tempfile.TemporaryDirectory(prefix="mtlora_int8_") as tmp:
         output = Path(tmp) / "int8.onnx"
         cache = write_ort_ranges(ranges, method, Path(tmp) / "ranges.json")
-        q.quantize_static(source, output, calibration_data_reader=None, calibration_cache_path=cache,
-                          nodes_to_exclude=list(nodes_to_exclude), **settings)
+        with quiet_known_noise():  # its "consider pre-processing" log line is not for our users
+            q.quantize_static(source, output, calibration_data_reader=None, calibration_cache_path=cache,
+                              nodes_to_exclude=list(nodes_to_exclude), **settings)
         model = onnx.load(output)
     recorded = {**settings, "quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8",
                 "calibrate_method": method}

@@ -18,7 +18,7 @@ import onnx
 
 from mtlora_deploy.calib import autocast, fidelity, int8
 from mtlora_deploy.calib.cleanup import topological_sort
-from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, file_sha256, open_calibration
+from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, open_calibration
 from mtlora_deploy.calib.graph import (
     count_qdq_nodes,
     io_dtypes,
@@ -33,6 +33,7 @@ from mtlora_deploy.deploy.metadata import attach_metadata, metadata_from_proto
 from mtlora_deploy.errors import ConfigError, MTLoRAError, WeightsError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 from mtlora_deploy.utils.atomic import atomic_path
+from mtlora_deploy.utils.hashing import file_sha256
 
 TOOLS = ("auto", "modelopt", "onnxruntime")
 METADATA_KEYS = ("precision", "precision_tool", "precision_tool_version", "precision_settings",

@@ -97,7 +97,7 @@ def activation_max_abs(model_path: str | Path, reader: ArrayReader) -> dict[str,
     found = dict.fromkeys(names.values(), 0.0)
     reader.rewind()
     while (feed := reader.get_next()) is not None:
-        for out, value in zip(names, session.run(list(names), feed)):
+        for out, value in zip(names, session.run(list(names), feed), strict=True):
             found[names[out]] = max(found[names[out]], float(value))
     return found
 

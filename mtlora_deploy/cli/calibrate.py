@@ -44,7 +44,7 @@ def calibrate(data, split, num_images, seed, image_size, model, input_name, outp
     from rich.console import Console
 
     from mtlora_deploy.calib.dataset import draw_calibration_set
-    from mtlora_deploy.trainer.evaluate_api import resolve_eval_data
+    from mtlora_deploy.report.evaluate import resolve_eval_data
 
     name, size = model_input(model) if model else ("image", 448)
     if image_size is not None and model and image_size != size:

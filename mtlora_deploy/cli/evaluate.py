@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import click
 
-from mtlora_deploy.cli.options import parse_baselines
+from mtlora_deploy.cli.options import LibraryDefault, given, parse_baselines
+
+EVALUATE = "mtlora_deploy.report.evaluate:evaluate_artifact"  # the library call; its defaults are the options'
 
 
 @click.command("evaluate")
 @click.argument("model_path", type=click.Path())
 @click.option("--data", required=True, help="PASCAL-MT root, or 'synthetic' (the set inside the run folder).")
-@click.option("--split", default="val", show_default=True, help="Split file name under ImageSets/Context.")
+@click.option("--split", cls=LibraryDefault, function=EVALUATE, help="Split file name under ImageSets/Context.")
 @click.option(
-    "--backend", default="auto", show_default=True, help="auto, torch, torch-compiled, onnxruntime, tensorrt."
+    "--backend", cls=LibraryDefault, function=EVALUATE, help="auto, torch, torch-compiled, onnxruntime, tensorrt."
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", cls=LibraryDefault, function=EVALUATE, help="cpu or cuda[:N].")
+@click.option("--batch-size", cls=LibraryDefault, function=EVALUATE, type=click.IntRange(min=1))
 @click.option("--num-images", default=None, type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option(
     "--baseline",
@@ -32,18 +34,16 @@ def evaluate(model_path, data, split, backend, device, batch_size, num_images, b
     """
     from rich.console import Console
 
-    from mtlora_deploy.trainer.evaluate_api import evaluate_artifact
-    from mtlora_deploy.trainer.logging import metrics_table
-
+    from mtlora_deploy.report.evaluate import evaluate_artifact
     from mtlora_deploy.cli.checks import check_output_file
+    from mtlora_deploy.trainer.logging import metrics_table
 
     console = Console()
     baselines = parse_baselines(baseline_items)
     if output:
         check_output_file(output)
-    result = evaluate_artifact(
-        model_path, data, split, backend, device, batch_size, num_images, baselines, output, console=console
-    )
-    console.print(metrics_table(result, f"{model_path} [{result['backend']['backend']}] on {split}"))
+    options = given(split=split, backend=backend, device=device, batch_size=batch_size, num_images=num_images)
+    result = evaluate_artifact(model_path, data, baselines=baselines, output=output, console=console, **options)
+    console.print(metrics_table(result, f"{model_path} [{result['backend']['backend']}] on {result['split']}"))
     if output:
         console.print(f"wrote {output}")

@@ -53,12 +53,11 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
 
     Example: mtlora export runs/demo/merged -o runs/demo/model.onnx --outputs logits
     """
-    import warnings
-
     from rich.console import Console
 
     from mtlora_deploy.deploy.export import export_onnx
     from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
+    from mtlora_deploy.utils.noise import quiet_known_noise
 
     from mtlora_deploy.cli.checks import check_calibration_file, check_output_file
 
@@ -72,8 +71,7 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     if per_task:
         console.print("mtl-lora is task-conditioned: writing one merged ONNX graph per task "
                       f"({per_task_path(fp32_path, 'TASK').name}) instead of {fp32_path.name}")
-    with warnings.catch_warnings(), console.status(f"exporting {source}"):
-        warnings.simplefilter("ignore")
+    with quiet_known_noise(), console.status(f"exporting {source}"):
         if per_task:
             reports = export_per_task(source, fp32_path, **options)
         else:

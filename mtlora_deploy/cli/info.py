@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import click
 
 from mtlora_deploy.cli.options import config_from_options, model_options
+from mtlora_deploy.utils.noise import quiet_known_noise
 
 
 @click.command("info")
@@ -21,8 +21,7 @@ def info(preset, config_path, tasks, set_items, checkpoint, as_json) -> None:
     """
     from mtlora_deploy.model.summary import describe_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_known_noise():
         if checkpoint:
             from mtlora_deploy import load
 

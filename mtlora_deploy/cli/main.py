@@ -74,17 +74,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     Example: mtlora info --preset mtlora-r64 --tasks semseg,human_parts,sal,normals
     """
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict)["debug"] = debug
 
 
 def main() -> None:
-    """Run the CLI; user errors become one red line and exit code 1."""
-    debug = "--debug" in sys.argv
+    """Run the CLI; user errors become one red line and exit code 1 (the traceback with ``--debug``)."""
+    settings: dict[str, bool] = {}  # the group's callback records the parsed --debug here
     warnings.simplefilter("default")
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, obj=settings)
     except MTLoRAError as exc:
-        if debug:
+        if settings.get("debug"):
             raise
         click.secho(f"Error: {exc}", fg="red", err=True)
         sys.exit(1)

@@ -22,16 +22,14 @@ def merge(source, output) -> None:
 
     Example: mtlora merge runs/demo/train -o runs/demo/merged
     """
-    import warnings
-
     from rich.console import Console
 
     from mtlora_deploy.deploy.merge import merge_checkpoint
     from mtlora_deploy.deploy.tables import merge_table
+    from mtlora_deploy.utils.noise import quiet_known_noise
 
     console = Console()
-    with warnings.catch_warnings(), console.status(f"merging {source}"):
-        warnings.simplefilter("ignore")
+    with quiet_known_noise(), console.status(f"merging {source}"):
         report = merge_checkpoint(source, output)
     console.print(merge_table(report))
     console.print(f"[green]merged[/] {source} -> {report.output}/model.safetensors")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Any, Callable
 
 import click
@@ -69,3 +71,31 @@ def config_from_options(
     if tasks is not None:
         overrides["tasks"] = parse_tasks(tasks)
     return resolve_config(preset, config_path, overrides)
+
+
+class LibraryDefault(click.Option):
+    """An option whose default is the library function's own (one definition, never restated in the CLI).
+
+    The option parses to None when not given; :func:`given` then leaves it out of the call, so the function's
+    signature default applies. ``--help`` shows that default, importing the function only to render the help.
+    """
+
+    def __init__(self, *args: Any, function: str, parameter: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, default=None, **kwargs)
+        self.function, self.parameter = function, parameter
+
+    def library_default(self) -> Any:
+        """The default of ``parameter`` (this option's name unless given) in ``function`` ("module:name")."""
+        module, name = self.function.split(":")
+        signature = inspect.signature(getattr(importlib.import_module(module), name))
+        return signature.parameters[self.parameter or self.name].default
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        extra["default"] = str(self.library_default())
+        return extra
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user set (None means not given), as keyword arguments for the library function."""
+    return {key: value for key, value in options.items() if value is not None}

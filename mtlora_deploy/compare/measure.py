@@ -8,7 +8,6 @@ is ``profile``'s median over timed iterations of that deployed model on the torc
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,15 @@ def load_last(run_dir: Path) -> MultiTaskModel:
     """The run's final model (``checkpoints/last``: the same budget for every row, no selection on val)."""
     from mtlora_deploy import load
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load(run_dir / LAST)
+    return load(run_dir / LAST)
 
 
 def deployed_model(model: MultiTaskModel) -> nn.Module:
     """The model as deployed: merged, or for ``mtl-lora`` the per-task merged models (one encoder per task)."""
     from mtlora_deploy.deploy.merge import merge_task_agnostic
-    from mtlora_deploy.deploy.merge_mtl import PerTaskModels, is_task_conditioned
+    from mtlora_deploy.deploy.merge_mtl import PerTaskModels, needs_per_task_merge
 
-    if is_task_conditioned(model) and len(model.tasks) > 1:
+    if needs_per_task_merge(model):
         return PerTaskModels.from_model(model)
     return merge_task_agnostic(model)
 

@@ -32,7 +32,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     shown = [r for r in rows if r["delta_m"] is not None and r["trainable_params"] > 0]
     points = [(float(r["trainable_params"]), float(r["delta_m"])) for r in shown]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for row, (x, y) in zip(shown, points):
+    for row, (x, y) in zip(shown, points, strict=True):
         marker = "s" if row["kind"] == "single-task" else "o"
         ax.scatter([x], [y], marker=marker, s=40, zorder=3)
         ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)

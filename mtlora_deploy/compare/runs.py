@@ -7,7 +7,6 @@ last checkpoint (``resume_run``); a run folder trained with other settings is re
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 from mtlora_deploy.compare.settings import CompareSettings, RowSpec
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
+from mtlora_deploy.utils.noise import NO_PRETRAINED_WEIGHTS, quiet_known_noise
 
 LAST = Path("checkpoints") / "last"
 
@@ -69,8 +69,7 @@ def train_row(row: RowSpec, settings: CompareSettings, run_dir: Path, data_root:
         check_same_settings(run_dir, model, train)
         if run_finished(run_dir):
             return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # every row is built without ImageNet weights when none are configured
+    with quiet_known_noise(NO_PRETRAINED_WEIGHTS):  # rows train from random init when no weights are configured
         if started:
             return resume_run(run_dir)
         return start_run(row.preset, None, model, train, run_dir)

@@ -11,7 +11,6 @@ import collections
 import contextlib
 import io
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from mtlora_deploy.model.checkpoint import load_state_strict
 from mtlora_deploy.model.config import ModelConfig, check_window_tiling
 from mtlora_deploy.model.multitask import MultiTaskModel
 from mtlora_deploy.utils.atomic import atomic_path
+from mtlora_deploy.utils.noise import quiet_known_noise
 
 LEGACY_OPSET = 17
 SINGLE_FILE_LIMIT = 2**31 - 64 * 2**20  # protobuf's 2 GB, less room for the graph itself
@@ -102,8 +102,7 @@ def _quiet():
     """The exporters print progress lines and warnings of their own; the CLI prints its own summary."""
     stack = contextlib.ExitStack()
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
+    stack.enter_context(quiet_known_noise())
     return stack
 
 

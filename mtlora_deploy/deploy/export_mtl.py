@@ -21,7 +21,13 @@ from typing import Any
 from torch import nn
 
 from mtlora_deploy.deploy.export import ExportReport, export_onnx, resize_model
-from mtlora_deploy.deploy.merge_mtl import TASK_CONDITIONED, PerTaskModels, is_task_conditioned, merge_per_task
+from mtlora_deploy.deploy.merge_mtl import (
+    TASK_CONDITIONED,
+    PerTaskModels,
+    is_task_conditioned,
+    merge_per_task,
+    needs_per_task_merge,
+)
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.multitask import MultiTaskModel
 
@@ -40,7 +46,7 @@ def needs_per_task_export(source: str | Path | nn.Module) -> bool:
     Anything else (and a path that is not a readable checkpoint) is ``export_onnx``'s to handle or refuse.
     """
     if isinstance(source, nn.Module):
-        return is_task_conditioned(source) and len(getattr(source, "tasks", ())) > 1
+        return needs_per_task_merge(source)
     path = Path(source)
     if path.suffix == ".onnx" or not path.exists():
         return False

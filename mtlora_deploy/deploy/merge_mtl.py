@@ -24,12 +24,18 @@ __all__ = [
     "check_mergeable",
     "is_task_conditioned",
     "merge_per_task",
+    "needs_per_task_merge",
 ]
+
+
+def needs_per_task_merge(model: nn.Module) -> bool:
+    """True for an unmerged multi-task ``mtl-lora`` model: no single merged encoder, one merged model per task."""
+    return is_task_conditioned(model) and len(getattr(model, "tasks", ())) > 1
 
 
 def check_mergeable(model: nn.Module) -> None:
     """Refuse a multi-task ``mtl-lora`` model where one merged model is expected (one line naming the way out)."""
-    if is_task_conditioned(model) and len(model.tasks) > 1:
+    if needs_per_task_merge(model):
         raise ConfigError(
             f"merge: this {TASK_CONDITIONED} model is task-conditioned ({len(model.tasks)} tasks): there is no single "
             "merged encoder; merge per task with mtlora_deploy.deploy.merge_mtl.merge_per_task(model, task), or "

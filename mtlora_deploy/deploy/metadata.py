@@ -22,7 +22,7 @@ def build_metadata(
 ) -> dict[str, Any]:
     """The metadata of one exported graph (decoded form)."""
     from mtlora_deploy import __version__
-    from mtlora_deploy.trainer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from mtlora_deploy.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     return {
         "format": FORMAT,

@@ -115,7 +115,7 @@ def compare_with_onnxruntime(
     with torch.no_grad():
         refs = [t.detach().cpu().numpy() for t in module(images)]
     rows = []
-    for task, ort_out, ref in zip(tasks, ort_outs, refs):
+    for task, ort_out, ref in zip(tasks, ort_outs, refs, strict=True):
         max_abs, rel = _relative(ort_out, ref)
         tol = label_tolerance if np.issubdtype(ref.dtype, np.integer) else rtol
         rows.append(TaskParity(task, max_abs, rel, tol, str(ref.dtype)))

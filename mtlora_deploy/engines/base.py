@@ -46,7 +46,7 @@ class Backend(ABC):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: backends that hold nothing keep this no-op)
         """Free runtime resources."""
 
     def __enter__(self) -> "Backend":

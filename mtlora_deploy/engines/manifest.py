@@ -9,7 +9,6 @@ TensorRT: the environment probe takes every value as an argument and only asks T
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from mtlora_deploy.engines.runtimes import FLAVOURS, RTX_DEFAULT_TARGETS, RTX_TARGETS, TENSORRT, TENSORRT_RTX
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.utils.atomic import write_json_atomic
+from mtlora_deploy.utils.hashing import file_sha256
 
 MANIFEST_FORMAT = "mtlora-deploy-engine-manifest"
 MANIFEST_VERSION = 2
@@ -31,15 +31,6 @@ def manifest_path(plan: str | Path) -> Path:
     """``engines/model_fp16.plan`` -> ``engines/model_fp16.plan.json`` (never inside the plan)."""
     plan = Path(plan)
     return plan.with_name(plan.name + ".json")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so multi-GB ONNX files do not need to fit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe_environment(device: int = 0, **known: Any) -> dict[str, Any]:

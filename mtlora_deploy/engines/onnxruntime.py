@@ -124,7 +124,7 @@ class OnnxRuntimeBackend(Backend):
             return self._infer_cuda(images)
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(self.output_names, {self.input_name: array})
-        return {name: torch.from_numpy(np.asarray(out)) for name, out in zip(self.output_names, outputs)
+        return {name: torch.from_numpy(np.asarray(out)) for name, out in zip(self.output_names, outputs, strict=True)
                 if name in self.tasks}
 
     def _infer_cuda(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -136,7 +136,8 @@ class OnnxRuntimeBackend(Backend):
             binding.bind_output(name, "cuda", self.device.index or 0)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return {name: _cuda_tensor(value) for name, value in zip(self.output_names, outputs) if name in self.tasks}
+        pairs = zip(self.output_names, outputs, strict=True)
+        return {name: _cuda_tensor(value) for name, value in pairs if name in self.tasks}
 
     def close(self) -> None:
         self.session = None

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mtlora_deploy.engines.manifest import build_manifest, file_sha256, probe_environment, write_manifest
+from mtlora_deploy.engines.manifest import build_manifest, probe_environment, write_manifest
 from mtlora_deploy.engines.runtimes import (
     FLAVOURS,
     RTX_DEFAULT_TARGETS,
@@ -39,6 +39,7 @@ from mtlora_deploy.engines.tensorrt import require_cuda
 from mtlora_deploy.errors import ConfigError, MTLoRAError
 from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES, PRECISIONS
 from mtlora_deploy.utils.atomic import write_bytes_atomic
+from mtlora_deploy.utils.hashing import file_sha256
 from mtlora_deploy.utils.locking import update_file_locked
 
 TIMING_CACHE_NAME = "timing.cache"

@@ -15,7 +15,7 @@ class HRNetHead(nn.Module):
 
     def __init__(self, in_channels: list[int], widths: tuple[int, ...], hidden: int, out_channels: int) -> None:
         super().__init__()
-        self.reduce = nn.ModuleList(nn.Conv2d(c, w, 1, bias=False) for c, w in zip(in_channels, widths))
+        self.reduce = nn.ModuleList(nn.Conv2d(c, w, 1, bias=False) for c, w in zip(in_channels, widths, strict=True))
         concat = sum(widths)
         self.last_layer = nn.Sequential(
             nn.Conv2d(concat, hidden, 1),
@@ -26,7 +26,7 @@ class HRNetHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Four NCHW maps -> logits at the resolution of the first."""
-        reduced = [conv(f) for conv, f in zip(self.reduce, feats)]
+        reduced = [conv(f) for conv, f in zip(self.reduce, feats, strict=True)]
         size = reduced[0].shape[-2:]
         upsampled = [reduced[0]] + [
             nn.functional.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]

@@ -21,8 +21,6 @@ from mtlora_deploy.profile.runs import PRECISION_DTYPES, Candidate, Measurement,
 from mtlora_deploy.profile.stats import cost_verdict, difference_estimate, ratio_estimate, speed_verdict
 from mtlora_deploy.profile.variants import (
     bare_backbone,
-    has_adapters,
-    is_task_conditioned,
     merged_model,
     mtlora_reference,
     per_task_merged,
@@ -80,10 +78,13 @@ def _materialize_per_task(model, backend, device, precision, compile_options) ->
 
 def model_roles(model, comparisons: Sequence[str]) -> list[tuple[str, Callable]]:
     """(role, module factory) pairs for one torch model: its single pass and each requested comparison variant."""
+    from mtlora_deploy.deploy.merge import is_merged
+    from mtlora_deploy.deploy.merge_mtl import needs_per_task_merge
+
     roles: list[tuple[str, Callable]] = [("single_pass", partial(_given, model))]
-    if "merged" in comparisons and is_task_conditioned(model):
+    if "merged" in comparisons and needs_per_task_merge(model):
         roles += [("merged", partial(per_task_merged, model)), ("mtlora_single_pass", partial(mtlora_reference, model))]
-    elif "merged" in comparisons and has_adapters(model):
+    elif "merged" in comparisons and not is_merged(model):
         roles.append(("merged", partial(merged_model, model)))
     if "bare_backbone" in comparisons:
         roles.append(("bare_backbone", partial(bare_backbone, model)))

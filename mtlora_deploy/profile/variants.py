@@ -3,30 +3,15 @@ and for the task-conditioned ``mtl-lora`` model its per-task merged encoders and
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from mtlora_deploy.deploy.merge import is_merged
 from mtlora_deploy.model.backbone import create_timm_swin
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.multitask import MultiTaskModel, build_model
-
-
-def has_adapters(model: nn.Module) -> bool:
-    """True when merging would change the model (it still carries LoRA or MTL-LoRA adapters)."""
-    from mtlora_deploy.model.adapters import MTLoRALinear
-    from mtlora_deploy.model.mtl_lora import MTLLoRABranch
-
-    return any(isinstance(m, (MTLoRALinear, MTLLoRABranch)) for m in model.modules())
-
-
-def is_task_conditioned(model: nn.Module) -> bool:
-    """True for an unmerged multi-task ``mtl-lora`` model: its deployed form is one merged encoder per task."""
-    from mtlora_deploy.deploy.merge_mtl import is_task_conditioned as conditioned
-
-    return conditioned(model) and len(model.tasks) > 1
 
 
 def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
@@ -36,16 +21,14 @@ def sub_model(model: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
     copied as they are; each kept task brings its own task-specific LoRA and decoder.
     """
     config = model.config.replace(tasks=list(tasks), pretrained=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if model.config.adapter != "none" and not has_adapters(model):
-            from mtlora_deploy.deploy.merge import build_merged
+    if model.config.adapter != "none" and is_merged(model):
+        from mtlora_deploy.deploy.merge import build_merged
 
-            sub = build_merged(config)
-        else:
-            sub = build_model(config, warn_without_weights=False)
+        sub = build_merged(config)
+    else:
+        sub = build_model(config, warn_without_weights=False)
     state, wanted = model.state_dict(), sub.state_dict()
-    if has_adapters(model) or model.config.adapter == "none":
+    if not is_merged(model) or model.config.adapter == "none":
         sub.load_state_dict({key: state[key] for key in wanted}, strict=True)
     else:
         # merged: the row-stacked task branches differ with the task set; keep the sub-model's own values there
@@ -75,9 +58,7 @@ def mtlora_reference(model: MultiTaskModel) -> MultiTaskModel:
     Its weights are random (B = 0): latency does not depend on the values.
     """
     config = model.config.replace(adapter="mtlora", pretrained=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = build_model(config, warn_without_weights=False)
+    reference = build_model(config, warn_without_weights=False)
     return merged_model(reference)
 
 

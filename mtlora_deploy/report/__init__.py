@@ -1,1 +1,1 @@
-"""Human-facing output: rich tables, Markdown, plots."""
+"""Human-facing output (rich tables, Markdown, plots) and the predict/evaluate calls that work on any backend."""

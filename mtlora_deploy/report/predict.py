@@ -49,7 +49,7 @@ def predict_images(model_path: str | Path, images: list[str | Path], output: str
             rgb, tensor = load_image(image_path, runner.image_size)
             outputs = runner.infer(tensor[None].to(runner.device))
             views = [visualize_output(task, outputs[task][0]) for task in runner.tasks]
-            for task, view in zip(runner.tasks, views):
+            for task, view in zip(runner.tasks, views, strict=True):
                 save_png(view, output / f"{name}_{task}.png")
             panels.append(output / f"{name}_panel.png")
             save_png(side_by_side([rgb, *views]), panels[-1])

@@ -12,7 +12,6 @@ from mtlora_deploy.calib.dataset import (
     array_sha256,
     choose_ids,
     draw_calibration_set,
-    file_sha256,
     load_calibration,
     read_provenance,
     write_npz,
@@ -20,6 +19,7 @@ from mtlora_deploy.calib.dataset import (
 from mtlora_deploy.cli.main import cli
 from mtlora_deploy.errors import ConfigError, DataError
 from mtlora_deploy.trainer.data import PascalMTDataset
+from mtlora_deploy.utils.hashing import file_sha256
 
 pytestmark = pytest.mark.filterwarnings("ignore:calibration file .* recommends")
 

@@ -22,10 +22,11 @@ from mtlora_deploy.calib import (
     read_precision_metadata,
     zero_points_nonzero,
 )
-from mtlora_deploy.calib.dataset import file_sha256, load_calibration, write_npz
+from mtlora_deploy.calib.dataset import load_calibration, write_npz
 from mtlora_deploy.calib.graph import last_gemm_nodes, producers, tensor_dtypes
 from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, WeightsError
+from mtlora_deploy.utils.hashing import file_sha256
 from tests.calib.conftest import relative_error
 from tests.conftest import run_ort
 

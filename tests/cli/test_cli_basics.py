@@ -87,3 +87,36 @@ def test_user_errors_are_one_line_with_exit_1(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 1 and "nope.pth does not exist" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_debug_comes_from_the_parsed_group_option(monkeypatch, capsys):
+    from mtlora_deploy.cli.main import main
+    from mtlora_deploy.errors import ConfigError
+
+    bad = ["info", "--preset", "mtlora-r16", "--tasks", "semseg,depth"]
+    monkeypatch.setattr(sys, "argv", ["mtlora", *bad])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1 and capsys.readouterr().err.startswith("Error: tasks: got 'depth'")
+    monkeypatch.setattr(sys, "argv", ["mtlora", "--debug", *bad])
+    with pytest.raises(ConfigError, match="tasks: got 'depth'"):  # --debug: the exception itself, traceback and all
+        main()
+    # '--debug' as the value of another option is not the flag: still one line
+    monkeypatch.setattr(sys, "argv", ["mtlora", "info", "--preset", "mtlora-r16", "--set", "--debug"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code != 0 and "Traceback" not in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_defaults_are_the_library_functions_and_show_in_help():
+    import inspect
+
+    from mtlora_deploy.report.evaluate import evaluate_artifact
+    from mtlora_deploy.report.predict import predict_images
+
+    for command, function, names in [("evaluate", evaluate_artifact, ("split", "backend", "device", "batch_size")),
+                                     ("predict", predict_images, ("backend", "device"))]:
+        text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+        for name in names:
+            default = inspect.signature(function).parameters[name].default
+            assert f"--{name.replace('_', '-')}" in text and f"[default: {default}]" in text, (command, name)

@@ -81,8 +81,8 @@ def test_per_task_merge_equals_the_unmerged_task_output(diagonal, images):
 def test_per_task_merged_layers_are_plain_linears_holding_w_t():
     model = _mtl_model(tasks=("semseg", "sal"))
     merged = merge_per_task(model, "sal")
-    for stage, source_stage in zip(merged.backbone.layers, model.backbone.layers):
-        for block, source in zip(stage.blocks, source_stage.blocks):
+    for stage, source_stage in zip(merged.backbone.layers, model.backbone.layers, strict=True):
+        for block, source in zip(stage.blocks, source_stage.blocks, strict=True):
             for path in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"):
                 layer, adapter = block.get_submodule(path), source.get_submodule(path)
                 assert type(layer) is nn.Linear

@@ -11,13 +11,13 @@ from mtlora_deploy.engines.manifest import (
     build_manifest,
     check_compatibility,
     check_plan_file,
-    file_sha256,
     manifest_path,
     probe_environment,
     read_manifest,
     write_manifest,
 )
 from mtlora_deploy.errors import MTLoRAError, WeightsError
+from mtlora_deploy.utils.hashing import file_sha256
 
 H100 = {
     "runtime": "tensorrt",

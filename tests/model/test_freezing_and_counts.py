@@ -61,7 +61,7 @@ def test_swin_t_mtlora_r64_trainable_set_is_the_reference_set():
 
 def _lora_formula(dims, depths, rank, task_rank, tasks):
     """model.md: 16 r C per block (TA), 12 r_t C per task in each stage-final block (TS)."""
-    ta = sum(16 * rank * c * d for c, d in zip(dims, depths))
+    ta = sum(16 * rank * c * d for c, d in zip(dims, depths, strict=True))
     ts = sum(12 * task_rank * c * tasks for c in dims)
     return ta + ts
 

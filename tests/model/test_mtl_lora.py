@@ -266,7 +266,7 @@ def _expected_counts(config: ModelConfig) -> tuple[int, int]:
     dims = [arch["embed_dim"] * 2**i for i in range(4)]
     r, n, ta = config.mtl_rank, config.mtl_num_b, config.task_agnostic_rank
     lora = deployed = 0
-    for c, depth in zip(dims, arch["depths"]):
+    for c, depth in zip(dims, arch["depths"], strict=True):
         if config.adapter == "mtl-lora":
             lora += depth * sum(_mtl_branch(i, o, r, n, tasks) for i, o in _block_linears(c))
             deployed += depth * sum((tasks - 1) * i * o - _mtl_branch(i, o, r, n, tasks) for i, o in _block_linears(c))

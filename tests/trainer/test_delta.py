@@ -23,15 +23,15 @@ PAPER_ROWS = {
 
 
 def as_metrics(row: tuple[float, ...]) -> dict[str, float]:
-    return dict(zip(TASKS, row[:4]))
+    return dict(zip(TASKS, row[:4], strict=True))
 
 
 def rounding_envelope(row: tuple[float, ...]) -> tuple[float, float]:
     """Smallest and largest dm when every table entry (model and baseline) is off by up to 0.005."""
     values = []
     for signs in itertools.product((-0.005, 0.005), repeat=8):
-        metrics = {t: v + s for t, v, s in zip(TASKS, row[:4], signs[:4])}
-        baselines = {t: REFERENCE_SINGLE_TASK[t] + s for t, s in zip(TASKS, signs[4:])}
+        metrics = {t: v + s for t, v, s in zip(TASKS, row[:4], signs[:4], strict=True)}
+        baselines = {t: REFERENCE_SINGLE_TASK[t] + s for t, s in zip(TASKS, signs[4:], strict=True)}
         values.append(multi_task_delta(metrics, baselines, {"normals"}))
     return min(values), max(values)
 

@@ -324,7 +324,7 @@ def test_summed_states_equal_one_accumulator_over_both_batches(task: str) -> Non
         whole.update(pred, target)
     rank0.update(*batches[0])
     rank1.update(*batches[1])
-    summed = [x + y for x, y in zip(rank0.state_tensors(), rank1.state_tensors())]
+    summed = [x + y for x, y in zip(rank0.state_tensors(), rank1.state_tensors(), strict=True)]
     reduced.load_state_tensors(summed)
     assert_same_results(reduced.compute(), whole.compute())
     assert all(t.device.type == "cpu" and t.dtype in (torch.float64, torch.int64) for t in summed)

@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from mtlora_deploy.trainer.data.layout import IGNORE_INDEX
+from mtlora_deploy.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ROTATION_RANGE = (-20.0, 20.0)
 SCALE_RANGE = (0.75, 1.25)
 MIN_NORMAL_LENGTH = 1e-6

@@ -96,7 +96,7 @@ class MetricAccumulator(ABC):
         """
         if len(tensors) != len(self._state):
             raise ValueError(f"{type(self).__name__}: expected {len(self._state)} state tensors, got {len(tensors)}")
-        for (name, current), new in zip(self._state.items(), tensors):
+        for (name, current), new in zip(self._state.items(), tensors, strict=True):
             if tuple(new.shape) != tuple(current.shape):
                 raise ValueError(f"{type(self).__name__}: state '{name}' has shape {tuple(current.shape)}, "
                                  f"got {tuple(new.shape)}")

@@ -84,5 +84,5 @@ class SegmentationMeter(MetricAccumulator):
             "mIoU": 100.0 * float(iou.nanmean()) if bool((union > 0).any()) else math.nan,
             "pixel_acc": 100.0 * float(tp.sum() / total) if total > 0 else math.nan,
         }
-        result.update({f"IoU/{name}": 100.0 * float(v) for name, v in zip(self.class_names, iou)})
+        result.update({f"IoU/{name}": 100.0 * float(v) for name, v in zip(self.class_names, iou, strict=True)})
         return result
