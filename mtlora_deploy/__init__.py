@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from mtlora_deploy._version import __version__
 
 
 def load(path: str | Path, device: str = "cpu"):

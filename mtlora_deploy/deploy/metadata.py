@@ -21,7 +21,7 @@ def build_metadata(
     config: ModelConfig, outputs: str, source: str, exporter: str, opset: int, output_dtypes: dict[str, str]
 ) -> dict[str, Any]:
     """The metadata of one exported graph (decoded form)."""
-    from mtlora_deploy import __version__
+    from mtlora_deploy._version import __version__
     from mtlora_deploy.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     return {

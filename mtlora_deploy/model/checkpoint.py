@@ -29,7 +29,7 @@ def register_builder(kind: str, builder: Callable[[ModelConfig], nn.Module]) -> 
 
 
 def _version() -> str:
-    from mtlora_deploy import __version__
+    from mtlora_deploy._version import __version__
 
     return __version__
 

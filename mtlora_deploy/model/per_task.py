@@ -9,7 +9,6 @@ or as T graphs.
 
 from __future__ import annotations
 
-import warnings
 
 import torch
 from torch import nn
@@ -39,9 +38,7 @@ def build_per_task_merged(config: ModelConfig) -> MultiTaskModel:
             f"per-task merge: got adapter {config.adapter} with tasks {','.join(config.tasks)}, "
             f"expected adapter {TASK_CONDITIONED} with exactly one task"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build_model(config.replace(pretrained=None), warn_without_weights=False)
+    model = build_model(config.replace(pretrained=None), warn_without_weights=False)
     for name, adapter in [(n, m) for n, m in model.named_modules() if isinstance(m, MTLLoRALinear)]:
         replace_submodule(model, name, linear_with_weight(adapter.base_layer, adapter.base_layer.weight))
     model.backbone.task_conditioned = False

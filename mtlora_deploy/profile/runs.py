@@ -327,7 +327,7 @@ def _package_version(*names: str) -> str | None:
 
 def environment_settings(device: torch.device) -> dict[str, Any]:
     """Versions, threads, GPU and numeric flags that change the numbers (printed beside them)."""
-    from mtlora_deploy import __version__
+    from mtlora_deploy._version import __version__
 
     env: dict[str, Any] = {
         "toolkit_version": __version__,

@@ -25,15 +25,13 @@ def untrained_metrics(config: ModelConfig, seed: int, dataset, batch_size: int =
     """Metrics of ``config`` built with ``seed`` and never trained: the floor a run must beat on its own data, and
     the delta-m baselines where no single-task runs of that data exist (the synthetic set)."""
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        untrained = build_model(config)
+    untrained = build_model(config, warn_without_weights=False)  # as the run was built: weights or random init
     return _score(untrained, dataset, batch_size)
 
 
 def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: int = 8) -> dict[str, dict[str, Any]]:
     """Per task: untrained and trained primary metric, the gain in the metric's good direction, and a verdict."""
-    from mtlora_deploy import load
+    from mtlora_deploy.model.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -41,7 +39,7 @@ def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: in
     dataset = PascalMTDataset(run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
                               split=split, tasks=config.tasks, image_size=config.image_size, train=False)
     before = untrained_metrics(config, saved["train"]["seed"], dataset, batch_size)
-    after = _score(load(run_dir), dataset, batch_size)
+    after = _score(load_checkpoint(run_dir), dataset, batch_size)
     rows = {}
     for task in config.tasks:
         metric = primary_metric(task)
