@@ -12,7 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtlora_deploy.model import DEFAULT_TASKS, build_model, resolve_config  # noqa: E402

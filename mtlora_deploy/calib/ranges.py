@@ -227,11 +227,11 @@ def collect_ranges(model_path: str | Path, images: Any, input_name: str, setting
         found = dict.fromkeys(outputs, 0.0)
 
         def update(names, values):
-            for name, value in zip(names, values):
+            for name, value in zip(names, values, strict=False):
                 found[name] = max(found[name], float(value))
 
         _run_batches(session, outputs, reader, update, "calibrating (max)", show_progress)
-        return {t: (-found[o], found[o]) for t, o in zip(tensors, outputs)}
+        return {t: (-found[o], found[o]) for t, o in zip(tensors, outputs, strict=False)}
     return _histogram_ranges(session, outputs, reader, settings, show_progress)
 
 
@@ -245,7 +245,7 @@ def _histogram_ranges(session: Any, outputs: list[str], reader: ArrayReader, set
 
     def update(names, values):
         with contextlib.redirect_stdout(io.StringIO()):  # the collector prints a line per call
-            for name, value in zip(names, values):
+            for name, value in zip(names, values, strict=False):
                 collector.collect({name: value})
 
     _run_batches(session, outputs, reader, update, f"calibrating ({settings.method})", show_progress)

@@ -67,7 +67,7 @@ def check_calibration_file(path: str | Path | None, precision: str, option: str 
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"{option} {path} is a corrupt .npz archive ({exc}); draw it again with mtlora calibrate")
+        raise ConfigError(f"{option} {path} is a corrupt .npz archive ({exc}); draw it again with mtlora calibrate") from exc
     if not names:
         raise ConfigError(f"{option} {path} holds no arrays; draw it again with mtlora calibrate")
 

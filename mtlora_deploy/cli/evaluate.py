@@ -34,8 +34,8 @@ def evaluate(model_path, data, split, backend, device, batch_size, num_images, b
     """
     from rich.console import Console
 
-    from mtlora_deploy.report.evaluate import evaluate_artifact
     from mtlora_deploy.cli.checks import check_output_file
+    from mtlora_deploy.report.evaluate import evaluate_artifact
     from mtlora_deploy.trainer.logging import metrics_table
 
     console = Console()

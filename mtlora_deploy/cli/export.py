@@ -55,11 +55,10 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     """
     from rich.console import Console
 
+    from mtlora_deploy.cli.checks import check_calibration_file, check_output_file
     from mtlora_deploy.deploy.export import export_onnx
     from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
     from mtlora_deploy.utils.noise import quiet_known_noise
-
-    from mtlora_deploy.cli.checks import check_calibration_file, check_output_file
 
     check_output_file(output)
     check_calibration_file(calib, precision)

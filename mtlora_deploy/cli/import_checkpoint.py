@@ -48,10 +48,9 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
     """
     from pathlib import Path
 
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.model.checkpoint import save_checkpoint
     from mtlora_deploy.model.reference_checkpoint import describe_detected, import_reference
-
-    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.model.weights import check_weights_file
 
     check_weights_file(Path(reference))

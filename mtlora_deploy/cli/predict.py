@@ -24,9 +24,8 @@ def predict(images, model_path, output, backend, device) -> None:
     """
     from rich.console import Console
 
-    from mtlora_deploy.report.predict import predict_images
-
     from mtlora_deploy.cli.checks import check_model_input, check_output_dir
+    from mtlora_deploy.report.predict import predict_images
 
     check_model_input(model_path, "--model")
     check_output_dir(output)

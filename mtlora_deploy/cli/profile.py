@@ -78,9 +78,8 @@ def profile(inputs, output, metrics, **options) -> None:
     """
     from rich.console import Console
 
-    from mtlora_deploy.profile.api import run_profile
-
     from mtlora_deploy.cli.checks import check_model_input
+    from mtlora_deploy.profile.api import run_profile
 
     for path in inputs:
         check_model_input(path)

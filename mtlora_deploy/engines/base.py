@@ -49,7 +49,7 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 (an optional hook: backends that hold nothing keep this no-op)
         """Free runtime resources."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -120,7 +120,7 @@ class ModelConfig(DictRoundTrip):
         """Logit channels of a task's head (21 for semseg, 7 parts, 1 sal, 3 normals, 1 edge by default)."""
         return int(self.num_classes.get(task, TASK_OUTPUT_CHANNELS[task]))
 
-    def replace(self, **overrides: Any) -> "ModelConfig":
+    def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with fields replaced (validated again)."""
         return ModelConfig.from_dict({**self.to_dict(), **overrides})
 

@@ -53,7 +53,7 @@ class TaskBatchedHeads(nn.Module):
         count, concat = len(tasks), sum(widths)
         self.tasks, self.widths, self.hidden = tuple(tasks), tuple(widths), hidden
         self.out_channels = tuple(out_channels)
-        self.reduce = nn.ParameterList(nn.Parameter(torch.zeros(count, w, c)) for c, w in zip(in_channels, widths))
+        self.reduce = nn.ParameterList(nn.Parameter(torch.zeros(count, w, c)) for c, w in zip(in_channels, widths, strict=False))
         self.fuse = nn.Conv2d(count * concat, count * hidden, 1, groups=count)
         self.norm = nn.BatchNorm2d(count * hidden)
         self.classifier_weight = nn.Parameter(torch.zeros(sum(out_channels), hidden))
@@ -94,7 +94,7 @@ class TaskBatchedHeads(nn.Module):
         tasks = self.tasks if tasks is None else tuple(tasks)
         index = [self.tasks.index(t) for t in tasks]
         subset = None if index == list(range(len(self.tasks))) else torch.tensor(index, device=feats[0].device)
-        reduced = [self._reduce(f, w, subset) for f, w in zip(feats, self.reduce)]
+        reduced = [self._reduce(f, w, subset) for f, w in zip(feats, self.reduce, strict=False)]
         grid = reduced[0].shape[-2:]
         upsampled = [reduced[0]]
         upsampled += [F.interpolate(r, size=grid, mode="bilinear", align_corners=False) for r in reduced[1:]]
@@ -104,7 +104,7 @@ class TaskBatchedHeads(nn.Module):
         logits = torch.cat([self._classify(hidden, j, i) for j, i in enumerate(index)], dim=1)
         logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
         out, start = {}, 0
-        for task, i in zip(tasks, index):  # slices, not split: exporters keep each output's channels static
+        for task, i in zip(tasks, index, strict=False):  # slices, not split: exporters keep each output's channels static
             out[task] = logits[:, start : start + self.out_channels[i]]
             start += self.out_channels[i]
         return out

@@ -9,7 +9,6 @@ or as T graphs.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -46,8 +46,8 @@ def _per_batch_plot(measurements, path, ylabel: str, title: str, value, bounds) 
     for label, points in lines.items():
         values = [value(p) for p in points]
         low_high = [bounds(p) for p in points]
-        errors = [[max(0.0, v - lo) for v, (lo, _) in zip(values, low_high)],
-                  [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high)]]
+        errors = [[max(0.0, v - lo) for v, (lo, _) in zip(values, low_high, strict=False)],
+                  [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high, strict=False)]]
         ax.errorbar([p["batch"] for p in points], values, yerr=errors, marker="o", capsize=3, label=label)
     ax.set(xlabel="batch size", ylabel=ylabel, title=title)
     ax.set_xscale("log", base=2)

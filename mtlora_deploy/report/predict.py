@@ -45,7 +45,7 @@ def predict_images(model_path: str | Path, images: list[str | Path], output: str
     names = output_names(images)
     panels = []
     with open_backend(model_path, backend, device) as runner:
-        for image_path, name in zip(images, names):
+        for image_path, name in zip(images, names, strict=False):
             rgb, tensor = load_image(image_path, runner.image_size)
             outputs = runner.infer(tensor[None].to(runner.device))
             views = [visualize_output(task, outputs[task][0]) for task in runner.tasks]

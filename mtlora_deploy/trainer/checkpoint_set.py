@@ -23,9 +23,9 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from mtlora_deploy.errors import MTLoRAError
 from mtlora_deploy.utils.faults import fault_point

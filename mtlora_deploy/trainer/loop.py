@@ -16,14 +16,13 @@ from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.multitask import build_model
 from mtlora_deploy.model.params import count_parameters
 from mtlora_deploy.trainer import data_setup
+from mtlora_deploy.trainer.checkpoint_set import deferred_sigint
 from mtlora_deploy.trainer.config import TrainConfig, save_run_config
 from mtlora_deploy.trainer.distributed import DistContext, broadcast_buffers, init_distributed
 from mtlora_deploy.trainer.evaluation import evaluate_predictor
-from mtlora_deploy.trainer.logging import RunLogger, metrics_table, training_progress
+from mtlora_deploy.trainer.logging import RunLogger, metrics_table, training_progress, trim_log
 from mtlora_deploy.trainer.losses import MultiTaskLoss
 from mtlora_deploy.trainer.optim import build_optimizer, build_scheduler
-from mtlora_deploy.trainer.checkpoint_set import deferred_sigint
-from mtlora_deploy.trainer.logging import trim_log
 from mtlora_deploy.trainer.run_state import Progress, TrainingError, load_training_state, save_training_state
 from mtlora_deploy.utils.atomic import write_json_atomic
 from mtlora_deploy.utils.faults import fault_point

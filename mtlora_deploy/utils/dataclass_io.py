@@ -114,7 +114,7 @@ def _convert_tuple(value: Any, args: tuple) -> tuple[bool, Any]:
     element_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
     if len(element_types) != len(value):
         return False, None
-    items = [_convert(v, t) for v, t in zip(value, element_types)]
+    items = [_convert(v, t) for v, t in zip(value, element_types, strict=False)]
     return (True, tuple(c for _, c in items)) if all(ok for ok, _ in items) else (False, None)
 
 

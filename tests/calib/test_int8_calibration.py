@@ -141,7 +141,7 @@ def test_int8_and_fp16_record_per_task_fidelity(tiny_onnx, calib_npz, tmp_path):
         assert record["images"]["split"] == "val" and record["images"]["images"] == 4
         assert [record["tasks"][t]["metric"] for t in ("semseg", "human_parts", "sal", "normals")] == [
             "argmax agreement", "argmax agreement", "sign agreement", "mean angle"]
-        for task, row in record["tasks"].items():
+        for _task, row in record["tasks"].items():
             assert set(row) == {"metric", "value", "goal", "max_relative", "ok"}
             if row["metric"] != "mean angle":
                 assert 0 <= row["value"] <= 100 and row["goal"] == goal

@@ -10,12 +10,12 @@ from torch import nn
 
 import mtlora_deploy
 from mtlora_deploy.deploy.merge import is_merged, merge_checkpoint, merge_task_agnostic
-from mtlora_deploy.model.decoders import TaskBatchedHeads
-from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import save_checkpoint
 from mtlora_deploy.model.config import ALL_TASKS
+from mtlora_deploy.model.decoders import TaskBatchedHeads
+from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.model.params import count_parameters
 from tests.conftest import randomize_lora, tiny_model
 

@@ -13,10 +13,10 @@ from torch import nn
 import mtlora_deploy
 from mtlora_deploy.deploy.merge import build_merged, is_merged, merge_checkpoint, merge_task_agnostic
 from mtlora_deploy.deploy.merge_mtl import PerTaskModels, merge_per_task
-from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.model.deployed import TaskBranchLinear
 from mtlora_deploy.model.mtl_lora import MTLLoRABranch, MTLoRAMTLLinear
 from mtlora_deploy.model.params import count_parameters
 from tests.conftest import randomize_lora, tiny_model

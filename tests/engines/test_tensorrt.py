@@ -129,8 +129,8 @@ def test_timing_cache_is_reused_by_the_next_build(fp32_plan, tiny_onnx):
 
 
 def test_fp16_engine_from_the_fp32_export(tiny_onnx, tmp_path):
-    from mtlora_deploy.engines.tensorrt import TensorRTBackend
     from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engines.tensorrt import TensorRTBackend
 
     result = build_engine(tiny_onnx, "fp16", tmp_path / "tiny_fp16.plan", batch="1:2:4", workspace_gib=1.0,
                           runtime="tensorrt")

@@ -2,8 +2,8 @@
 written; option parsing; precision detection on ONNX graphs made here; the TensorRT modules import (and --help
 runs) with tensorrt and tensorrt_rtx unimportable."""
 
-import json
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -15,9 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from mtlora_deploy.engines.manifest import build_manifest, write_manifest
 from mtlora_deploy.engines.tensorrt import TensorRTBackend, version_tuple
 from mtlora_deploy.engines.tensorrt_build import BatchProfile, BuildSettings
-from mtlora_deploy.utils.onnx_info import detect_onnx_precision
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
 from mtlora_deploy.model.checkpoint import save_checkpoint
+from mtlora_deploy.utils.onnx_info import detect_onnx_precision
 from tests.conftest import tiny_model
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None

@@ -155,7 +155,7 @@ def test_hybrid_layer_streams_and_shared_fold():
         torch.testing.assert_close(layer(x), shared)
         folded = x @ (layer.base_layer.weight + layer.get_delta_weight()).T + layer.base_layer.bias
         torch.testing.assert_close(shared, folded, rtol=1e-5, atol=1e-5)
-        for index, task in enumerate(TASKS):  # no shared term; W sees the shared x, the branch the task x
+        for index, _task in enumerate(TASKS):  # no shared term; W sees the shared x, the branch the task x
             torch.testing.assert_close(outs[index], _formula(layer, x, x_tasks[index], index), rtol=1e-5, atol=1e-5)
 
 
@@ -176,7 +176,7 @@ def test_hybrid_stage_final_block_matches_the_spec_formulas():
         a = u + _shared(o, proj)
         h = _shared(norm2(a), fc1)
         torch.testing.assert_close(x, a + _shared(gelu(h), fc2), rtol=1e-9, atol=1e-9)
-        for t, task in enumerate(model.tasks):
+        for t, _task in enumerate(model.tasks):
             a_t = u + _formula(proj, o, o, t)
             h_t = _formula(fc1, norm2(a), norm2(a_t), t)
             m_t = _formula(fc2, gelu(h), gelu(h_t), t)

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mtlora_deploy.cli.main import cli
+from mtlora_deploy.deploy.merge import merge_task_agnostic
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.checkpoint import save_checkpoint
-from mtlora_deploy.deploy.merge import merge_task_agnostic
 from mtlora_deploy.profile.api import run_profile
 from mtlora_deploy.profile.flops import torch_gmac
 from mtlora_deploy.profile.report import LATENCY_KEYS

@@ -9,7 +9,8 @@ main process, exactly as with ``num_workers=0``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, default_collate
 

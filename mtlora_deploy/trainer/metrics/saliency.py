@@ -18,7 +18,6 @@ from mtlora_deploy.trainer.metrics.base import (
     _squeeze_channel,
 )
 
-
 REFERENCE_BETA_THRESHOLDS: tuple[float, ...] = tuple(torch.arange(0.05, 1, 0.05).double().tolist())
 """Thresholds of the reference's ``SaliencyMeterWithBeta`` (``torch.arange(0.05, 1, 0.05)``, float32 values)."""
 
