@@ -31,31 +31,50 @@ TASKS = ("semseg", "human_parts", "sal", "normals")
 
 def train_small_model(run_dir: Path, steps: int, images: int, image_size: int, seed: int) -> Path:
     """The tiny Swin with MTLoRA r8 on the synthetic set; a high LR makes a few hundred CPU steps enough."""
-    model = {"backbone": "swin_test_tiny", "image_size": image_size, "decoder_widths": (8, 8, 16, 16),
-             "head_channels": 64, "task_agnostic_rank": 8, "tasks": TASKS}
-    train = {"data": "synthetic", "synthetic_images": images, "batch_size": 8, "num_workers": 0, "base_lr": 0.2,
-             "warmup_steps": 10, "max_steps": steps, "eval_every": 10_000, "log_every": 50, "seed": seed,
-             "device": "cpu"}
+    model = {
+        "backbone": "swin_test_tiny",
+        "image_size": image_size,
+        "decoder_widths": (8, 8, 16, 16),
+        "head_channels": 64,
+        "task_agnostic_rank": 8,
+        "tasks": TASKS,
+    }
+    train = {
+        "data": "synthetic",
+        "synthetic_images": images,
+        "batch_size": 8,
+        "num_workers": 0,
+        "base_lr": 0.2,
+        "warmup_steps": 10,
+        "max_steps": steps,
+        "eval_every": 10_000,
+        "log_every": 50,
+        "seed": seed,
+        "device": "cpu",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start_run("mtlora-r16", None, model, train, run_dir)
     return run_dir
 
 
-def make_variants(run_dir: Path, out: Path, methods: list[str], calib_images: int, legacy: bool,
-                  tool: str) -> tuple[dict[str, Path], dict[str, float]]:
+def make_variants(
+    run_dir: Path, out: Path, methods: list[str], calib_images: int, legacy: bool, tool: str
+) -> tuple[dict[str, Path], dict[str, float]]:
     """fp32 export, a train-split calibration draw, fp16 and one int8 variant per method; files and seconds."""
     fp32 = out / "model_fp32.onnx"
     report = export_onnx(run_dir, fp32, legacy=legacy)
-    calib = draw_calibration_set(run_dir / "data", "train", calib_images, report.image_size, 0,
-                                 out / "calib" / "train.npz")
+    calib = draw_calibration_set(
+        run_dir / "data", "train", calib_images, report.image_size, 0, out / "calib" / "train.npz"
+    )
     jobs = {"ort fp16": ("fp16", "model_fp16.onnx", "entropy")}
     jobs.update({f"ort int8 ({m})": ("int8", f"model_int8_{m}.onnx", m) for m in methods})
     variants, seconds = {"ort fp32": fp32}, {}
     for name, (precision, file_name, method) in jobs.items():
         start = time.perf_counter()
-        variants[name] = make_precision_variant(fp32, precision, out / file_name, calib, tool=tool,
-                                                calibration_method=method)
+        variants[name] = make_precision_variant(
+            fp32, precision, out / file_name, calib, tool=tool, calibration_method=method
+        )
         seconds[name] = time.perf_counter() - start
     return variants, seconds
 
@@ -103,18 +122,27 @@ def main() -> None:
     console.print(f"trained/loaded {run_dir} at {time.perf_counter() - start:.0f} s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        variants, seconds = make_variants(run_dir, args.out, args.methods.split(","), args.calib_images,
-                                          args.legacy_export, args.tool)
+        variants, seconds = make_variants(
+            run_dir, args.out, args.methods.split(","), args.calib_images, args.legacy_export, args.tool
+        )
     for name, path in variants.items():
         record = read_precision_metadata(path)
-        console.print(f"{name}: {path.name} made with {record.get('precision_tool', 'export')} "
-                      f"{record.get('precision_tool_version', '')} in {seconds.get(name, 0):.0f} s")
+        console.print(
+            f"{name}: {path.name} made with {record.get('precision_tool', 'export')} "
+            f"{record.get('precision_tool_version', '')} in {seconds.get(name, 0):.0f} s"
+        )
     console.print(f"variants ready at {time.perf_counter() - start:.0f} s")
     results = evaluate_all(run_dir, variants, args.out)
     console.print(delta_table(results, untrained_vs_trained(run_dir)))
-    records = {name: {"primary": r["primary"], "delta_m": r["delta_m"], "artefact": r["artefact"],
-                      "precision": read_precision_metadata(variants[name]) if name in variants else {}}
-               for name, r in results.items()}
+    records = {
+        name: {
+            "primary": r["primary"],
+            "delta_m": r["delta_m"],
+            "artefact": r["artefact"],
+            "precision": read_precision_metadata(variants[name]) if name in variants else {},
+        }
+        for name, r in results.items()
+    }
     (args.out / "accuracy_by_precision.json").write_text(json.dumps(records, indent=2, default=str))
     console.print(f"done in {time.perf_counter() - start:.0f} s; wrote {args.out / 'accuracy_by_precision.json'}")
 

@@ -30,8 +30,12 @@ def _graphs(work: Path, full: bool) -> dict[str, Path]:
     from mtlora_deploy.model import build_model, resolve_config
 
     graphs: dict[str, Path] = {}
-    tiny = build_model(resolve_config("mtlora-r16", overrides={"backbone": "swin_test_tiny", "image_size": 64,
-                                                                "task_agnostic_rank": 4}), warn_without_weights=False)
+    tiny = build_model(
+        resolve_config(
+            "mtlora-r16", overrides={"backbone": "swin_test_tiny", "image_size": 64, "task_agnostic_rank": 4}
+        ),
+        warn_without_weights=False,
+    )
     if not (work / "tiny.onnx").is_file():  # every step is skipped when its file exists (a rerun resumes)
         export_onnx(merge_task_agnostic(tiny.eval()), work / "tiny.onnx", legacy=True)
     np.savez(work / "calib.npz", image=np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32))
@@ -69,8 +73,23 @@ def fp16_graph(source: Path, output: Path) -> Path:
 def _build(name: str, onnx_path: Path, work: Path) -> dict:
     precision = name.split()[-1]
     plan = work / f"{onnx_path.stem}_rtx.plan"
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "mtlora_deploy", "build-engine", str(onnx_path),
-           "--precision", precision, "--runtime", "tensorrt-rtx", "--batch", "1:8:32", "-o", str(plan)]
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "mtlora_deploy",
+        "build-engine",
+        str(onnx_path),
+        "--precision",
+        precision,
+        "--runtime",
+        "tensorrt-rtx",
+        "--batch",
+        "1:8:32",
+        "-o",
+        str(plan),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -78,11 +97,18 @@ def _build(name: str, onnx_path: Path, work: Path) -> dict:
         return {"model": name, "error": proc.stderr.strip().splitlines()[-1]}
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     manifest = json.loads(Path(str(plan) + ".json").read_text())
-    return {"model": name, "command": " ".join(cmd[2:]), "build_time_s": manifest["build_time_s"],
-            "process_wall_s": round(wall, 1), "peak_rss_mib": round(rss / 1024), "plan_mib": round(
-                manifest["plan"]["bytes"] / 2**20, 1), "onnx_mib": round(onnx_path.stat().st_size / 2**20, 1),
-            "layer_summary": manifest["layer_summary"], "precision_notes": manifest["precision_notes"],
-            "runtime_version": manifest["runtime_version"]}
+    return {
+        "model": name,
+        "command": " ".join(cmd[2:]),
+        "build_time_s": manifest["build_time_s"],
+        "process_wall_s": round(wall, 1),
+        "peak_rss_mib": round(rss / 1024),
+        "plan_mib": round(manifest["plan"]["bytes"] / 2**20, 1),
+        "onnx_mib": round(onnx_path.stat().st_size / 2**20, 1),
+        "layer_summary": manifest["layer_summary"],
+        "precision_notes": manifest["precision_notes"],
+        "runtime_version": manifest["runtime_version"],
+    }
 
 
 def main() -> None:
@@ -100,8 +126,7 @@ def main() -> None:
     for name, path in graphs.items():
         rows.append(_build(name, path, work))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "precision_notes"}), flush=True)
-    result = {"machine": f"{platform.processor() or platform.machine()}, no GPU, shared with other jobs",
-              "rows": rows}
+    result = {"machine": f"{platform.processor() or platform.machine()}, no GPU, shared with other jobs", "rows": rows}
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -54,9 +54,11 @@ def main() -> None:
             save_training_state(root / "new", model, optimizer, scheduler, None, progress, best=rep == 0)
             new.append(time.perf_counter() - start)
         size = sum(f.stat().st_size for f in (root / "old").iterdir()) / 2**20
-        print(f"checkpoint set {size:.0f} MiB; old file-by-file save median {statistics.median(old):.2f} s, "
-              f"crash-consistent commit median {statistics.median(new):.2f} s, "
-              f"ratio {statistics.median(new) / statistics.median(old):.2f} ({args.reps} interleaved reps)")
+        print(
+            f"checkpoint set {size:.0f} MiB; old file-by-file save median {statistics.median(old):.2f} s, "
+            f"crash-consistent commit median {statistics.median(new):.2f} s, "
+            f"ratio {statistics.median(new) / statistics.median(old):.2f} ({args.reps} interleaved reps)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

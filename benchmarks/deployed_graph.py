@@ -102,8 +102,16 @@ def export_onnx_file(name: str, model: nn.Module, images: torch.Tensor, folder: 
     if isinstance(model, BareBackbone):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (images,), str(path), dynamo=True, optimize=True, external_data=False,
-                              input_names=["image"], verbose=False)
+            torch.onnx.export(
+                model,
+                (images,),
+                str(path),
+                dynamo=True,
+                optimize=True,
+                external_data=False,
+                input_names=["image"],
+                verbose=False,
+            )
     else:
         from mtlora_deploy.deploy.export import export_onnx
 
@@ -135,6 +143,7 @@ def region_profile(model: nn.Module, images: torch.Tensor) -> list[tuple[str, fl
     regions.append(("decoders incl. final upsampling", model.decoders))
     handles, active = [], {}
     for label, module in regions:
+
         def pre(mod, args, label=label):
             active[id(mod)] = record_function(label)
             active[id(mod)].__enter__()

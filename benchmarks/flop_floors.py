@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, gmac in counts.items():
         print(f"{name:36s} {gmac:8.2f} GMAC/image   deploy.md: {SPEC.get(name, 'n/a')}")
-    print(f"merged / bare: {counts['merged single pass'] / counts['bare Swin-T']:.3f}x; four single-task models / "
-          f"merged: {counts['four single-task models'] / counts['merged single pass']:.3f}x")
+    print(
+        f"merged / bare: {counts['merged single pass'] / counts['bare Swin-T']:.3f}x; four single-task models / "
+        f"merged: {counts['four single-task models'] / counts['merged single pass']:.3f}x"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps({"gmac_per_image": counts, "deploy_md": SPEC}, indent=2) + "\n")
     return 0

@@ -65,11 +65,20 @@ print(json.dumps({"total_s": time.perf_counter() - start, "ranges_s": ranges.sec
 def run_one(onnx_path: Path, calib: Path, method: str, log: Path | None) -> dict:
     """Calibrate ``calib`` in a child process; its result with the child's own peak RSS in MiB."""
     with tempfile.TemporaryDirectory(prefix="int8_bench_") as tmp:
-        args = [sys.executable, "-c", CHILD, str(onnx_path), str(calib), method, f"{tmp}/int8.onnx",
-                f"{tmp}/ranges.json"]
+        args = [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(onnx_path),
+            str(calib),
+            method,
+            f"{tmp}/int8.onnx",
+            f"{tmp}/ranges.json",
+        ]
         start, lines = time.perf_counter(), []
-        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ}) as child:
+        with subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
+        ) as child:
             for line in child.stdout:
                 lines.append(line)
                 if log:
@@ -80,9 +89,15 @@ def run_one(onnx_path: Path, calib: Path, method: str, log: Path | None) -> dict
     if child.returncode:
         raise SystemExit(f"calibration of {calib} failed:\n{stderr[-3000:]}")
     result = json.loads(lines[-1])
-    result.update({"calib": str(calib), "method": method, "wall_s": wall,
-                   "s_per_image": result["ranges_s"] / result["images"],
-                   "trace": [json.loads(line) for line in lines[:-1] if line.startswith("{")]})
+    result.update(
+        {
+            "calib": str(calib),
+            "method": method,
+            "wall_s": wall,
+            "s_per_image": result["ranges_s"] / result["images"],
+            "trace": [json.loads(line) for line in lines[:-1] if line.startswith("{")],
+        }
+    )
     return result
 
 
@@ -98,9 +113,11 @@ def main() -> None:
     for calib in args.calib:
         row = run_one(args.onnx, calib, args.method, args.log)
         rows.append(row)
-        print(f"{row['images']:4d} images ({args.method}): peak RSS {row['peak_rss_mib']:.0f} MiB, ranges "
-              f"{row['ranges_s']:.0f} s ({row['s_per_image']:.2f} s/image), whole int8 build {row['total_s']:.0f} s",
-              flush=True)
+        print(
+            f"{row['images']:4d} images ({args.method}): peak RSS {row['peak_rss_mib']:.0f} MiB, ranges "
+            f"{row['ranges_s']:.0f} s ({row['s_per_image']:.2f} s/image), whole int8 build {row['total_s']:.0f} s",
+            flush=True,
+        )
     if args.out:
         previous = json.loads(args.out.read_text()) if args.out.is_file() else []
         args.out.write_text(json.dumps(previous + rows, indent=2) + "\n")

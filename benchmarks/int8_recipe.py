@@ -40,10 +40,14 @@ def recipes(source: Path, methods: list[str]) -> dict[str, dict]:
     first = methods[0]
     out[f"{first}: heads' last layers quantized too"] = {"calibration_method": first, "exclude_head_layers": False}
     out[f"{first}: per-tensor weights"] = {"calibration_method": first, "per_channel": False}
-    out[f"{first}: + attention MatMuls fp32 ({len(attention)})"] = {"calibration_method": first,
-                                                                    "nodes_to_exclude": tuple(attention)}
-    out[f"{first}: + all Conv fp32 (patch embed, decoders)"] = {"calibration_method": first,
-                                                               "nodes_to_exclude": ("Conv",)}
+    out[f"{first}: + attention MatMuls fp32 ({len(attention)})"] = {
+        "calibration_method": first,
+        "nodes_to_exclude": tuple(attention),
+    }
+    out[f"{first}: + all Conv fp32 (patch embed, decoders)"] = {
+        "calibration_method": first,
+        "nodes_to_exclude": ("Conv",),
+    }
     return out
 
 
@@ -63,12 +67,24 @@ def main() -> None:
         cache = args.out / f"ranges-{options['calibration_method']}.json"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            make_precision_variant(args.onnx, "int8", target, args.calib, tool="onnxruntime", calibration_cache=cache,
-                                   fidelity_images=args.fidelity_images, **options)
+            make_precision_variant(
+                args.onnx,
+                "int8",
+                target,
+                args.calib,
+                tool="onnxruntime",
+                calibration_cache=cache,
+                fidelity_images=args.fidelity_images,
+                **options,
+            )
         record = read_precision_metadata(target)
-        rows[name] = {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
-                      "fidelity": record["fidelity"], "ranges": record["int8_ranges"],
-                      "seconds": time.perf_counter() - start, "file": str(target)}
+        rows[name] = {
+            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+            "fidelity": record["fidelity"],
+            "ranges": record["int8_ranges"],
+            "seconds": time.perf_counter() - start,
+            "file": str(target),
+        }
         console.print(f"{name}: {rows[name]['seconds']:.0f} s")
     table = Table(title=f"int8 recipes vs fp32, {args.fidelity_images} held-out images ({args.onnx.name})")
     table.add_column("recipe")

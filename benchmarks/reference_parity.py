@@ -38,8 +38,12 @@ def _stub_modules() -> None:
     mtl_ds = types.ModuleType("data.mtl_ds")
 
     def get_tasks_config(db_name, task_list, img_size):
-        cfg = {"NAMES": list(task_list), "NUM_OUTPUT": {t: NUM_OUTPUT[t] for t in task_list},
-               "FLAGVALS": {"image": 2, **{t: 0 for t in task_list}}, "INFER_FLAGVALS": {t: 0 for t in task_list}}
+        cfg = {
+            "NAMES": list(task_list),
+            "NUM_OUTPUT": {t: NUM_OUTPUT[t] for t in task_list},
+            "FLAGVALS": {"image": 2, **{t: 0 for t in task_list}},
+            "INFER_FLAGVALS": {t: 0 for t in task_list},
+        }
         return {"ALL_TASKS": cfg}, {}
 
     mtl_ds.get_tasks_config = get_tasks_config
@@ -52,8 +56,16 @@ def _stub_modules() -> None:
 def _reference_config(repo: Path, cfg: str, tasks: str, output: Path):
     import config as ref_config  # the reference's config.py
 
-    args = argparse.Namespace(cfg=str(repo / cfg), opts=None, tasks=tasks, pascal="/nonexistent", local_rank=0,
-                              output=str(output), batch_size=2, eval=True)
+    args = argparse.Namespace(
+        cfg=str(repo / cfg),
+        opts=None,
+        tasks=tasks,
+        pascal="/nonexistent",
+        local_rank=0,
+        output=str(output),
+        batch_size=2,
+        eval=True,
+    )
     return ref_config.get_config(args)
 
 
@@ -112,10 +124,12 @@ def main() -> None:
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer, 10)
     logger = logging.getLogger("reference")
-    ckpt = ref_utils.save_checkpoint(config, 7, model, 0.0, optimizer, scheduler,
-                                     ref_utils.NativeScalerWithGradNormCount(), logger)
-    images = torch.randn(args.batch, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE,
-                         generator=torch.Generator().manual_seed(2))
+    ckpt = ref_utils.save_checkpoint(
+        config, 7, model, 0.0, optimizer, scheduler, ref_utils.NativeScalerWithGradNormCount(), logger
+    )
+    images = torch.randn(
+        args.batch, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE, generator=torch.Generator().manual_seed(2)
+    )
     with torch.no_grad():
         reference_out = model(images)
 
@@ -143,10 +157,15 @@ def main() -> None:
     with torch.no_grad():
         export_diff = _compare(fresh.eval()(images), reference_out)
     result = {
-        "reference_cfg": args.cfg, "tasks": args.tasks, "image_size": config.DATA.IMG_SIZE, "batch": args.batch,
-        "import_process": yacs_state, "detected": [line for line in log.splitlines() if "detected" in line],
+        "reference_cfg": args.cfg,
+        "tasks": args.tasks,
+        "image_size": config.DATA.IMG_SIZE,
+        "batch": args.batch,
+        "import_process": yacs_state,
+        "detected": [line for line in log.splitlines() if "detected" in line],
         "imported_model_config": json.loads((imported / "model.json").read_text())["model_config"],
-        "max_rel_diff_import": import_diff, "max_rel_diff_export_reloaded_by_reference": export_diff,
+        "max_rel_diff_import": import_diff,
+        "max_rel_diff_export_reloaded_by_reference": export_diff,
         "torch": torch.__version__,
     }
     print(json.dumps(result, indent=2))

@@ -51,14 +51,18 @@ def build_reference(root: Path, size: int) -> torch.nn.Module:
     from models.lora import mark_only_lora_as_trainable
     from models.swin_mtl import MultiTaskSwin
 
-    args = SimpleNamespace(cfg=str(root / CONFIG), opts=["DATA.IMG_SIZE", size], tasks=",".join(TASKS), pascal="unused",
-                           local_rank=0)
+    args = SimpleNamespace(
+        cfg=str(root / CONFIG), opts=["DATA.IMG_SIZE", size], tasks=",".join(TASKS), pascal="unused", local_rank=0
+    )
     config = get_config(args)
     model = MultiTaskSwin(build_model(config), config)
     train = config.TRAIN
     mark_only_lora_as_trainable(
-        model.backbone, bias=config.MODEL.MTLORA.BIAS, freeze_patch_embed=train.FREEZE_PATCH_EMBED,
-        freeze_norm=train.FREEZE_LAYER_NORM, free_relative_bias=train.FREEZE_RELATIVE_POSITION_BIAS,
+        model.backbone,
+        bias=config.MODEL.MTLORA.BIAS,
+        freeze_patch_embed=train.FREEZE_PATCH_EMBED,
+        freeze_norm=train.FREEZE_LAYER_NORM,
+        free_relative_bias=train.FREEZE_RELATIVE_POSITION_BIAS,
         freeze_downsample_reduction=train.FREEZE_DOWNSAMPLE_REDUCTION,
     )
     return model
@@ -122,15 +126,19 @@ def main() -> None:
     if args._peak:
         return _peak_child(args._peak, args)
     if not args.reference or not (Path(args.reference) / "models" / "swin_transformer_mtlora.py").is_file():
-        print("skipped: the reference MTLoRA code is absent (pass --reference DIR or set MTLORA_REFERENCE to a "
-              "checkout of github.com/scale-lab/MTLoRA)")
+        print(
+            "skipped: the reference MTLoRA code is absent (pass --reference DIR or set MTLORA_REFERENCE to a "
+            "checkout of github.com/scale-lab/MTLoRA)"
+        )
         return
     torch.set_num_threads(args.threads)
     here = os.getcwd()
     reference = build_reference(Path(args.reference).resolve(), args.size)
     os.chdir(here)
-    steppers = {"ours": Stepper(build_ours(args.size), args.batch, args.size, 0),
-                "reference": Stepper(reference, args.batch, args.size, 0)}
+    steppers = {
+        "ours": Stepper(build_ours(args.size), args.batch, args.size, 0),
+        "reference": Stepper(reference, args.batch, args.size, 0),
+    }
     times: dict[str, list[float]] = {k: [] for k in steppers}
     for round_index in range(args.warmup + args.rounds):
         order = list(steppers) if round_index % 2 == 0 else list(reversed(steppers))

@@ -22,8 +22,9 @@ from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
 from mtlora_deploy.utils.onnx_info import detect_onnx_precision, engine_fields
 
 
-def prepare_onnx(source: Path, precision: str, workdir: Path, calib: str | Path | None = None,
-                 image_size: int | None = None) -> Path:
+def prepare_onnx(
+    source: Path, precision: str, workdir: Path, calib: str | Path | None = None, image_size: int | None = None
+) -> Path:
     """The ONNX graph to build from: ``source`` itself, or exported from a run folder, then turned into the
     ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32."""
     if source.suffix == ".onnx":
@@ -85,8 +86,16 @@ def build_engine(
     if not source.exists():
         raise ConfigError(f"{source} does not exist (expected an .onnx file or a run/checkpoint folder)")
     chosen = pick_runtime(runtime)
-    settings = BuildSettings(precision, profile, int(workspace_gib * 2**30), optimization_level,
-                             Path(timing_cache) if timing_cache else None, verbose, chosen, wanted)
+    settings = BuildSettings(
+        precision,
+        profile,
+        int(workspace_gib * 2**30),
+        optimization_level,
+        Path(timing_cache) if timing_cache else None,
+        verbose,
+        chosen,
+        wanted,
+    )
     suffix = "_rtx" if chosen == "tensorrt-rtx" else ""
     output = Path(output) if output else Path("engines") / f"{_name(source)}_{precision}{suffix}.plan"
     if output.suffix not in PLAN_SUFFIXES:

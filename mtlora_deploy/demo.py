@@ -14,14 +14,31 @@ from rich.table import Table
 
 from mtlora_deploy.utils.noise import NO_PRETRAINED_WEIGHTS, quiet_known_noise
 
-DEMO_MODEL = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": (8, 8, 16, 16), "head_channels": 64,
-              "task_agnostic_rank": 8, "tasks": ("semseg", "human_parts", "sal", "normals")}
-DEMO_TRAIN = {"data": "synthetic", "synthetic_images": 96, "batch_size": 8, "num_workers": 0, "base_lr": 0.2,
-              "warmup_steps": 5, "max_steps": 150, "eval_every": 5, "log_every": 10}
+DEMO_MODEL = {
+    "backbone": "swin_test_tiny",
+    "image_size": 64,
+    "decoder_widths": (8, 8, 16, 16),
+    "head_channels": 64,
+    "task_agnostic_rank": 8,
+    "tasks": ("semseg", "human_parts", "sal", "normals"),
+}
+DEMO_TRAIN = {
+    "data": "synthetic",
+    "synthetic_images": 96,
+    "batch_size": 8,
+    "num_workers": 0,
+    "base_lr": 0.2,
+    "warmup_steps": 5,
+    "max_steps": 150,
+    "eval_every": 5,
+    "log_every": 10,
+}
 
 
-BASELINES_USED = ("the untrained model (same architecture and seed) on the synthetic val split; PASCAL-Context's "
-                  "published single-task numbers apply to PASCAL-Context data only")
+BASELINES_USED = (
+    "the untrained model (same architecture and seed) on the synthetic val split; PASCAL-Context's "
+    "published single-task numbers apply to PASCAL-Context data only"
+)
 
 
 def baseline_stage(workdir: Path, console: Console) -> dict[str, float]:
@@ -103,8 +120,14 @@ def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Pa
     for precision in ("fp16", "int8"):
         files[precision] = onnx_dir / f"model.{precision}.onnx"
         if not files[precision].is_file():
-            make_precision_variant(files["fp32"], precision, files[precision], calib if precision == "int8" else None,
-                                   min_images=32, calibration_method="max")  # entropy: better ranges, minutes slower
+            make_precision_variant(
+                files["fp32"],
+                precision,
+                files[precision],
+                calib if precision == "int8" else None,
+                min_images=32,
+                calibration_method="max",
+            )  # entropy: better ranges, minutes slower
     return {"merged": merged, **files}
 
 
@@ -123,16 +146,21 @@ def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) ->
     plan = workdir / "engines" / f"model.fp16{'_rtx' if runtime == TENSORRT_RTX else ''}.plan"
     if not plan.is_file():
         manifest = build_engine(artefacts["fp16"], "fp16", plan, batch="1:8:8", runtime=runtime).manifest
-        console.print(f"{runtime} {manifest['runtime_version']}: {plan} ({manifest['plan']['bytes'] / 2**20:.1f} "
-                      f"MiB) in {manifest['build_time_s']:.1f} s")
+        console.print(
+            f"{runtime} {manifest['runtime_version']}: {plan} ({manifest['plan']['bytes'] / 2**20:.1f} "
+            f"MiB) in {manifest['build_time_s']:.1f} s"
+        )
     if runtime == TENSORRT_RTX:
-        console.print("built ahead of time without a GPU; running it needs a supported NVIDIA GPU (RTX-class, "
-                      "sm75-sm121: mtlora evaluate/profile PLAN --device cuda)")
+        console.print(
+            "built ahead of time without a GPU; running it needs a supported NVIDIA GPU (RTX-class, "
+            "sm75-sm121: mtlora evaluate/profile PLAN --device cuda)"
+        )
     return plan
 
 
-def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console,
-                   baselines: dict[str, float]) -> dict[str, Any]:
+def accuracy_stage(
+    run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console, baselines: dict[str, float]
+) -> dict[str, Any]:
     """Per-task metrics and delta-m (against ``baselines``) of PyTorch fp32 and every ONNX precision on the val
     split, side by side."""
     from mtlora_deploy.report.evaluate import evaluate_artifact
@@ -142,10 +170,13 @@ def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, con
     results = {}
     for name, path in targets.items():
         output = workdir / "eval" / f"{name.replace(' ', '_')}.json"
-        results[name] = evaluate_artifact(path, str(run_dir / "data"), "val", output=output, console=console,
-                                          baselines=baselines)
-    table = Table(title="primary metric per task (normals: mean angle, lower is better)",
-                  caption=f"delta-m against {BASELINES_USED}")
+        results[name] = evaluate_artifact(
+            path, str(run_dir / "data"), "val", output=output, console=console, baselines=baselines
+        )
+    table = Table(
+        title="primary metric per task (normals: mean angle, lower is better)",
+        caption=f"delta-m against {BASELINES_USED}",
+    )
     table.add_column("model")
     tasks = list(results["pytorch fp32"]["primary"])
     for task in tasks:
@@ -156,8 +187,15 @@ def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, con
         cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - reference[t]:+.2f})" for t in tasks]
         table.add_row(name, *cells, "n/a" if result["delta_m"] is None else f"{result['delta_m']:+.1f}")
     console.print(table)
-    return {name: {"primary": r["primary"], "delta_m": r["delta_m"], "baselines": r["baselines"],
-                   "baselines_used": BASELINES_USED} for name, r in results.items()}
+    return {
+        name: {
+            "primary": r["primary"],
+            "delta_m": r["delta_m"],
+            "baselines": r["baselines"],
+            "baselines_used": BASELINES_USED,
+        }
+        for name, r in results.items()
+    }
 
 
 def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> Path:
@@ -172,8 +210,18 @@ def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, cons
     if device == "cuda" and artefacts.get("plan"):
         inputs.append(artefacts["plan"])
     output = workdir / "profile"
-    run_profile(inputs, batches=(1, 8), duration=1.0, iterations=20, rounds=10, warmup=3, device=device,
-                output=output, metrics=sorted((workdir / "eval").glob("*.json")), console=console)
+    run_profile(
+        inputs,
+        batches=(1, 8),
+        duration=1.0,
+        iterations=20,
+        rounds=10,
+        warmup=3,
+        device=device,
+        output=output,
+        metrics=sorted((workdir / "eval").glob("*.json")),
+        console=console,
+    )
     return output
 
 
@@ -183,13 +231,18 @@ def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) 
     workdir = Path(workdir)
     baselines = baseline_stage(workdir, console)
     run_dir = train_stage(workdir, console, baselines)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "improvement": improvement_stage(run_dir, console),
-                               "delta_m_baselines": {"used": BASELINES_USED, "values": baselines}}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "improvement": improvement_stage(run_dir, console),
+        "delta_m_baselines": {"used": BASELINES_USED, "values": baselines},
+    }
     artefacts = deploy_stage(run_dir, workdir, console)
     artefacts["plan"] = engine_stage(artefacts, workdir, console)
     summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console, baselines)
     report = profile_stage(run_dir, artefacts, workdir, console)
     console.rule("done")
-    console.print(f"run folder: {run_dir}\nONNX graphs: {workdir / 'onnx'}\nprofile report: {report / 'profile.md'} "
-                  f"(JSON: {report / 'profile.json'}, plots: {report}/*.png)")
+    console.print(
+        f"run folder: {run_dir}\nONNX graphs: {workdir / 'onnx'}\nprofile report: {report / 'profile.md'} "
+        f"(JSON: {report / 'profile.json'}, plots: {report}/*.png)"
+    )
     return summary

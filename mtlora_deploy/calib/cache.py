@@ -53,19 +53,29 @@ class RangeCache:
         """What differs from the requested calibration (empty: the cache can be used)."""
         problems = []
         if self.graph_sha256 != graph_sha256:
-            problems.append(f"it was made for another graph (sha256 {self.graph_sha256[:12]}..., "
-                            f"this one is {graph_sha256[:12]}...)")
+            problems.append(
+                f"it was made for another graph (sha256 {self.graph_sha256[:12]}..., "
+                f"this one is {graph_sha256[:12]}...)"
+            )
         if self.settings != settings:
             problems.append(f"it holds {_describe(self.settings)} ranges, {_describe(settings)} was asked for")
         if calibration_sha256 is not None and self.calibration.get("sha256") != calibration_sha256:
-            problems.append(f"it was calibrated on {self.calibration.get('file')} "
-                            f"(sha256 {str(self.calibration.get('sha256'))[:12]}...), not on this calibration file")
+            problems.append(
+                f"it was calibrated on {self.calibration.get('file')} "
+                f"(sha256 {str(self.calibration.get('sha256'))[:12]}...), not on this calibration file"
+            )
         return problems
 
     def summary(self) -> dict[str, Any]:
         """What goes into the int8 graph's metadata (no per-tensor ranges)."""
-        return {"graph_sha256": self.graph_sha256, "settings": self.settings, "images": self.images,
-                "seconds": round(self.seconds, 1), "tool": self.tool, "tensors": len(self.ranges)}
+        return {
+            "graph_sha256": self.graph_sha256,
+            "settings": self.settings,
+            "images": self.images,
+            "seconds": round(self.seconds, 1),
+            "tool": self.tool,
+            "tensors": len(self.ranges),
+        }
 
 
 def _describe(settings: dict[str, Any]) -> str:
@@ -88,8 +98,10 @@ def read_range_cache(path: str | Path) -> RangeCache:
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
         raise ConfigError(f"calibration cache {path} is not an mtlora int8 range cache (format {CACHE_FORMAT!r})")
     if payload.get("version") != CACHE_VERSION:
-        raise ConfigError(f"calibration cache {path} has version {payload.get('version')}, this toolkit reads "
-                          f"{CACHE_VERSION}; delete it to recalibrate")
+        raise ConfigError(
+            f"calibration cache {path} has version {payload.get('version')}, this toolkit reads "
+            f"{CACHE_VERSION}; delete it to recalibrate"
+        )
     fields = {k: v for k, v in payload.items() if k not in ("format", "version")}
     try:
         return RangeCache(**fields)

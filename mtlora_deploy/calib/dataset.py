@@ -71,17 +71,30 @@ def load_images(layout: PascalLayout, ids: list[str], image_size: int) -> np.nda
     return out
 
 
-def _provenance(root: Path, split: str, ids: list[str], seed: int, image_size: int, input_name: str,
-                images: np.ndarray) -> dict[str, Any]:
+def _provenance(
+    root: Path, split: str, ids: list[str], seed: int, image_size: int, input_name: str, images: np.ndarray
+) -> dict[str, Any]:
     from mtlora_deploy import __version__
 
     return {
-        "format": PROVENANCE_FORMAT, "input_name": input_name, "dataset_root": str(root.resolve()),
-        "split": split, "seed": int(seed), "count": len(ids), "image_size": int(image_size),
-        "shape": list(images.shape), "dtype": str(images.dtype),
-        "transform": {"name": "eval", "resize": "bicubic, direct to SxS (no crop)",
-                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "array_sha256": array_sha256(images), "toolkit_version": __version__, "ids": ids,
+        "format": PROVENANCE_FORMAT,
+        "input_name": input_name,
+        "dataset_root": str(root.resolve()),
+        "split": split,
+        "seed": int(seed),
+        "count": len(ids),
+        "image_size": int(image_size),
+        "shape": list(images.shape),
+        "dtype": str(images.dtype),
+        "transform": {
+            "name": "eval",
+            "resize": "bicubic, direct to SxS (no crop)",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        },
+        "array_sha256": array_sha256(images),
+        "toolkit_version": __version__,
+        "ids": ids,
     }
 
 
@@ -128,20 +141,28 @@ def read_provenance(path: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-def _check_images(shape: tuple[int, ...], dtype: np.dtype, path: Path, input_name: str, image_size: int,
-                  min_images: int) -> None:
+def _check_images(
+    shape: tuple[int, ...], dtype: np.dtype, path: Path, input_name: str, image_size: int, min_images: int
+) -> None:
     expected = (3, image_size, image_size)
     if len(shape) != 4 or tuple(shape[1:]) != expected:
-        raise DataError(f"calibration file {path}: '{input_name}' holds images of shape {tuple(shape[1:])}, "
-                        f"but the model takes {expected}; redraw it with mtlora calibrate --image-size {image_size}")
+        raise DataError(
+            f"calibration file {path}: '{input_name}' holds images of shape {tuple(shape[1:])}, "
+            f"but the model takes {expected}; redraw it with mtlora calibrate --image-size {image_size}"
+        )
     if not np.issubdtype(dtype, np.floating):
         raise DataError(f"calibration file {path}: '{input_name}' is {dtype}, expected float32 images")
     if shape[0] < min_images:
-        raise DataError(f"calibration file {path} has {shape[0]} images, at least {min_images} are needed "
-                        f"({RECOMMENDED_IMAGES} recommended); redraw it with a larger --num-images")
+        raise DataError(
+            f"calibration file {path} has {shape[0]} images, at least {min_images} are needed "
+            f"({RECOMMENDED_IMAGES} recommended); redraw it with a larger --num-images"
+        )
     if shape[0] < RECOMMENDED_IMAGES:
-        warnings.warn(f"calibration file {path} has {shape[0]} images; TensorRT recommends at least "
-                      f"{RECOMMENDED_IMAGES} for INT8 scales", stacklevel=3)
+        warnings.warn(
+            f"calibration file {path} has {shape[0]} images; TensorRT recommends at least "
+            f"{RECOMMENDED_IMAGES} for INT8 scales",
+            stacklevel=3,
+        )
 
 
 def _open_member(path: Path, input_name: str) -> tuple[zipfile.ZipFile, Any]:
@@ -155,8 +176,10 @@ def _open_member(path: Path, input_name: str) -> tuple[zipfile.ZipFile, Any]:
     names = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
     if input_name not in names:
         archive.close()
-        raise DataError(f"calibration file {path} holds inputs {names}, but the model's input is "
-                        f"'{input_name}'; redraw it with mtlora calibrate --input-name {input_name}")
+        raise DataError(
+            f"calibration file {path} holds inputs {names}, but the model's input is "
+            f"'{input_name}'; redraw it with mtlora calibrate --input-name {input_name}"
+        )
     return archive, archive.open(f"{input_name}.npy")
 
 
@@ -173,8 +196,9 @@ class NpzImages:
         self._archive, self._member = _open_member(self.path, input_name)
         try:
             version = np.lib.format.read_magic(self._member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(self._member)
         except ValueError as exc:
             self.close()

@@ -96,8 +96,9 @@ class FidelityMeter:
         return rows
 
 
-def holdout_images(calibration: Path | None, input_name: str, side: int, count: int,
-                   holdout: Path | None = None) -> tuple[Any, dict[str, Any]]:
+def holdout_images(
+    calibration: Path | None, input_name: str, side: int, count: int, holdout: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
     """``count`` images never used for calibration and where they came from.
 
     ``holdout`` (a ``.npz`` from ``mtlora calibrate --split val``) wins; else the other split of the
@@ -119,13 +120,24 @@ def holdout_images(calibration: Path | None, input_name: str, side: int, count: 
             used = set(provenance.get("ids", []))
             ids = [i for i in read_split(layout, split) if i not in used]
             ids = choose_ids(ids, min(count, len(ids)), 0)
-            return load_images(layout, ids, side), {"source": str(layout.root), "split": split, "seed": 0,
-                                                    "images": len(ids)}
+            return load_images(layout, ids, side), {
+                "source": str(layout.root),
+                "split": split,
+                "seed": 0,
+                "images": len(ids),
+            }
     return random_images((3, side, side), count=count, seed=1), {"source": "random normal inputs", "images": count}
 
 
-def measure_fidelity(fp32_path: str | Path, variant_path: str | Path, images: np.ndarray, tasks: list[str],
-                     outputs: str, precision: str, batch: int = 2) -> list[TaskFidelity]:
+def measure_fidelity(
+    fp32_path: str | Path,
+    variant_path: str | Path,
+    images: np.ndarray,
+    tasks: list[str],
+    outputs: str,
+    precision: str,
+    batch: int = 2,
+) -> list[TaskFidelity]:
     """Run ``images`` through both graphs on ONNX Runtime CPU, batch by batch; one row per task."""
     ort = require("onnxruntime")
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_path, variant_path)]
@@ -140,8 +152,11 @@ def measure_fidelity(fp32_path: str | Path, variant_path: str | Path, images: np
 
 def fidelity_record(rows: list[TaskFidelity], source: dict[str, Any]) -> dict[str, Any]:
     """The JSON stored under ``mtlora.fidelity`` in the variant's metadata."""
-    return {"reference": "fp32 graph, ONNX Runtime CPU", "images": source,
-            "tasks": {r.task: {k: v for k, v in asdict(r).items() if k != "task"} | {"ok": r.ok} for r in rows}}
+    return {
+        "reference": "fp32 graph, ONNX Runtime CPU",
+        "images": source,
+        "tasks": {r.task: {k: v for k, v in asdict(r).items() if k != "task"} | {"ok": r.ok} for r in rows},
+    }
 
 
 def fidelity_table(precision: str, record: dict[str, Any]):
@@ -150,12 +165,20 @@ def fidelity_table(precision: str, record: dict[str, Any]):
 
     images = record.get("images", {})
     where = images.get("split", "") and f"{images['split']} split of "
-    table = Table(title=f"{precision} vs fp32 (ONNX Runtime CPU) on {images.get('images', '?')} held-out images "
-                        f"({where}{images.get('source', '?')})")
+    table = Table(
+        title=f"{precision} vs fp32 (ONNX Runtime CPU) on {images.get('images', '?')} held-out images "
+        f"({where}{images.get('source', '?')})"
+    )
     for name in ("task", "metric", "value", "goal", "max rel. error", "ok"):
         table.add_column(name, justify="left" if name in ("task", "metric") else "right")
     for task, row in record.get("tasks", {}).items():
         unit, better = ("deg", "<=") if row["metric"] == "mean angle" else ("%", ">=")
-        table.add_row(task, row["metric"], f"{row['value']:.3f} {unit}", f"{better} {row['goal']:g} {unit}",
-                      f"{row['max_relative']:.2e}", "[green]yes[/green]" if row["ok"] else "[red]no[/red]")
+        table.add_row(
+            task,
+            row["metric"],
+            f"{row['value']:.3f} {unit}",
+            f"{better} {row['goal']:g} {unit}",
+            f"{row['max_relative']:.2e}",
+            "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
+        )
     return table

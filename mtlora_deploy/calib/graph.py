@@ -51,8 +51,11 @@ def tensor_dtypes(model: onnx.ModelProto) -> dict[str, str]:
 def layernorm_input_dtypes(model: onnx.ModelProto) -> dict[str, str]:
     """``{LayerNormalization node: dtype of its data input}`` (must be float32 in fp16/bf16 graphs)."""
     types = tensor_dtypes(model)
-    return {n.name or n.output[0]: types.get(n.input[0], "unknown") for n in model.graph.node
-            if n.op_type == "LayerNormalization"}
+    return {
+        n.name or n.output[0]: types.get(n.input[0], "unknown")
+        for n in model.graph.node
+        if n.op_type == "LayerNormalization"
+    }
 
 
 def count_qdq_nodes(model: onnx.ModelProto) -> dict[str, int]:
@@ -89,8 +92,9 @@ def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
-def last_gemm_nodes(model: onnx.ModelProto, outputs: Iterable[str] | None = None,
-                    op_types: tuple[str, ...] = GEMM_OPS) -> dict[str, str]:
+def last_gemm_nodes(
+    model: onnx.ModelProto, outputs: Iterable[str] | None = None, op_types: tuple[str, ...] = GEMM_OPS
+) -> dict[str, str]:
     """``{output: name of the last MatMul/Gemm/Conv on its path}``: each task head's final layer.
 
     Found by walking back from the graph output through non-GEMM ops (Resize, Add, activations...), so

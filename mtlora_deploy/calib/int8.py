@@ -40,8 +40,14 @@ def check_method(method: str) -> str:
     return method
 
 
-def with_modelopt(source: Path, input_name: str, sample: np.ndarray, ranges: dict[str, list[float]], method: str,
-                  nodes_to_exclude: list[str]) -> CastResult:
+def with_modelopt(
+    source: Path,
+    input_name: str,
+    sample: np.ndarray,
+    ranges: dict[str, list[float]],
+    method: str,
+    nodes_to_exclude: list[str],
+) -> CastResult:
     """ModelOpt ONNX PTQ from the streamed ranges, float32 kept for everything not quantized (ORT CPU runs it).
 
     ModelOpt's own calibration keeps all images in memory, so it gets the ranges measured by
@@ -54,48 +60,76 @@ def with_modelopt(source: Path, input_name: str, sample: np.ndarray, ranges: dic
         output = Path(tmp) / "int8.onnx"
         cache = write_tensorrt_cache(Path(tmp) / "calib.cache", ranges, method)
         quantization.quantize(
-            onnx_path=str(source), quantize_mode="int8", calibration_data={input_name: sample},
-            calibration_cache_path=str(cache), calibration_method="max" if method == "max" else "entropy",
-            calibration_eps=["cpu"], op_types_to_quantize=list(GEMM_OPS), nodes_to_exclude=patterns,
-            output_path=str(output), high_precision_dtype="fp32", use_zero_point=False,
+            onnx_path=str(source),
+            quantize_mode="int8",
+            calibration_data={input_name: sample},
+            calibration_cache_path=str(cache),
+            calibration_method="max" if method == "max" else "entropy",
+            calibration_eps=["cpu"],
+            op_types_to_quantize=list(GEMM_OPS),
+            nodes_to_exclude=patterns,
+            output_path=str(output),
+            high_precision_dtype="fp32",
+            use_zero_point=False,
         )
         model = onnx.load(output)
-    settings = {"calibration_method": method, "calibration_eps": ["cpu"], "op_types_to_quantize": list(GEMM_OPS),
-                "high_precision_dtype": "fp32", "use_zero_point": False, "ranges": "calibration cache"}
-    return CastResult(model, "modelopt.onnx.quantization", package_version("modelopt"), settings,
-                      list(nodes_to_exclude))
+    settings = {
+        "calibration_method": method,
+        "calibration_eps": ["cpu"],
+        "op_types_to_quantize": list(GEMM_OPS),
+        "high_precision_dtype": "fp32",
+        "use_zero_point": False,
+        "ranges": "calibration cache",
+    }
+    return CastResult(
+        model, "modelopt.onnx.quantization", package_version("modelopt"), settings, list(nodes_to_exclude)
+    )
 
 
 def ort_settings(method: str, per_channel: bool = True) -> dict:
     """The ``quantize_static`` keyword arguments (besides model paths and ranges) of the ONNX Runtime writer."""
     q = require("onnxruntime.quantization")
     return {
-        "quant_format": q.QuantFormat.QDQ, "op_types_to_quantize": list(GEMM_OPS), "per_channel": per_channel,
-        "activation_type": q.QuantType.QInt8, "weight_type": q.QuantType.QInt8,
+        "quant_format": q.QuantFormat.QDQ,
+        "op_types_to_quantize": list(GEMM_OPS),
+        "per_channel": per_channel,
+        "activation_type": q.QuantType.QInt8,
+        "weight_type": q.QuantType.QInt8,
         "calibrate_method": _ort_method(method),
-        "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                          "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}, "CalibTensorRangeSymmetric": True,
-                          "OpTypesToExcludeOutputQuantization": list(GEMM_OPS)},
+        "extra_options": {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            "CalibTensorRangeSymmetric": True,
+            "OpTypesToExcludeOutputQuantization": list(GEMM_OPS),
+        },
     }
 
 
 def _ort_method(method: str):
     q = require("onnxruntime.quantization")
-    return {"entropy": q.CalibrationMethod.Entropy, "max": q.CalibrationMethod.MinMax,
-            "percentile": q.CalibrationMethod.Percentile}[method]
+    return {
+        "entropy": q.CalibrationMethod.Entropy,
+        "max": q.CalibrationMethod.MinMax,
+        "percentile": q.CalibrationMethod.Percentile,
+    }[method]
 
 
 def write_ort_ranges(ranges: dict[str, list[float]], method: str, path: Path) -> Path:
     """The ranges as ONNX Runtime's own calibration cache (``TensorsData`` JSON), which ``quantize_static`` reads."""
     calibrate = require("onnxruntime.quantization.calibrate")
-    data = {name: calibrate.TensorData(lowest=np.float32(low), highest=np.float32(high))
-            for name, (low, high) in ranges.items()}
+    data = {
+        name: calibrate.TensorData(lowest=np.float32(low), highest=np.float32(high))
+        for name, (low, high) in ranges.items()
+    }
     calibrate.save_tensors_data(calibrate.TensorsData(_ort_method(method), data), path)
     return path
 
 
-def with_onnxruntime(source: Path, ranges: dict[str, list[float]], method: str, nodes_to_exclude: list[str],
-                     per_channel: bool = True) -> CastResult:
+def with_onnxruntime(
+    source: Path, ranges: dict[str, list[float]], method: str, nodes_to_exclude: list[str], per_channel: bool = True
+) -> CastResult:
     """``quantize_static`` writes the Q/DQ graph from precomputed ``ranges`` (it never calibrates itself)."""
     q = require("onnxruntime.quantization")
     settings = ort_settings(method, per_channel)
@@ -103,14 +137,29 @@ def with_onnxruntime(source: Path, ranges: dict[str, list[float]], method: str, 
         output = Path(tmp) / "int8.onnx"
         cache = write_ort_ranges(ranges, method, Path(tmp) / "ranges.json")
         with quiet_known_noise():  # its "consider pre-processing" log line is not for our users
-            q.quantize_static(source, output, calibration_data_reader=None, calibration_cache_path=cache,
-                              nodes_to_exclude=list(nodes_to_exclude), **settings)
+            q.quantize_static(
+                source,
+                output,
+                calibration_data_reader=None,
+                calibration_cache_path=cache,
+                nodes_to_exclude=list(nodes_to_exclude),
+                **settings,
+            )
         model = onnx.load(output)
-    recorded = {**settings, "quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8",
-                "calibrate_method": method}
-    return CastResult(model, "onnxruntime.quantization.quantize_static", package_version("onnxruntime"), recorded,
-                      list(nodes_to_exclude))
-
+    recorded = {
+        **settings,
+        "quant_format": "QDQ",
+        "activation_type": "QInt8",
+        "weight_type": "QInt8",
+        "calibrate_method": method,
+    }
+    return CastResult(
+        model,
+        "onnxruntime.quantization.quantize_static",
+        package_version("onnxruntime"),
+        recorded,
+        list(nodes_to_exclude),
+    )
 
 
 def default_cache_path(source: Path, method: str) -> Path:
@@ -121,14 +170,27 @@ def default_cache_path(source: Path, method: str) -> Path:
 def calibration_summary(calibration: Path, images: int) -> dict[str, Any]:
     """The calibration set as the cache and the metadata name it: file, digests, count, split, dataset."""
     provenance = read_provenance(calibration) or {}
-    return {"file": str(calibration), "sha256": file_sha256(calibration), "images": images,
-            "split": provenance.get("split"), "array_sha256": provenance.get("array_sha256"),
-            "dataset_root": provenance.get("dataset_root"), "seed": provenance.get("seed")}
+    return {
+        "file": str(calibration),
+        "sha256": file_sha256(calibration),
+        "images": images,
+        "split": provenance.get("split"),
+        "array_sha256": provenance.get("array_sha256"),
+        "dataset_root": provenance.get("dataset_root"),
+        "seed": provenance.get("seed"),
+    }
 
 
-def calibrated_ranges(source: Path, images: Any, calibration: Path | None, input_name: str, settings: RangeSettings,
-                      cache_path: Path | None, explicit_cache: bool, show_progress: bool = True,
-                      ) -> tuple[RangeCache, bool]:
+def calibrated_ranges(
+    source: Path,
+    images: Any,
+    calibration: Path | None,
+    input_name: str,
+    settings: RangeSettings,
+    cache_path: Path | None,
+    explicit_cache: bool,
+    show_progress: bool = True,
+) -> tuple[RangeCache, bool]:
     """The int8 ranges of ``source``: from the cache when it matches, else one streaming pass (then cached).
 
     Returns the cache and whether it was reused. A cache passed explicitly that belongs to another graph,
@@ -143,19 +205,27 @@ def calibrated_ranges(source: Path, images: Any, calibration: Path | None, input
             if not problems:
                 return cache, True
             if explicit_cache:
-                raise ConfigError(f"calibration cache {cache_path} does not fit {source.name}: {problems[0]}; "
-                                  "pass the matching graph, or delete the cache to recalibrate")
+                raise ConfigError(
+                    f"calibration cache {cache_path} does not fit {source.name}: {problems[0]}; "
+                    "pass the matching graph, or delete the cache to recalibrate"
+                )
     if images is None:
-        raise ConfigError("int8 needs calibration images: pass --calib FILE.npz (draw one with: mtlora calibrate "
-                          "--data DIR --split train -o calib/train.npz) or a matching --calib-cache")
+        raise ConfigError(
+            "int8 needs calibration images: pass --calib FILE.npz (draw one with: mtlora calibrate "
+            "--data DIR --split train -o calib/train.npz) or a matching --calib-cache"
+        )
     start = time.perf_counter()
     ranges = collect_ranges(source, images, input_name, settings, show_progress=show_progress)
-    cache = RangeCache(graph_sha256=graph_sha, settings=settings.to_dict(),
-                       calibration=calibration_summary(calibration, len(images)) if calibration else {},
-                       ranges={k: [float(lo), float(hi)] for k, (lo, hi) in ranges.items()}, images=len(images),
-                       seconds=time.perf_counter() - start,
-                       tool=f"mtlora_deploy.calib.ranges + onnxruntime {package_version('onnxruntime')}",
-                       graph_file=str(source))
+    cache = RangeCache(
+        graph_sha256=graph_sha,
+        settings=settings.to_dict(),
+        calibration=calibration_summary(calibration, len(images)) if calibration else {},
+        ranges={k: [float(lo), float(hi)] for k, (lo, hi) in ranges.items()},
+        images=len(images),
+        seconds=time.perf_counter() - start,
+        tool=f"mtlora_deploy.calib.ranges + onnxruntime {package_version('onnxruntime')}",
+        graph_file=str(source),
+    )
     if cache_path is not None:
         write_range_cache(cache_path, cache)
     return cache, False

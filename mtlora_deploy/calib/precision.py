@@ -36,8 +36,17 @@ from mtlora_deploy.utils.atomic import atomic_path
 from mtlora_deploy.utils.hashing import file_sha256
 
 TOOLS = ("auto", "modelopt", "onnxruntime")
-METADATA_KEYS = ("precision", "precision_tool", "precision_tool_version", "precision_settings",
-                 "precision_high_precision_nodes", "precision_source_sha256", "calibration", "int8_ranges", "fidelity")
+METADATA_KEYS = (
+    "precision",
+    "precision_tool",
+    "precision_tool_version",
+    "precision_settings",
+    "precision_high_precision_nodes",
+    "precision_source_sha256",
+    "calibration",
+    "int8_ranges",
+    "fidelity",
+)
 
 
 def pick_tool(tool: str) -> str:
@@ -57,8 +66,9 @@ def graph_input(model: onnx.ModelProto) -> tuple[str, int]:
         raise WeightsError(f"expected one graph input (the image), found {[i.name for i in inputs]}")
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != 4 or not dims[-1].dim_value:
-        raise WeightsError(f"graph input '{inputs[0].name}' must be [N, 3, S, S] with a static S "
-                           "(export with a fixed image size)")
+        raise WeightsError(
+            f"graph input '{inputs[0].name}' must be [N, 3, S, S] with a static S (export with a fixed image size)"
+        )
     return inputs[0].name, int(dims[-1].dim_value)
 
 
@@ -96,36 +106,56 @@ def _excluded(model: onnx.ModelProto, options: dict[str, Any]) -> list[str]:
     return sorted(set(excluded))
 
 
-def _convert_int8(source: Path, model: onnx.ModelProto, tool: str, images: Any, calibration: Path | None,
-                  options: dict[str, Any]) -> tuple[CastResult, dict[str, Any]]:
+def _convert_int8(
+    source: Path, model: onnx.ModelProto, tool: str, images: Any, calibration: Path | None, options: dict[str, Any]
+) -> tuple[CastResult, dict[str, Any]]:
     """Ranges (cached or one streaming pass) -> Q/DQ graph; returns it and the ranges' record."""
     input_name, side = graph_input(model)
     settings = RangeSettings(method=options["calibration_method"])
     explicit = options["calibration_cache"] is not None
     cache_path = Path(options["calibration_cache"]) if explicit else int8.default_cache_path(source, settings.method)
-    cache, reused = int8.calibrated_ranges(source, images, calibration, input_name, settings,
-                                           cache_path if options["cache"] or explicit else None, explicit,
-                                           options["show_progress"])
+    cache, reused = int8.calibrated_ranges(
+        source,
+        images,
+        calibration,
+        input_name,
+        settings,
+        cache_path if options["cache"] or explicit else None,
+        explicit,
+        options["show_progress"],
+    )
     excluded = _excluded(model, options)
     if tool == "modelopt":
         sample = images[:4] if images is not None else random_images((3, side, side))
         result = int8.with_modelopt(source, input_name, sample, cache.ranges, settings.method, excluded)
     else:
         result = int8.with_onnxruntime(source, cache.ranges, settings.method, excluded, options["per_channel"])
-    record = {**cache.summary(), "cache": str(cache_path) if options["cache"] or explicit else None,
-              "reused": reused, "calibration": cache.calibration}
+    record = {
+        **cache.summary(),
+        "cache": str(cache_path) if options["cache"] or explicit else None,
+        "reused": reused,
+        "calibration": cache.calibration,
+    }
     return result, record
 
 
-def _convert(source: Path, model: onnx.ModelProto, precision: str, tool: str, images: Any,
-             calibration: Path | None, options: dict[str, Any]) -> CastResult:
+def _convert(
+    source: Path,
+    model: onnx.ModelProto,
+    precision: str,
+    tool: str,
+    images: Any,
+    calibration: Path | None,
+    options: dict[str, Any],
+) -> CastResult:
     input_name = graph_input(model)[0]
     excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     keep = tuple(options["keep_fp32_ops"])
     if tool == "modelopt":
         return autocast.with_modelopt(source, precision, keep, excluded, options["data_max"], calibration)
-    return autocast.with_onnxruntime(source, precision, keep, excluded, options["data_max"],
-                                     ArrayReader(input_name, images))
+    return autocast.with_onnxruntime(
+        source, precision, keep, excluded, options["data_max"], ArrayReader(input_name, images)
+    )
 
 
 def verify_variant(model: onnx.ModelProto, source: onnx.ModelProto, precision: str, tool: str) -> None:
@@ -145,26 +175,35 @@ def verify_variant(model: onnx.ModelProto, source: onnx.ModelProto, precision: s
         if low:
             problems.append(f"{len(low)} LayerNormalization nodes take {precision} inputs, e.g. {low[0]}")
     if problems:
-        raise MTLoRAError(f"the {precision} graph made with {tool} fails checks: {'; '.join(problems)}; "
-                          "try the other tool (tool='onnxruntime' or 'modelopt')")
+        raise MTLoRAError(
+            f"the {precision} graph made with {tool} fails checks: {'; '.join(problems)}; "
+            "try the other tool (tool='onnxruntime' or 'modelopt')"
+        )
 
 
-def precision_record(source: Path, precision: str, result: CastResult | None, calibration: Path | None,
-                     images: int) -> dict[str, Any]:
+def precision_record(
+    source: Path, precision: str, result: CastResult | None, calibration: Path | None, images: int
+) -> dict[str, Any]:
     """What made a variant: precision, tool, version, settings, fp32 nodes, source and calibration digests."""
     record: dict[str, Any] = {"precision": precision, "precision_source_sha256": file_sha256(source)}
     if result is not None:
-        record.update({"precision_tool": result.tool, "precision_tool_version": result.tool_version,
-                       "precision_settings": json.loads(json.dumps(result.settings, default=str)),
-                       "precision_high_precision_nodes": result.high_precision_nodes})
+        record.update(
+            {
+                "precision_tool": result.tool,
+                "precision_tool_version": result.tool_version,
+                "precision_settings": json.loads(json.dumps(result.settings, default=str)),
+                "precision_high_precision_nodes": result.high_precision_nodes,
+            }
+        )
     if calibration is not None:
         summary = int8.calibration_summary(calibration, images)
         record["calibration"] = {k: summary[k] for k in ("file", "sha256", "images", "split", "array_sha256")}
     return record
 
 
-def _save(model: onnx.ModelProto, source: onnx.ModelProto, record: dict[str, Any], output: Path,
-          fidelity_check: Any = None) -> None:
+def _save(
+    model: onnx.ModelProto, source: onnx.ModelProto, record: dict[str, Any], output: Path, fidelity_check: Any = None
+) -> None:
     """Keep the exporter's metadata, add the precision record (and the fidelity measured on the written
     file), write atomically."""
     attach_metadata(model, {**metadata_from_proto(source), **record})
@@ -176,8 +215,9 @@ def _save(model: onnx.ModelProto, source: onnx.ModelProto, record: dict[str, Any
             onnx.save(model, str(tmp))
 
 
-def _fidelity_check(source: Path, model: onnx.ModelProto, precision: str, calibration: Path | None,
-                    options: dict[str, Any]) -> Any:
+def _fidelity_check(
+    source: Path, model: onnx.ModelProto, precision: str, calibration: Path | None, options: dict[str, Any]
+) -> Any:
     """A function ``written file -> fidelity record``, or None when switched off."""
     count = options["fidelity_images"]
     if not count:
@@ -257,19 +297,31 @@ def make_precision_variant(
         return output
     tool = pick_tool(tool)
     input_name, side = graph_input(model)
-    options = {"calibration_method": calibration_method, "keep_fp32_ops": keep_fp32_ops, "data_max": data_max,
-               "nodes_to_exclude": tuple(nodes_to_exclude), "exclude_head_layers": exclude_head_layers,
-               "calibration_cache": calibration_cache, "cache": cache, "per_channel": per_channel,
-               "fidelity_images": fidelity_images, "holdout": holdout, "show_progress": show_progress}
+    options = {
+        "calibration_method": calibration_method,
+        "keep_fp32_ops": keep_fp32_ops,
+        "data_max": data_max,
+        "nodes_to_exclude": tuple(nodes_to_exclude),
+        "exclude_head_layers": exclude_head_layers,
+        "calibration_cache": calibration_cache,
+        "cache": cache,
+        "per_channel": per_channel,
+        "fidelity_images": fidelity_images,
+        "holdout": holdout,
+        "show_progress": show_progress,
+    }
     if precision == "int8" and calibration is None and calibration_cache is None:
-        raise ConfigError("int8 needs calibration images: pass --calibration FILE.npz "
-                          "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)")
+        raise ConfigError(
+            "int8 needs calibration images: pass --calibration FILE.npz "
+            "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)"
+        )
     images = _images(calibration, input_name, side, min_images)
     with contextlib.closing(images) if hasattr(images, "close") else contextlib.nullcontext():
         count = len(images)
         if precision == "int8":
-            result, ranges_record = _convert_int8(source, model, tool, images if calibration else None,
-                                                  calibration, options)
+            result, ranges_record = _convert_int8(
+                source, model, tool, images if calibration else None, calibration, options
+            )
         else:
             result, ranges_record = _convert(source, model, precision, tool, images, calibration, options), None
     topological_sort(result.model)
@@ -277,7 +329,9 @@ def make_precision_variant(
     record = precision_record(source, precision, result, calibration, count)
     if ranges_record is not None:
         record["int8_ranges"] = ranges_record
-        record.setdefault("calibration", {k: ranges_record["calibration"].get(k) for k in
-                                          ("file", "sha256", "images", "split", "array_sha256")})
+        record.setdefault(
+            "calibration",
+            {k: ranges_record["calibration"].get(k) for k in ("file", "sha256", "images", "split", "array_sha256")},
+        )
     _save(result.model, model, record, output, _fidelity_check(source, model, precision, calibration, options))
     return output

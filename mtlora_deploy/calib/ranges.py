@@ -70,7 +70,7 @@ def with_absmax_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[s
     ONNX Runtime's own MinMax calibrator does the same but its graph edit is quadratic in the node count.
     """
     inferred = onnx.shape_inference.infer_shapes(model).graph  # only to find the float tensors: its shapes
-    values = [*inferred.value_info, *inferred.output]            # may carry an exporter's bogus symbolic dims
+    values = [*inferred.value_info, *inferred.output]  # may carry an exporter's bogus symbolic dims
     floats = [v.name for v in values if v.type.tensor_type.elem_type == TensorProto.FLOAT]
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
@@ -79,8 +79,12 @@ def with_absmax_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[s
         output.type.tensor_type.ClearField("shape")
     for index, name in enumerate(dict.fromkeys(floats)):
         out = f"mtlora_absmax_{index}"
-        graph.node.extend([helper.make_node("Abs", [name], [f"{out}_abs"]),
-                           helper.make_node("ReduceMax", [f"{out}_abs"], [out], keepdims=0)])
+        graph.node.extend(
+            [
+                helper.make_node("Abs", [name], [f"{out}_abs"]),
+                helper.make_node("ReduceMax", [f"{out}_abs"], [out], keepdims=0),
+            ]
+        )
         graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
         extra[out] = name
     return augmented, extra
@@ -158,8 +162,13 @@ def gemm_activation_inputs(model: onnx.ModelProto, op_types: tuple[str, ...] = G
     (activations, a shared weight forwarded through Identity) needs a calibrated range.
     """
     initializers = {i.name for i in model.graph.initializer}
-    names = [name for node in model.graph.node if node.op_type in op_types
-             for name in node.input[:2] if name and name not in initializers]
+    names = [
+        name
+        for node in model.graph.node
+        if node.op_type in op_types
+        for name in node.input[:2]
+        if name and name not in initializers
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -172,8 +181,12 @@ def _augmented(model: onnx.ModelProto, tensors: list[str], reduce: bool) -> tupl
     for index, name in enumerate(tensors):
         if reduce:
             out = f"mtlora_absmax_{index}"
-            graph.node.extend([helper.make_node("Abs", [name], [f"{out}_abs"]),
-                               helper.make_node("ReduceMax", [f"{out}_abs"], [out], keepdims=0)])
+            graph.node.extend(
+                [
+                    helper.make_node("Abs", [name], [f"{out}_abs"]),
+                    helper.make_node("ReduceMax", [f"{out}_abs"], [out], keepdims=0),
+                ]
+            )
         else:
             out = name
         graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
@@ -182,13 +195,22 @@ def _augmented(model: onnx.ModelProto, tensors: list[str], reduce: bool) -> tupl
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
 
 
-def _run_batches(session: Any, outputs: list[str], reader: ArrayReader, update: Any, description: str,
-                 show_progress: bool) -> int:
+def _run_batches(
+    session: Any, outputs: list[str], reader: ArrayReader, update: Any, description: str, show_progress: bool
+) -> int:
     """Feed ``reader`` batch by batch, hand each batch's outputs to ``update``; returns the image count."""
     seen, start = 0, time.perf_counter()
     reader.rewind()
@@ -204,8 +226,14 @@ def _run_batches(session: Any, outputs: list[str], reader: ArrayReader, update: 
     return seen
 
 
-def collect_ranges(model_path: str | Path, images: Any, input_name: str, settings: RangeSettings,
-                   tensors: list[str] | None = None, show_progress: bool = True) -> dict[str, tuple[float, float]]:
+def collect_ranges(
+    model_path: str | Path,
+    images: Any,
+    input_name: str,
+    settings: RangeSettings,
+    tensors: list[str] | None = None,
+    show_progress: bool = True,
+) -> dict[str, tuple[float, float]]:
     """``{tensor: (low, high)}`` symmetric int8 ranges of the GEMM inputs, updated batch by batch.
 
     Peak memory is one session run (one batch of the calibrated tensors for histogram methods, scalars
@@ -235,13 +263,19 @@ def collect_ranges(model_path: str | Path, images: Any, input_name: str, setting
     return _histogram_ranges(session, outputs, reader, settings, show_progress)
 
 
-def _histogram_ranges(session: Any, outputs: list[str], reader: ArrayReader, settings: RangeSettings,
-                      show_progress: bool) -> dict[str, tuple[float, float]]:
+def _histogram_ranges(
+    session: Any, outputs: list[str], reader: ArrayReader, settings: RangeSettings, show_progress: bool
+) -> dict[str, tuple[float, float]]:
     """Entropy / percentile thresholds from ONNX Runtime's own streaming ``HistogramCollector``."""
     calibrate = require("onnxruntime.quantization.calibrate")
     collector = calibrate.HistogramCollector(
-        method=settings.method, symmetric=True, num_bins=settings.num_bins,
-        num_quantized_bins=settings.num_quantized_bins, percentile=settings.percentile, scenario="same")
+        method=settings.method,
+        symmetric=True,
+        num_bins=settings.num_bins,
+        num_quantized_bins=settings.num_quantized_bins,
+        percentile=settings.percentile,
+        scenario="same",
+    )
 
     def update(names, values):
         with contextlib.redirect_stdout(io.StringIO()):  # the collector prints a line per call
@@ -250,8 +284,10 @@ def _histogram_ranges(session: Any, outputs: list[str], reader: ArrayReader, set
 
     _run_batches(session, outputs, reader, update, f"calibrating ({settings.method})", show_progress)
     if settings.method == "entropy":
-        thresholds = {name: entropy_threshold(histogram, settings.num_quantized_bins)
-                      for name, histogram in collector.histogram_dict.items()}
+        thresholds = {
+            name: entropy_threshold(histogram, settings.num_quantized_bins)
+            for name, histogram in collector.histogram_dict.items()
+        }
     else:
         with contextlib.redirect_stdout(io.StringIO()):
             thresholds = collector.compute_collection_result()

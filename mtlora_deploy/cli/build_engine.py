@@ -10,25 +10,65 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 
 @click.command("build-engine")
 @click.argument("model_path", type=click.Path())
-@click.option("--precision", required=True, type=click.Choice(PRECISIONS),
-              help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first).")
-@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES),
-              help="auto: tensorrt with a CUDA GPU, else tensorrt-rtx (builds without a GPU, runs on RTX-class GPUs).")
-@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
-              help="Plan file to write [default: engines/NAME_PRECISION[_rtx].plan]; the manifest goes to PLAN.json.")
+@click.option(
+    "--precision",
+    required=True,
+    type=click.Choice(PRECISIONS),
+    help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first).",
+)
+@click.option(
+    "--runtime",
+    default="auto",
+    show_default=True,
+    type=click.Choice(RUNTIME_CHOICES),
+    help="auto: tensorrt with a CUDA GPU, else tensorrt-rtx (builds without a GPU, runs on RTX-class GPUs).",
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Plan file to write [default: engines/NAME_PRECISION[_rtx].plan]; the manifest goes to PLAN.json.",
+)
 @click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8.")
 @click.option("--workspace-gib", default=4.0, show_default=True, type=float, help="Builder workspace pool limit.")
-@click.option("--target", "targets", default=None,
-              help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set].")
-@click.option("--opt-level", default=None, type=click.IntRange(0, 5),
-              help="TensorRT: builder_optimization_level, 0..5 [default: 3].")
-@click.option("--timing-cache", default=None, type=click.Path(dir_okay=False),
-              help="TensorRT: timing cache file, reused and updated [default: timing.cache beside the plan].")
-@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder.")
+@click.option(
+    "--target",
+    "targets",
+    default=None,
+    help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set].",
+)
+@click.option(
+    "--opt-level",
+    default=None,
+    type=click.IntRange(0, 5),
+    help="TensorRT: builder_optimization_level, 0..5 [default: 3].",
+)
+@click.option(
+    "--timing-cache",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="TensorRT: timing cache file, reused and updated [default: timing.cache beside the plan].",
+)
+@click.option(
+    "--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder."
+)
 @click.option("--verbose", is_flag=True, help="The builder's verbose log.")
-def build_engine(model_path, precision, runtime, output, batch, calib, workspace_gib, targets, opt_level, timing_cache,
-                 image_size, verbose) -> None:
+def build_engine(
+    model_path,
+    precision,
+    runtime,
+    output,
+    batch,
+    calib,
+    workspace_gib,
+    targets,
+    opt_level,
+    timing_cache,
+    image_size,
+    verbose,
+) -> None:
     """Build a TensorRT or TensorRT-RTX engine from MODEL_PATH (an .onnx file, or a run/checkpoint folder exported
     first).
 
@@ -46,17 +86,36 @@ def build_engine(model_path, precision, runtime, output, batch, calib, workspace
     console = Console()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the precision notes are printed below, once
-        result = build(model_path, precision, output, batch, calib, workspace_gib, opt_level, timing_cache,
-                       image_size, verbose, runtime, targets)
+        result = build(
+            model_path,
+            precision,
+            output,
+            batch,
+            calib,
+            workspace_gib,
+            opt_level,
+            timing_cache,
+            image_size,
+            verbose,
+            runtime,
+            targets,
+        )
     manifest = result.manifest
-    where = (f"for compute capabilities {', '.join(manifest['target_compute_capabilities'])}"
-             if manifest.get("target_compute_capabilities") else f"on {manifest['gpu_name']}")
-    console.print(f"wrote {result.plan} ({manifest['plan']['bytes'] / 2**20:.1f} MiB, {manifest['precision']}, "
-                  f"batch {manifest['batch_profile']}, built in {manifest['build_time_s']:.1f} s with "
-                  f"{manifest['runtime']} {manifest['runtime_version']} {where})")
+    where = (
+        f"for compute capabilities {', '.join(manifest['target_compute_capabilities'])}"
+        if manifest.get("target_compute_capabilities")
+        else f"on {manifest['gpu_name']}"
+    )
+    console.print(
+        f"wrote {result.plan} ({manifest['plan']['bytes'] / 2**20:.1f} MiB, {manifest['precision']}, "
+        f"batch {manifest['batch_profile']}, built in {manifest['build_time_s']:.1f} s with "
+        f"{manifest['runtime']} {manifest['runtime_version']} {where})"
+    )
     for note in manifest.get("precision_notes") or []:
         console.print(f"[yellow]warning:[/] {note}")
     if manifest["runtime"] == "tensorrt-rtx":
-        console.print("running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); "
-                      "its kernels compile on the first load and are kept in PLAN.rtxcache")
+        console.print(
+            "running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); "
+            "its kernels compile on the first load and are kept in PLAN.rtxcache"
+        )
     console.print(f"manifest: {result.manifest_path}")

@@ -24,12 +24,29 @@ def model_input(model: str) -> tuple[str, int]:
 
 
 @click.command("calibrate")
-@click.option("--data", required=True,
-              help="PASCAL-MT root, or 'synthetic': the set inside the run folder around --model (or -o).")
+@click.option(
+    "--data",
+    required=True,
+    help="PASCAL-MT root, or 'synthetic': the set inside the run folder around --model (or -o).",
+)
 @click.option("--split", default="train", show_default=True, help="Split to draw from (never the one you evaluate on).")
-@click.option("--num-images", default=500, show_default=True, type=click.IntRange(min=1), help="Images to draw (TensorRT: >= 500).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed and split: same ids and same bytes.")
-@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Model input side [default: from --model, else 448].")
+@click.option(
+    "--num-images",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images to draw (TensorRT: >= 500).",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Same seed and split: same ids and same bytes.",
+)
+@click.option(
+    "--image-size", default=None, type=click.IntRange(min=1), help="Model input side [default: from --model, else 448]."
+)
 @click.option("--model", default=None, type=click.Path(), help="ONNX file or checkpoint giving input name/size.")
 @click.option("--input-name", default=None, help="Key of the array in the .npz [default: from --model, else image].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .npz to write.")

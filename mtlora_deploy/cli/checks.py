@@ -59,15 +59,19 @@ def check_calibration_file(path: str | Path | None, precision: str, option: str 
     if not path.is_file():
         raise ConfigError(f"{option} {path} does not exist; draw one with: mtlora calibrate --data DIR -o {path}")
     if not zipfile.is_zipfile(path):
-        raise ConfigError(f"{option} {path} is not an .npz archive (truncated or another kind of file); "
-                          f"draw one with: mtlora calibrate --data DIR -o {path}")
+        raise ConfigError(
+            f"{option} {path} is not an .npz archive (truncated or another kind of file); "
+            f"draw one with: mtlora calibrate --data DIR -o {path}"
+        )
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"{option} {path} is a corrupt .npz archive ({exc}); draw it again with mtlora calibrate") from exc
+        raise ConfigError(
+            f"{option} {path} is a corrupt .npz archive ({exc}); draw it again with mtlora calibrate"
+        ) from exc
     if not names:
         raise ConfigError(f"{option} {path} holds no arrays; draw it again with mtlora calibrate")
 
@@ -80,13 +84,17 @@ def check_model_input(path: str | Path, option: str = "INPUT") -> None:
     if path.is_dir() or path.suffix in (*PLAN_SUFFIXES, ".safetensors", ".json"):
         return
     if path.suffix != ".onnx":
-        raise ConfigError(f"{option} {path}: unknown kind of file {path.suffix or '(no suffix)'!r}; expected a run or "
-                          f"checkpoint folder, an .onnx file or a TensorRT plan ({', '.join(PLAN_SUFFIXES)})")
+        raise ConfigError(
+            f"{option} {path}: unknown kind of file {path.suffix or '(no suffix)'!r}; expected a run or "
+            f"checkpoint folder, an .onnx file or a TensorRT plan ({', '.join(PLAN_SUFFIXES)})"
+        )
     import onnx
 
     try:
         onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         detail = " ".join(str(exc).split())[:120]
-        raise ConfigError(f"{option} {path} is not a valid ONNX model (truncated or corrupt: {detail}); "
-                          "export it again with mtlora export") from exc
+        raise ConfigError(
+            f"{option} {path} is not a valid ONNX model (truncated or corrupt: {detail}); "
+            "export it again with mtlora export"
+        ) from exc

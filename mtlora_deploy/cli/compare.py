@@ -29,19 +29,44 @@ def _command_line(options: dict) -> str:
     "mtlora-r64,mtlora-plus-r16,mtl-lora,mtlora-mtl]; single-task rows are always added.",
 )
 @click.option("--data", default="synthetic", show_default=True, help="PASCAL-MT root folder, or 'synthetic'.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps per row [default: the 300-epoch recipe].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of every row.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps per row [default: the 300-epoch recipe]."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of every row."
+)
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Nominal base LR for batch 512 (as train).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every row.")
 @click.option("--tasks", default=None, help="Comma-separated tasks [default: semseg,human_parts,sal,normals].")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Model config field for every row.")
 @click.option("--train-set", "train_items", multiple=True, metavar="KEY=VALUE", help="Train config field, every row.")
-@click.option("--synthetic-images", type=click.IntRange(min=1), default=96, show_default=True, help="Size of the synthetic set.")
+@click.option(
+    "--synthetic-images", type=click.IntRange(min=1), default=96, show_default=True, help="Size of the synthetic set."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (training and timing).")
-@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the latency column.")
-@click.option("--latency-iterations", type=click.IntRange(min=1), default=20, show_default=True, help="Timed latency iterations.")
-@click.option("--latency-warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed iterations before timing.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training and timing [default: torch's].")
+@click.option(
+    "--latency-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Batch size of the latency column.",
+)
+@click.option(
+    "--latency-iterations", type=click.IntRange(min=1), default=20, show_default=True, help="Timed latency iterations."
+)
+@click.option(
+    "--latency-warmup",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Untimed iterations before timing.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads for training and timing [default: torch's].",
+)
 @click.option(
     "--output",
     "-o",

@@ -6,8 +6,13 @@ import click
 
 
 @click.command("demo")
-@click.option("--workdir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for every artefact; an interrupted demo continues from it.")
+@click.option(
+    "--workdir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for every artefact; an interrupted demo continues from it.",
+)
 def demo(workdir) -> None:
     """Generate synthetic data, train, evaluate against the untrained model, merge, export, quantize, profile.
 

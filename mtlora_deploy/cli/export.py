@@ -12,7 +12,12 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.command("export")
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
-@click.option("--image-size", default=None, type=click.IntRange(min=1), help="Static input H = W (default: the model's image_size).")
+@click.option(
+    "--image-size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Static input H = W (default: the model's image_size).",
+)
 @click.option(
     "--outputs",
     default="logits",
@@ -20,7 +25,9 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=click.Choice(["logits", "labels"]),
     help="labels: in-graph argmax (uint8) / sigmoid / unit normals.",
 )
-@click.option("--opset", default=None, type=click.IntRange(min=7), help="ONNX opset (default 18; 17 with --legacy-exporter).")
+@click.option(
+    "--opset", default=None, type=click.IntRange(min=7), help="ONNX opset (default 18; 17 with --legacy-exporter)."
+)
 @click.option(
     "--legacy-exporter", is_flag=True, help="Use the TorchScript exporter (dynamo=False) instead of torch.export."
 )
@@ -34,17 +41,50 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     help="Also write a reduced-precision variant (the fp32 graph is kept beside it).",
 )
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz for --precision int8.")
-@click.option("--calib-method", default="entropy", show_default=True, type=click.Choice(["entropy", "max", "percentile"]),
-              help="int8 activation ranges.")
-@click.option("--calib-cache", default=None, type=click.Path(dir_okay=False),
-              help="int8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].")
+@click.option(
+    "--calib-method",
+    default="entropy",
+    show_default=True,
+    type=click.Choice(["entropy", "max", "percentile"]),
+    help="int8 activation ranges.",
+)
+@click.option(
+    "--calib-cache",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="int8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].",
+)
 @click.option("--exclude", multiple=True, help="Keep these nodes in fp32: node name, op type or regex (repeatable).")
-@click.option("--fidelity-images", default=8, show_default=True, type=int,
-              help="Held-out images for the per-task agreement with fp32 (0: skip).")
-@click.option("--holdout", default=None, type=click.Path(dir_okay=False),
-              help="Held-out .npz for the agreement [default: the other split of the --calib dataset].")
-def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no_check, precision, calib,
-           calib_method, calib_cache, exclude, fidelity_images, holdout) -> None:
+@click.option(
+    "--fidelity-images",
+    default=8,
+    show_default=True,
+    type=int,
+    help="Held-out images for the per-task agreement with fp32 (0: skip).",
+)
+@click.option(
+    "--holdout",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Held-out .npz for the agreement [default: the other split of the --calib dataset].",
+)
+def export(
+    source,
+    output,
+    image_size,
+    outputs,
+    opset,
+    legacy_exporter,
+    rtol,
+    no_check,
+    precision,
+    calib,
+    calib_method,
+    calib_cache,
+    exclude,
+    fidelity_images,
+    holdout,
+) -> None:
     """Export a checkpoint, run folder or merged folder to ONNX (merging first if needed).
 
     Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
@@ -64,20 +104,33 @@ def export(source, output, image_size, outputs, opset, legacy_exporter, rtol, no
     check_calibration_file(calib, precision)
     console = Console()
     fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
-    options = {"image_size": image_size, "outputs": outputs, "opset": opset, "check": not no_check,
-               "legacy": legacy_exporter, "rtol": rtol}
+    options = {
+        "image_size": image_size,
+        "outputs": outputs,
+        "opset": opset,
+        "check": not no_check,
+        "legacy": legacy_exporter,
+        "rtol": rtol,
+    }
     per_task = needs_per_task_export(source)
     if per_task:
-        console.print("mtl-lora is task-conditioned: writing one merged ONNX graph per task "
-                      f"({per_task_path(fp32_path, 'TASK').name}) instead of {fp32_path.name}")
+        console.print(
+            "mtl-lora is task-conditioned: writing one merged ONNX graph per task "
+            f"({per_task_path(fp32_path, 'TASK').name}) instead of {fp32_path.name}"
+        )
     with quiet_known_noise(), console.status(f"exporting {source}"):
         if per_task:
             reports = export_per_task(source, fp32_path, **options)
         else:
             reports = {"": export_onnx(source, fp32_path, **options)}
-    variant = {"calibration": Path(calib) if calib else None, "calibration_method": calib_method,
-               "calibration_cache": calib_cache, "nodes_to_exclude": tuple(exclude),
-               "fidelity_images": fidelity_images, "holdout": holdout}
+    variant = {
+        "calibration": Path(calib) if calib else None,
+        "calibration_method": calib_method,
+        "calibration_cache": calib_cache,
+        "nodes_to_exclude": tuple(exclude),
+        "fidelity_images": fidelity_images,
+        "holdout": holdout,
+    }
     for task, report in reports.items():
         _print_report(console, report)
         if precision != "fp32":
@@ -116,8 +169,10 @@ def _write_precision_variant(console, fp32_path: Path, precision: str, output: P
     record = read_precision_metadata(path)
     if ranges := record.get("int8_ranges"):
         how = "reused" if ranges["reused"] else f"computed in {ranges['seconds']:.0f} s"
-        console.print(f"int8 ranges ({ranges['settings']['method']}, {ranges['images']} images, "
-                      f"{ranges['tensors']} tensors): {how}, cache {ranges['cache']}")
+        console.print(
+            f"int8 ranges ({ranges['settings']['method']}, {ranges['images']} images, "
+            f"{ranges['tensors']} tensors): {how}, cache {ranges['cache']}"
+        )
     if "tasks" in record.get("fidelity", {}):
         console.print(fidelity_table(precision, record["fidelity"]))
     elif "skipped" in record.get("fidelity", {}):

@@ -34,10 +34,22 @@ def _ints(option: str, text: str) -> list[int]:
     help="Torch precisions fp32,fp16,bf16 (autocast); ONNX files and plans keep their own [default: fp32].",
 )
 @click.option("--batch", default=None, help="Batch sizes [default: 1,8,32].")
-@click.option("--duration", default=None, type=click.FloatRange(min=0), help="Timed seconds per model x batch [default: 1.0].")
-@click.option("--iterations", default=None, type=click.IntRange(min=1), help="Timed calls per model x batch at least [default: 10].")
+@click.option(
+    "--duration", default=None, type=click.FloatRange(min=0), help="Timed seconds per model x batch [default: 1.0]."
+)
+@click.option(
+    "--iterations",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Timed calls per model x batch at least [default: 10].",
+)
 @click.option("--warmup", default=None, type=click.IntRange(min=0), help="Untimed calls before timing [default: 10].")
-@click.option("--rounds", default=None, type=click.IntRange(min=1), help="Interleaved rounds, the unit of the 95% intervals [default: 10].")
+@click.option(
+    "--rounds",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Interleaved rounds, the unit of the 95% intervals [default: 10].",
+)
 @click.option("--device", default=None, help="cpu or cuda[:N] [default: cpu].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
 @click.option(
@@ -58,8 +70,13 @@ def _ints(option: str, text: str) -> list[int]:
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay a captured CUDA graph.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads [default: torch's].")
 @click.option("--memory", is_flag=True, help="CPU: peak RSS of each model in a fresh subprocess (slower).")
-@click.option("--budget", "budget_s", default=None, type=click.FloatRange(min=0),
-              help="Start no new model group after this many seconds.")
+@click.option(
+    "--budget",
+    "budget_s",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="Start no new model group after this many seconds.",
+)
 @click.option(
     "--output",
     "-o",
@@ -84,14 +101,16 @@ def profile(inputs, output, metrics, **options) -> None:
     for path in inputs:
         check_model_input(path)
     console = Console()
-    report = run_profile(list(inputs), settings_from_options(**options), output=output, metrics=list(metrics),
-                         console=console)
+    report = run_profile(
+        list(inputs), settings_from_options(**options), output=output, metrics=list(metrics), console=console
+    )
     for path in [*report.get("files", {}).values(), *report.get("plots", {}).values()]:
         console.print(f"wrote {path}")
 
 
-def settings_from_options(backends, precision, batch, comparisons, compile_mode, compile_backend, cuda_graph,
-                          include_copies, memory, **rest):
+def settings_from_options(
+    backends, precision, batch, comparisons, compile_mode, compile_backend, cuda_graph, include_copies, memory, **rest
+):
     """``ProfileSettings`` from the click options: defaults < flags (an option left out keeps the default)."""
     from mtlora_deploy.profile.settings import ProfileSettings
 

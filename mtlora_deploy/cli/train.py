@@ -21,11 +21,20 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
     "--resume", "resume_dir", default=None, type=click.Path(file_okay=False), help="Continue this run folder."
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (reference: 300).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Schedule length in optimizer steps (replaces epochs).")
-@click.option("--stop-after", type=click.IntRange(min=1), default=None, help="Stop (and checkpoint) at this step; resume later.")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Schedule length in optimizer steps (replaces epochs).",
+)
+@click.option(
+    "--stop-after", type=click.IntRange(min=1), default=None, help="Stop (and checkpoint) at this step; resume later."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-process batch size (reference: 32).")
 @click.option("--lr", "base_lr", type=float, default=None, help="Nominal base LR for batch 512 (reference: 5e-4).")
-@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Data loader workers per process.")
+@click.option(
+    "--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Data loader workers per process."
+)
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--amp", default=None, type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."

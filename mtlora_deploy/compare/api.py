@@ -41,8 +41,9 @@ def record_row(row: RowSpec, settings: CompareSettings, run_dir: Path, data_root
     return record, False
 
 
-def _record_all(settings: CompareSettings, output_dir: Path, data_root: str,
-                console: Console) -> tuple[list[dict[str, Any]], list[str]]:
+def _record_all(
+    settings: CompareSettings, output_dir: Path, data_root: str, console: Console
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Every row's record in table order, and the names of the rows reused from an earlier call."""
     records, reused, rows = [], [], settings.rows()
     for index, row in enumerate(rows, 1):
@@ -57,11 +58,15 @@ def _record_all(settings: CompareSettings, output_dir: Path, data_root: str,
 def _notes(settings: CompareSettings, baselines: dict[str, float], reused: list[str]) -> list[str]:
     notes = []
     if not settings.model_overrides.get("pretrained"):
-        notes.append("the backbone is random-init (no ImageNet weights: --set pretrained=PATH adds them), so the "
-                     "ranking need not be the MTLoRA paper's, which fine-tunes an ImageNet-pretrained Swin")
+        notes.append(
+            "the backbone is random-init (no ImageNet weights: --set pretrained=PATH adds them), so the "
+            "ranking need not be the MTLoRA paper's, which fine-tunes an ImageNet-pretrained Swin"
+        )
     if settings.data == "synthetic":
-        notes.append(f"data: the built-in synthetic PASCAL-MT look-alike ({settings.synthetic_images} images, "
-                     "75% train / 25% val), not PASCAL-Context")
+        notes.append(
+            f"data: the built-in synthetic PASCAL-MT look-alike ({settings.synthetic_images} images, "
+            "75% train / 25% val), not PASCAL-Context"
+        )
     missing = [t for t in settings.tasks if t not in baselines]
     if missing:
         notes.append(f"Δm leaves out {', '.join(missing)}: its single-task metric is 0 or not finite")
@@ -70,21 +75,32 @@ def _notes(settings: CompareSettings, baselines: dict[str, float], reused: list[
     return notes
 
 
-def assemble(records: list[dict[str, Any]], settings: CompareSettings, reused: list[str],
-             command: str | None) -> dict[str, Any]:
+def assemble(
+    records: list[dict[str, Any]], settings: CompareSettings, reused: list[str], command: str | None
+) -> dict[str, Any]:
     """The result dict (what compare.json holds) from every row's record."""
     from mtlora_deploy.profile.runs import environment_settings
 
     device = resolve_device(settings.device)
     rows, baselines = build_rows(records)
-    return {"format": FORMAT, "command": command, "settings": settings.to_dict(),
-            "environment": environment_settings(torch.device(device)), "tasks": list(settings.tasks),
-            "baselines": baselines, "latency_label": f"latency ms ({device}, batch {settings.latency_batch})",
-            "rows": rows, "records": records, "notes": _notes(settings, baselines, reused), "plots": {}}
+    return {
+        "format": FORMAT,
+        "command": command,
+        "settings": settings.to_dict(),
+        "environment": environment_settings(torch.device(device)),
+        "tasks": list(settings.tasks),
+        "baselines": baselines,
+        "latency_label": f"latency ms ({device}, batch {settings.latency_batch})",
+        "rows": rows,
+        "records": records,
+        "notes": _notes(settings, baselines, reused),
+        "plots": {},
+    }
 
 
-def compare(settings: CompareSettings, output_dir: str | Path, command: str | None = None,
-            console: Console | None = None) -> dict[str, Any]:
+def compare(
+    settings: CompareSettings, output_dir: str | Path, command: str | None = None, console: Console | None = None
+) -> dict[str, Any]:
     """Run the comparison ``settings`` describes into ``output_dir``; returns the result dict."""
     console = console or Console()
     output_dir = Path(output_dir)
@@ -137,7 +153,15 @@ def run_comparison(
     Returns:
         The result dict: settings, environment, rows (with delta-m), per-row records, baselines, notes, files.
     """
-    settings = CompareSettings(presets=tuple(presets), data=data, steps=steps, batch_size=batch_size, lr=lr,
-                               seed=seed, model_overrides=dict(model_overrides or {}),
-                               train_overrides=dict(train_overrides or {}), **measurement)
+    settings = CompareSettings(
+        presets=tuple(presets),
+        data=data,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        model_overrides=dict(model_overrides or {}),
+        train_overrides=dict(train_overrides or {}),
+        **measurement,
+    )
     return compare(settings, output_dir, command, console)

@@ -45,24 +45,34 @@ def evaluate_model(model: nn.Module, data_root: str, settings: CompareSettings) 
     config, device = model.config, resolve_device(settings.device)
     dataset = PascalMTDataset(data_root, split="val", tasks=config.tasks, image_size=config.image_size, train=False)
     loader = make_loader(dataset, None, settings.batch_size, 0, False, device)
-    return evaluate_predictor(model.to(device).eval(), loader, config.tasks, device,
-                              num_classes=config.num_classes or None)
+    return evaluate_predictor(
+        model.to(device).eval(), loader, config.tasks, device, num_classes=config.num_classes or None
+    )
 
 
 def measure_latency(name: str, model: nn.Module, settings: CompareSettings) -> dict[str, float]:
     """Latency statistics (ms) of ``model`` at the latency batch size, through ``run_profile``."""
     from mtlora_deploy.profile.api import run_profile
 
-    report = run_profile([(name, model)], backends=["torch"], batches=[settings.latency_batch],
-                         iterations=settings.latency_iterations, warmup=settings.latency_warmup, duration=0.0,
-                         rounds=min(10, max(2, settings.latency_iterations)),
-                         device=resolve_device(settings.device), comparisons=(), threads=settings.threads,
-                         seed=settings.seed)
+    report = run_profile(
+        [(name, model)],
+        backends=["torch"],
+        batches=[settings.latency_batch],
+        iterations=settings.latency_iterations,
+        warmup=settings.latency_warmup,
+        duration=0.0,
+        rounds=min(10, max(2, settings.latency_iterations)),
+        device=resolve_device(settings.device),
+        comparisons=(),
+        threads=settings.threads,
+        seed=settings.seed,
+    )
     return dict(report["measurements"][0]["latency_ms"])
 
 
 def row_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The parts of an evaluation result a row keeps: primary and all metrics per task (JSON-safe floats)."""
+
     def clean(value: float) -> float | None:
         return float(value) if math.isfinite(float(value)) else None
 
@@ -70,17 +80,25 @@ def row_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return {"primary": {t: clean(v) for t, v in result["primary"].items()}, "metrics": metrics}
 
 
-def measure_row(row: RowSpec, run_dir: Path, settings: CompareSettings, data_root: str,
-                fit_result: dict[str, Any] | None) -> dict[str, Any]:
+def measure_row(
+    row: RowSpec, run_dir: Path, settings: CompareSettings, data_root: str, fit_result: dict[str, Any] | None
+) -> dict[str, Any]:
     """Everything the table shows for one row, from its run folder (and the fresh validation when it just trained)."""
     model = load_last(run_dir)
     params = count_parameters(model)
     deployed = deployed_model(model)
     evaluation = fit_result if fit_result and "primary" in fit_result else evaluate_model(model, data_root, settings)
     return {
-        "name": row.name, "preset": row.preset, "task": row.task, "run_dir": str(run_dir),
-        "tasks": list(model.tasks), "adapter": model.config.adapter, **row_metrics(evaluation),
-        "trainable_params": params.trainable_params, "total_params": params.total_params,
+        "name": row.name,
+        "preset": row.preset,
+        "task": row.task,
+        "run_dir": str(run_dir),
+        "tasks": list(model.tasks),
+        "adapter": model.config.adapter,
+        **row_metrics(evaluation),
+        "trainable_params": params.trainable_params,
+        "total_params": params.total_params,
         "deployed_params": count_parameters(deployed).total_params,
-        "latency_ms": measure_latency(row.name, deployed, settings), "latency_settings": settings.latency_settings(),
+        "latency_ms": measure_latency(row.name, deployed, settings),
+        "latency_settings": settings.latency_settings(),
     }

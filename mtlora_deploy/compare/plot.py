@@ -14,9 +14,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     one of them strictly), sorted by parameters."""
     front = []
     for i, (x, y) in enumerate(points):
-        dominated = any(
-            (ox <= x and oy >= y) and (ox < x or oy > y) for j, (ox, oy) in enumerate(points) if j != i
-        )
+        dominated = any((ox <= x and oy >= y) and (ox < x or oy > y) for j, (ox, oy) in enumerate(points) if j != i)
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
@@ -38,8 +36,14 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
         ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     front = pareto_front(points)
     if len(front) > 1:
-        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="grey", zorder=2,
-                label="Pareto front")
+        ax.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            "--",
+            color="grey",
+            zorder=2,
+            label="Pareto front",
+        )
         ax.legend(fontsize=8, loc="lower right")
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_xscale("log")

@@ -30,8 +30,9 @@ def prepare_data(settings: CompareSettings, output_dir: Path) -> str:
 
     root = output_dir / "data"
     if not (root / "synthetic.json").is_file():
-        make_synthetic_dataset(root, num_images=settings.synthetic_images, seed=settings.seed,
-                               image_size=SYNTHETIC_SIZE)
+        make_synthetic_dataset(
+            root, num_images=settings.synthetic_images, seed=settings.seed, image_size=SYNTHETIC_SIZE
+        )
     return str(root)
 
 
@@ -51,8 +52,10 @@ def check_same_settings(run_dir: Path, model: dict[str, Any], train: dict[str, A
         for key, value in wanted.items():
             have = saved[section].get(key)
             if _normalised(have) != _normalised(value):
-                raise ConfigError(f"{run_dir}: was trained with {section} {key}={have!r}, this comparison asks for "
-                                  f"{value!r}; use another -o folder or delete {run_dir}")
+                raise ConfigError(
+                    f"{run_dir}: was trained with {section} {key}={have!r}, this comparison asks for "
+                    f"{value!r}; use another -o folder or delete {run_dir}"
+                )
 
 
 def _normalised(value: Any) -> Any:

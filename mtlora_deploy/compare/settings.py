@@ -96,8 +96,14 @@ class CompareSettings:
 
     def train_config(self, data_root: str) -> dict[str, Any]:
         """The train overrides every row shares; validation runs once, at the end of the budget."""
-        train = {"data": data_root, "batch_size": self.batch_size, "base_lr": self.lr, "seed": self.seed,
-                 "eval_every": 10**9, "device": self.device}
+        train = {
+            "data": data_root,
+            "batch_size": self.batch_size,
+            "base_lr": self.lr,
+            "seed": self.seed,
+            "eval_every": 10**9,
+            "device": self.device,
+        }
         if resolve_device(self.device) == "cpu":
             train["num_workers"] = 0  # loader processes only compete with the model for the CPU cores
         if self.steps is not None:
@@ -106,8 +112,13 @@ class CompareSettings:
 
     def latency_settings(self) -> dict[str, Any]:
         """What a recorded latency was measured with (a change re-measures, never retrains)."""
-        return {"batch": self.latency_batch, "iterations": self.latency_iterations, "warmup": self.latency_warmup,
-                "threads": self.threads, "device": self.device}
+        return {
+            "batch": self.latency_batch,
+            "iterations": self.latency_iterations,
+            "warmup": self.latency_warmup,
+            "threads": self.threads,
+            "device": self.device,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -34,7 +34,10 @@ def single_task_row(singles: Sequence[dict[str, Any]], baselines: Mapping[str, f
     """The paper's single-task row: each task's own model, parameters and latencies summed over the T models."""
     primary = {r["task"]: r["primary"].get(r["task"]) for r in singles}
     return {
-        "name": SINGLE_TASK_ROW, "kind": "single-task", "preset": "single-task", "primary": primary,
+        "name": SINGLE_TASK_ROW,
+        "kind": "single-task",
+        "preset": "single-task",
+        "primary": primary,
         "delta_m": delta_m(primary, baselines),
         **{key: sum(r[key] for r in singles) for key in ("trainable_params", "total_params", "deployed_params")},
         "latency_median_ms": sum(r["latency_ms"]["median"] for r in singles),
@@ -45,8 +48,13 @@ def single_task_row(singles: Sequence[dict[str, Any]], baselines: Mapping[str, f
 def method_row(record: dict[str, Any], baselines: Mapping[str, float]) -> dict[str, Any]:
     """A multi-task method's row from its measured record."""
     keys = ("name", "preset", "primary", "trainable_params", "total_params", "deployed_params")
-    return {**{k: record[k] for k in keys}, "kind": "multi-task", "delta_m": delta_m(record["primary"], baselines),
-            "latency_median_ms": record["latency_ms"]["median"], "run_dirs": [record["run_dir"]]}
+    return {
+        **{k: record[k] for k in keys},
+        "kind": "multi-task",
+        "delta_m": delta_m(record["primary"], baselines),
+        "latency_median_ms": record["latency_ms"]["median"],
+        "run_dirs": [record["run_dir"]],
+    }
 
 
 def build_rows(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -70,8 +78,11 @@ def _number(value: float | None, spec: str) -> str:
 def table_cells(row: dict[str, Any], tasks: Sequence[str]) -> list[str]:
     """One row's cells: metrics (2 decimals), delta-m (signed %), parameters (M), latency (ms)."""
     return [
-        row["name"], *(_number(row["primary"].get(t), ".2f") for t in tasks), _number(row["delta_m"], "+.2f"),
-        f"{row['trainable_params'] / 1e6:.3f}", f"{row['deployed_params'] / 1e6:.3f}",
+        row["name"],
+        *(_number(row["primary"].get(t), ".2f") for t in tasks),
+        _number(row["delta_m"], "+.2f"),
+        f"{row['trainable_params'] / 1e6:.3f}",
+        f"{row['deployed_params'] / 1e6:.3f}",
         _number(row["latency_median_ms"], ".2f"),
     ]
 

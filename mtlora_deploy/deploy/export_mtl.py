@@ -99,8 +99,9 @@ def export_per_task(
     """
     model, name = _load_task_conditioned(source)
     return {
-        task: export_onnx(merge_per_task(model, task), per_task_path(output, task), source_name=f"{name} [{task}]",
-                          **options)
+        task: export_onnx(
+            merge_per_task(model, task), per_task_path(output, task), source_name=f"{name} [{task}]", **options
+        )
         for task in _chosen_tasks(model, tasks)
     }
 
@@ -113,5 +114,6 @@ def export_one_graph(
     per_task = {task: resize_model(merge_per_task(model, task), image_size) for task in model.tasks}
     size = next(iter(per_task.values())).config.image_size
     combined = PerTaskModels(model.config.replace(image_size=size, pretrained=None), per_task).eval()
-    return export_onnx(combined, output, source_name=f"{name} [one graph, {len(per_task)} per-task encoders]",
-                       **options)
+    return export_onnx(
+        combined, output, source_name=f"{name} [one graph, {len(per_task)} per-task encoders]", **options
+    )

@@ -129,8 +129,10 @@ def _release(version: str | None) -> str | None:
 def _describe(env: dict[str, Any]) -> str:
     env = _upgrade(env)
     title = FLAVOURS.get(env.get("runtime") or TENSORRT, FLAVOURS[TENSORRT]).title
-    return (f"{title} {env.get('runtime_version') or 'unknown'} on {env.get('gpu_name') or 'an unknown GPU'} "
-            f"(compute capability {env.get('compute_capability') or 'unknown'})")
+    return (
+        f"{title} {env.get('runtime_version') or 'unknown'} on {env.get('gpu_name') or 'an unknown GPU'} "
+        f"(compute capability {env.get('compute_capability') or 'unknown'})"
+    )
 
 
 def plan_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
@@ -139,8 +141,9 @@ def plan_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
     return tuple(manifest.get("target_compute_capabilities") or RTX_DEFAULT_TARGETS)
 
 
-def check_runtime(manifest: dict[str, Any], runtime: str, plan: str | Path = "plan",
-                  version: str | None = None) -> None:
+def check_runtime(
+    manifest: dict[str, Any], runtime: str, plan: str | Path = "plan", version: str | None = None
+) -> None:
     """A plan opens only with the flavour that built it: one line naming both otherwise."""
     built = manifest_runtime(manifest)
     if runtime != built:
@@ -195,12 +198,15 @@ def _check_rtx(manifest: dict[str, Any], environment: dict[str, Any], plan: str 
         return
     gpu = f"{environment.get('gpu_name') or 'this GPU'} (compute capability {here})"
     if here in RTX_TARGETS:
-        fix = (f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx "
-               f"--target sm{here.replace('.', '')}")
+        fix = (
+            f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx "
+            f"--target sm{here.replace('.', '')}"
+        )
     else:
         fix = "TensorRT-RTX has no kernels for it; build with full TensorRT there: --runtime tensorrt"
-    raise EngineMismatchError(f"{plan}: a TensorRT-RTX plan for compute capabilities {', '.join(targets)}, "
-                              f"this machine has {gpu}; {fix}")
+    raise EngineMismatchError(
+        f"{plan}: a TensorRT-RTX plan for compute capabilities {', '.join(targets)}, this machine has {gpu}; {fix}"
+    )
 
 
 def check_plan_file(manifest: dict[str, Any], plan: str | Path) -> None:

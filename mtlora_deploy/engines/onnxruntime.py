@@ -18,8 +18,15 @@ from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.utils.imports import require
 from mtlora_deploy.utils.onnx_info import decode_metadata, load_graph, metadata_from_proto
 
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
-              "tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8"}
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+}
 
 
 def _side(value: Any) -> int | None:
@@ -38,8 +45,10 @@ def providers_for(device: torch.device, available: list[str]) -> list[str]:
         return ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ConfigError(f"--device {device}: this onnxruntime offers {available}; for CUDA install onnxruntime-gpu "
-                      "(in place of onnxruntime) or use --device cpu")
+    raise ConfigError(
+        f"--device {device}: this onnxruntime offers {available}; for CUDA install onnxruntime-gpu "
+        "(in place of onnxruntime) or use --device cpu"
+    )
 
 
 def _cuda_tensor(value: Any) -> torch.Tensor:
@@ -63,8 +72,13 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
         ort = require("onnxruntime")
         self.path, device = Path(path), torch.device(device)
         options = ort.SessionOptions()
@@ -84,8 +98,10 @@ class OnnxRuntimeBackend(Backend):
             detail = " ".join(str(exc).split())[:300]
             hint = ""
             if "NOT_IMPLEMENTED" in detail and self._declared_precision() == "bf16":
-                hint = ("; bf16 graphs need TensorRT (strongly typed) or a GPU runtime, "
-                        "ONNX Runtime's CPU EP lacks bf16 kernels")
+                hint = (
+                    "; bf16 graphs need TensorRT (strongly typed) or a GPU runtime, "
+                    "ONNX Runtime's CPU EP lacks bf16 kernels"
+                )
             raise WeightsError(f"onnxruntime cannot load {self.path}: {detail}{hint}") from exc
 
     def _declared_precision(self) -> str | None:
@@ -98,8 +114,11 @@ class OnnxRuntimeBackend(Backend):
         return tuple(self.output_names)
 
     def _image_size(self, metadata: dict[str, Any]) -> int:
-        size = (_side(metadata.get("image_size")) or _side(metadata.get("input_size"))
-                or _side(self.session.get_inputs()[0].shape))
+        size = (
+            _side(metadata.get("image_size"))
+            or _side(metadata.get("input_size"))
+            or _side(self.session.get_inputs()[0].shape)
+        )
         if not size:
             raise WeightsError(f"{self.path}: no input_size in the ONNX metadata and the input has no static size")
         return size
@@ -108,8 +127,10 @@ class OnnxRuntimeBackend(Backend):
         return [TensorSpec(i.name, _dims(i.shape), ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
 
     def output_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(o.name, self._output_dims(o.name, _dims(o.shape)), ORT_DTYPES.get(o.type, o.type))
-                for o in self.session.get_outputs()]
+        return [
+            TensorSpec(o.name, self._output_dims(o.name, _dims(o.shape)), ORT_DTYPES.get(o.type, o.type))
+            for o in self.session.get_outputs()
+        ]
 
     def _output_dims(self, name: str, dims: tuple[int, ...]) -> tuple[int, ...]:
         """Fill what a TorchScript export leaves symbolic in a (N, C, S, S) output from the metadata's classes."""
@@ -124,14 +145,18 @@ class OnnxRuntimeBackend(Backend):
             return self._infer_cuda(images)
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(self.output_names, {self.input_name: array})
-        return {name: torch.from_numpy(np.asarray(out)) for name, out in zip(self.output_names, outputs, strict=True)
-                if name in self.tasks}
+        return {
+            name: torch.from_numpy(np.asarray(out))
+            for name, out in zip(self.output_names, outputs, strict=True)
+            if name in self.tasks
+        }
 
     def _infer_cuda(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         images = images.detach().to(self.device, torch.float32).contiguous()
         binding = self.session.io_binding()
-        binding.bind_input(self.input_name, "cuda", self.device.index or 0, np.float32, list(images.shape),
-                           images.data_ptr())
+        binding.bind_input(
+            self.input_name, "cuda", self.device.index or 0, np.float32, list(images.shape), images.data_ptr()
+        )
         for name in self.output_names:
             binding.bind_output(name, "cuda", self.device.index or 0)
         self.session.run_with_iobinding(binding)
@@ -143,5 +168,9 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "file": str(self.path), "providers": self.providers,
-                "precision": self.metadata.get("precision", "fp32")}
+        return {
+            **super().describe(),
+            "file": str(self.path),
+            "providers": self.providers,
+            "precision": self.metadata.get("precision", "fp32"),
+        }

@@ -64,11 +64,28 @@ class Flavour:
 
 
 FLAVOURS = {
-    TENSORRT: Flavour(TENSORRT, "tensorrt", "TensorRT", (10, 0), "pip install 'mtlora-deploy[tensorrt]' (TensorRT "
-                      "10.x/11.x wheels from NVIDIA's index)", True, False, True, True),
-    TENSORRT_RTX: Flavour(TENSORRT_RTX, "tensorrt_rtx", "TensorRT-RTX", (1, 0),
-                          "pip install 'mtlora-deploy[tensorrt-rtx]' (tensorrt-rtx-cu13 from PyPI)", False, True, False,
-                          False),
+    TENSORRT: Flavour(
+        TENSORRT,
+        "tensorrt",
+        "TensorRT",
+        (10, 0),
+        "pip install 'mtlora-deploy[tensorrt]' (TensorRT 10.x/11.x wheels from NVIDIA's index)",
+        True,
+        False,
+        True,
+        True,
+    ),
+    TENSORRT_RTX: Flavour(
+        TENSORRT_RTX,
+        "tensorrt_rtx",
+        "TensorRT-RTX",
+        (1, 0),
+        "pip install 'mtlora-deploy[tensorrt-rtx]' (tensorrt-rtx-cu13 from PyPI)",
+        False,
+        True,
+        False,
+        False,
+    ),
 }
 
 
@@ -103,8 +120,10 @@ def load_runtime(name: str = TENSORRT):
         ) from exc
     if version_tuple(trt.__version__)[: len(spec.min_version)] < spec.min_version:
         wanted = ".".join(map(str, spec.min_version))
-        raise MissingDependencyError(f"{spec.title} {trt.__version__} is too old: the name-based tensor API needs "
-                                     f"{wanted} or newer; install: {spec.install}")
+        raise MissingDependencyError(
+            f"{spec.title} {trt.__version__} is too old: the name-based tensor API needs "
+            f"{wanted} or newer; install: {spec.install}"
+        )
     return trt
 
 
@@ -172,8 +191,10 @@ def target_enum(trt, capability: str):
     offered = [m for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
     if name not in offered:
         listed = ", ".join(m.lower() for m in offered)
-        raise ConfigError(f"--target: TensorRT-RTX {trt.__version__} cannot build for sm{capability.replace('.', '')} "
-                          f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt")
+        raise ConfigError(
+            f"--target: TensorRT-RTX {trt.__version__} cannot build for sm{capability.replace('.', '')} "
+            f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
+        )
     return trt.ComputeCapability.__members__[name]
 
 

@@ -117,15 +117,21 @@ class BuildSettings:
         """Options of one flavour are refused on the other, never silently ignored."""
         spec = flavour(self.runtime)
         if self.optimization_level is not None and not spec.has_optimization_level:
-            raise ConfigError(f"--opt-level: {spec.title} has no builder optimization level (it picks kernels when "
-                              "the plan is loaded); drop the option or use --runtime tensorrt")
+            raise ConfigError(
+                f"--opt-level: {spec.title} has no builder optimization level (it picks kernels when "
+                "the plan is loaded); drop the option or use --runtime tensorrt"
+            )
         if self.timing_cache is not None and not spec.has_timing_cache:
-            raise ConfigError(f"--timing-cache: {spec.title} has no timing cache (its timing-cache calls are no-ops "
-                              "since 1.2; compiled kernels go to the runtime cache PLAN.rtxcache when the plan runs); "
-                              "drop the option or use --runtime tensorrt")
+            raise ConfigError(
+                f"--timing-cache: {spec.title} has no timing cache (its timing-cache calls are no-ops "
+                "since 1.2; compiled kernels go to the runtime cache PLAN.rtxcache when the plan runs); "
+                "drop the option or use --runtime tensorrt"
+            )
         if self.targets and not spec.has_targets:
-            raise ConfigError(f"--target: {spec.title} builds for the GPU it runs on; target compute capabilities "
-                              "are a TensorRT-RTX option (--runtime tensorrt-rtx)")
+            raise ConfigError(
+                f"--target: {spec.title} builds for the GPU it runs on; target compute capabilities "
+                "are a TensorRT-RTX option (--runtime tensorrt-rtx)"
+            )
 
     @property
     def level(self) -> int:
@@ -157,13 +163,16 @@ def network_from_onnx(trt, logger, onnx_path: Path) -> tuple[Any, Any, Any]:
     errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
     if not ok or errors:
         detail = "; ".join(errors) or "no details (is it a valid ONNX file?)"
-        raise EngineBuildError(f"{onnx_path}: the {FLAVOURS[runtime_of(trt)].title} ONNX parser rejected the graph, "
-                               f"{len(errors)} error(s): {detail}")
+        raise EngineBuildError(
+            f"{onnx_path}: the {FLAVOURS[runtime_of(trt)].title} ONNX parser rejected the graph, "
+            f"{len(errors)} error(s): {detail}"
+        )
     return builder, network, parser
 
 
 def network_io(trt, network) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Names, shapes (-1 = dynamic) and dtypes of the network's inputs and outputs, for the manifest."""
+
     def describe(tensor) -> dict[str, Any]:
         return {"name": tensor.name, "shape": [int(d) for d in tensor.shape], "dtype": dtype_name(trt, tensor.dtype)}
 
@@ -179,8 +188,10 @@ def optimization_profile(builder, network, batch: BatchProfile):
         tensor = network.get_input(i)
         rest = tuple(int(d) for d in tensor.shape)[1:]
         if any(d < 0 for d in rest):
-            raise ConfigError(f"input '{tensor.name}' has dynamic axes {tuple(tensor.shape)} beyond the batch; "
-                              "export with a fixed image size (mtlora export --image-size N)")
+            raise ConfigError(
+                f"input '{tensor.name}' has dynamic axes {tuple(tensor.shape)} beyond the batch; "
+                "export with a fixed image size (mtlora export --image-size N)"
+            )
         profile.set_shape(tensor.name, (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest))
     return profile
 
@@ -197,8 +208,9 @@ def create_config(trt, builder, network, settings: BuildSettings, cache_bytes: b
         return config
     config.builder_optimization_level = settings.level
     if not config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False):
-        warnings.warn("the timing cache file was made by another TensorRT version or GPU; starting a new one",
-                      stacklevel=2)
+        warnings.warn(
+            "the timing cache file was made by another TensorRT version or GPU; starting a new one", stacklevel=2
+        )
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     return config
 
@@ -227,8 +239,9 @@ def merged_timing_cache(config, previous: bytes) -> bytes:
     """This build's timing cache combined with the file's current content (another build may have added to it)."""
     cache = config.get_timing_cache()
     if previous and not cache.combine(config.create_timing_cache(previous), False):
-        warnings.warn("the existing timing cache was made by another TensorRT version or GPU; replacing it",
-                      stacklevel=2)
+        warnings.warn(
+            "the existing timing cache was made by another TensorRT version or GPU; replacing it", stacklevel=2
+        )
     return bytes(cache.serialize())
 
 
@@ -265,14 +278,18 @@ def precision_notes(runtime: str, precision: str, summary: dict[str, Any] | None
     """What the manifest (and a build-time warning) must say about what the plan really computes."""
     if runtime == TENSORRT_RTX and precision == "int8":
         summary = summary or {}
-        return [RTX_INT8_NOTE.format(int8=summary.get("compute_layers_with_int8_inputs", "?"),
-                                     total=summary.get("compute_layers", "?"))]
+        return [
+            RTX_INT8_NOTE.format(
+                int8=summary.get("compute_layers_with_int8_inputs", "?"), total=summary.get("compute_layers", "?")
+            )
+        ]
     return []
 
 
 # -- stage 4: plan + manifest ------------------------------------------------------------------------------------
-def build_plan(onnx_path: str | Path, output: str | Path, settings: BuildSettings,
-               extra: dict[str, Any] | None = None) -> BuildResult:
+def build_plan(
+    onnx_path: str | Path, output: str | Path, settings: BuildSettings, extra: dict[str, Any] | None = None
+) -> BuildResult:
     """Build ``output`` (a .plan) from ``onnx_path``; write the plan, (TensorRT) the timing cache and ``output.json``.
 
     Args:
@@ -305,8 +322,15 @@ def build_plan(onnx_path: str | Path, output: str | Path, settings: BuildSetting
     write_bytes_atomic(output, plan)
     if cache_path is not None:
         save_timing_cache(config, cache_path)
-    fields = {"plan_bytes": plan, "inputs": inputs, "outputs": outputs, "elapsed": elapsed, "cache_path": cache_path,
-              "layer_summary": summary, "notes": notes}
+    fields = {
+        "plan_bytes": plan,
+        "inputs": inputs,
+        "outputs": outputs,
+        "elapsed": elapsed,
+        "cache_path": cache_path,
+        "layer_summary": summary,
+        "notes": notes,
+    }
     manifest = _manifest(trt, settings, onnx_path, output, fields, dict(extra or {}))
     return BuildResult(output, write_manifest(output, manifest), manifest)
 
@@ -317,8 +341,9 @@ def _timing_cache_path(settings: BuildSettings, output: Path) -> Path | None:
     return Path(settings.timing_cache or output.parent / TIMING_CACHE_NAME)
 
 
-def _manifest(trt, settings: BuildSettings, onnx_path: Path, output: Path, built: dict[str, Any],
-              extra: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    trt, settings: BuildSettings, onnx_path: Path, output: Path, built: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
     rtx = settings.runtime == TENSORRT_RTX
     env = probe_environment(runtime=settings.runtime, runtime_version=trt.__version__)
     if rtx:  # built ahead of time: the build machine's GPU (if any) says nothing about where the plan runs
@@ -326,19 +351,31 @@ def _manifest(trt, settings: BuildSettings, onnx_path: Path, output: Path, built
     inputs, outputs, plan = built["inputs"], built["outputs"], built["plan_bytes"]
     tasks = extra.pop("tasks", None) or [o["name"] for o in outputs]
     image_size = extra.pop("image_size", None) or (inputs[0]["shape"][-1] if inputs else None)
-    builder: dict[str, Any] = {"workspace_bytes": settings.workspace_bytes, "profiling_verbosity": "DETAILED",
-                               "strongly_typed": True}
+    builder: dict[str, Any] = {
+        "workspace_bytes": settings.workspace_bytes,
+        "profiling_verbosity": "DETAILED",
+        "strongly_typed": True,
+    }
     if rtx:
         builder["targets_source"] = "--target" if settings.targets else "TensorRT-RTX default"
     else:
         builder.update(optimization_level=settings.level, timing_cache=str(built["cache_path"]))
     targets = {"target_compute_capabilities": list(settings.targets or RTX_DEFAULT_TARGETS)} if rtx else {}
     return build_manifest(
-        env, **targets, precision=settings.precision, precision_notes=built["notes"],
-        layer_summary=built["layer_summary"], batch_profile=asdict(settings.batch), tasks=list(tasks),
-        image_size=image_size, inputs=inputs, outputs=outputs,
+        env,
+        **targets,
+        precision=settings.precision,
+        precision_notes=built["notes"],
+        layer_summary=built["layer_summary"],
+        batch_profile=asdict(settings.batch),
+        tasks=list(tasks),
+        image_size=image_size,
+        inputs=inputs,
+        outputs=outputs,
         onnx={"path": str(onnx_path), "sha256": file_sha256(onnx_path)},
         plan={"file": output.name, "bytes": len(plan), "sha256": hashlib.sha256(plan).hexdigest()},
-        builder=builder, build_time_s=round(built["elapsed"], 3),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
+        builder=builder,
+        build_time_s=round(built["elapsed"], 3),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
     )

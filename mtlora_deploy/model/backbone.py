@@ -150,9 +150,7 @@ class MultiTaskSwin(nn.Module):
     def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """``stream_features`` as ``{task: [f1..f4]}`` NCHW (views; shared maps are the same tensor per task)."""
         feats = self.stream_features(images)
-        return {
-            t: [(f[i] if f.dim() == 5 else f).permute(0, 3, 1, 2) for f in feats] for i, t in enumerate(self.tasks)
-        }
+        return {t: [(f[i] if f.dim() == 5 else f).permute(0, 3, 1, 2) for f in feats] for i, t in enumerate(self.tasks)}
 
 
 def adapter_factories(config: ModelConfig) -> tuple[Callable[[nn.Linear], nn.Module], Callable[[nn.Linear], nn.Module]]:

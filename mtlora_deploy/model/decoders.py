@@ -46,14 +46,20 @@ class TaskBatchedHeads(nn.Module):
     """
 
     def __init__(
-        self, tasks: tuple[str, ...], in_channels: list[int], widths: tuple[int, ...], hidden: int,
+        self,
+        tasks: tuple[str, ...],
+        in_channels: list[int],
+        widths: tuple[int, ...],
+        hidden: int,
         out_channels: tuple[int, ...],
     ) -> None:
         super().__init__()
         count, concat = len(tasks), sum(widths)
         self.tasks, self.widths, self.hidden = tuple(tasks), tuple(widths), hidden
         self.out_channels = tuple(out_channels)
-        self.reduce = nn.ParameterList(nn.Parameter(torch.zeros(count, w, c)) for c, w in zip(in_channels, widths, strict=False))
+        self.reduce = nn.ParameterList(
+            nn.Parameter(torch.zeros(count, w, c)) for c, w in zip(in_channels, widths, strict=False)
+        )
         self.fuse = nn.Conv2d(count * concat, count * hidden, 1, groups=count)
         self.norm = nn.BatchNorm2d(count * hidden)
         self.classifier_weight = nn.Parameter(torch.zeros(sum(out_channels), hidden))
@@ -66,8 +72,11 @@ class TaskBatchedHeads(nn.Module):
         first = next(iter(heads.values()))
         fuse, norm, last = first.last_layer[0], first.last_layer[1], first.last_layer[3]
         module = cls(
-            tuple(heads), [conv.in_channels for conv in first.reduce], tuple(c.out_channels for c in first.reduce),
-            fuse.out_channels, tuple(h.last_layer[3].out_channels for h in heads.values()),
+            tuple(heads),
+            [conv.in_channels for conv in first.reduce],
+            tuple(c.out_channels for c in first.reduce),
+            fuse.out_channels,
+            tuple(h.last_layer[3].out_channels for h in heads.values()),
         ).to(device=last.weight.device, dtype=last.weight.dtype)
         for index, reduce in enumerate(module.reduce):
             reduce.copy_(torch.stack([h.reduce[index].weight[:, :, 0, 0] for h in heads.values()]))
@@ -104,7 +113,9 @@ class TaskBatchedHeads(nn.Module):
         logits = torch.cat([self._classify(hidden, j, i) for j, i in enumerate(index)], dim=1)
         logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
         out, start = {}, 0
-        for task, i in zip(tasks, index, strict=False):  # slices, not split: exporters keep each output's channels static
+        for task, i in zip(
+            tasks, index, strict=False
+        ):  # slices, not split: exporters keep each output's channels static
             out[task] = logits[:, start : start + self.out_channels[i]]
             start += self.out_channels[i]
         return out

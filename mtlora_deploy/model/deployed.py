@@ -50,7 +50,10 @@ def check_merged(merged: torch.Tensor, named: dict[str, torch.Tensor], layer: st
 def linear_with_weight(base: nn.Linear, weight: torch.Tensor) -> nn.Linear:
     """A plain ``nn.Linear`` shaped like ``base`` holding ``weight`` and ``base``'s bias (no LoRA code left)."""
     linear = nn.Linear(
-        base.in_features, base.out_features, bias=base.bias is not None, device=base.weight.device,
+        base.in_features,
+        base.out_features,
+        bias=base.bias is not None,
+        device=base.weight.device,
         dtype=base.weight.dtype,
     )
     with torch.no_grad():

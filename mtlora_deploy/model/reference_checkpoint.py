@@ -178,11 +178,15 @@ def _mtlora(cfg: dict, tasks: list, stages: int, source: str) -> dict[str, tuple
     per_task_s = mtlora.get("SCALE_PER_TASK") or {}
     task_ranks = {t: one(f"MODEL.MTLORA.R_PER_TASK.{t}", per_task_r.get(t, shared_rank), "rank") for t in tasks}
     task_scales = {t: one(f"MODEL.MTLORA.SCALE_PER_TASK.{t}", per_task_s.get(t, shared_scale), "scale") for t in tasks}
-    for name, values, field in (("R_PER_TASK", task_ranks, "task_specific_rank"), ("SCALE_PER_TASK", task_scales,
-                                                                                   "task_specific_scale")):
+    for name, values, field in (
+        ("R_PER_TASK", task_ranks, "task_specific_rank"),
+        ("SCALE_PER_TASK", task_scales, "task_specific_scale"),
+    ):
         if len(set(values.values())) > 1:
-            raise WeightsError(f"{source}: config MODEL.MTLORA.{name} differs between tasks {values}; {field} is one "
-                               "value for every task here")
+            raise WeightsError(
+                f"{source}: config MODEL.MTLORA.{name} differs between tasks {values}; {field} is one "
+                "value for every task here"
+            )
     return {
         "adapter": ("mtlora", "MODEL.MTLORA.ENABLED"),
         "trainable": ("reference", "MODEL.MTLORA.FREEZE_PRETRAINED"),
@@ -190,8 +194,10 @@ def _mtlora(cfg: dict, tasks: list, stages: int, source: str) -> dict[str, tuple
         "task_specific_rank": (int(next(iter(task_ranks.values()))), "MODEL.MTLORA.R_PER_TASK"),
         "lora_scale": (float(shared_scale), "MODEL.MTLORA.SHARED_SCALE"),
         "task_specific_scale": (float(next(iter(task_scales.values()))), "MODEL.MTLORA.SCALE_PER_TASK"),
-        "lora_dropout": (float(one("MODEL.MTLORA.DROPOUT", mtlora.get("DROPOUT", 0.05), "lora_dropout")),
-                         "MODEL.MTLORA.DROPOUT"),
+        "lora_dropout": (
+            float(one("MODEL.MTLORA.DROPOUT", mtlora.get("DROPOUT", 0.05), "lora_dropout")),
+            "MODEL.MTLORA.DROPOUT",
+        ),
         "lora_on_reductions": (bool(mtlora.get("DOWNSAMPLER_ENABLED", False)), "MODEL.MTLORA.DOWNSAMPLER_ENABLED"),
     }
 

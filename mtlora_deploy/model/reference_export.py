@@ -114,8 +114,12 @@ def export_reference_checkpoint(model: nn.Module, path: str | Path, epoch: int =
     config: ModelConfig = model.config
     check_exportable(config)
     path = Path(path)
-    checkpoint = {"model": reference_state_dict(model), "config": reference_config(config), "epoch": int(epoch),
-                  "max_accuracy": 0.0}
+    checkpoint = {
+        "model": reference_state_dict(model),
+        "config": reference_config(config),
+        "epoch": int(epoch),
+        "max_accuracy": 0.0,
+    }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     cfg_path = path.with_suffix(".yaml")

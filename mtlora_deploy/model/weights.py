@@ -97,7 +97,7 @@ def _backbone_only(state: dict[str, torch.Tensor], source: str) -> dict[str, tor
     wants ``import-checkpoint``, not ImageNet initialisation.
     """
     if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     lora = next((k for k in state if ".lora_" in k), None)
     if lora is not None:
         raise WeightsError(

@@ -32,8 +32,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """The profiling device; CUDA must be present when asked for."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise MissingDependencyError("--device cuda: torch.cuda.is_available() is False here; profile with --device "
-                                     "cpu or run on a machine with an NVIDIA GPU and a CUDA build of torch")
+        raise MissingDependencyError(
+            "--device cuda: torch.cuda.is_available() is False here; profile with --device "
+            "cpu or run on a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
     return device
 
 
@@ -52,13 +54,26 @@ def _file_candidate(path: Path, backend: str, device: torch.device, use_cuda_gra
 
     options = {"use_cuda_graph": use_cuda_graph} if backend == "tensorrt" else {}
     family = "tensorrt plans" if backend == "tensorrt" else f"{backend} files"
-    return Candidate(str(path), "file", backend, str(artifact_precision(path)),
-                     partial(open_backend, path, backend, device, **options), family=family)
+    return Candidate(
+        str(path),
+        "file",
+        backend,
+        str(artifact_precision(path)),
+        partial(open_backend, path, backend, device, **options),
+        family=family,
+    )
 
 
-def collect_candidates(inputs: Sequence[ProfileInput], backends: Sequence[str], precisions: Sequence[str],
-                       device: torch.device, comparisons: Sequence[str], compile_options: dict[str, Any],
-                       use_cuda_graph: bool, notes: list[str]) -> list[Candidate]:
+def collect_candidates(
+    inputs: Sequence[ProfileInput],
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    device: torch.device,
+    comparisons: Sequence[str],
+    compile_options: dict[str, Any],
+    use_cuda_graph: bool,
+    notes: list[str],
+) -> list[Candidate]:
     """Everything to time, in order; inputs that no requested backend can run become notes."""
     out: list[Candidate] = []
     for item in inputs:
@@ -84,9 +99,15 @@ def _groups(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
     return list(groups.values())
 
 
-def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], settings: RunSettings, notes: list[str],
-                console: Console | None = None, budget_s: float | None = None,
-                keep_going: bool = False) -> list[Measurement]:
+def measure_all(
+    candidates: Sequence[Candidate],
+    batches: Sequence[int],
+    settings: RunSettings,
+    notes: list[str],
+    console: Console | None = None,
+    budget_s: float | None = None,
+    keep_going: bool = False,
+) -> list[Measurement]:
     """Time every group of candidates in interleaved rounds (with a progress bar).
 
     A candidate that cannot open is a note (any exception with ``keep_going``); past ``budget_s`` seconds no new
@@ -101,8 +122,10 @@ def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], setting
         for group in groups:
             first = group[0]
             if budget_s is not None and time.perf_counter() - start > budget_s:
-                notes.append(f"{first.family} ({first.backend}): {len(group)} candidates not measured, time budget "
-                             f"{budget_s:.0f} s spent")
+                notes.append(
+                    f"{first.family} ({first.backend}): {len(group)} candidates not measured, time budget "
+                    f"{budget_s:.0f} s spent"
+                )
                 continue
             bar.update(task, description=f"{first.backend} {Path(first.family).name} ({len(group)} candidates)")
             measurements += measure_group(group, batches, settings, notes, errors, gmac_cache)
@@ -113,25 +136,46 @@ def measure_all(candidates: Sequence[Candidate], batches: Sequence[int], setting
 def run_settings_dict(settings: RunSettings, batches: Sequence[int], extra: dict[str, Any]) -> dict[str, Any]:
     """The run's settings as printed with the numbers."""
     timing = settings.timing
-    return {"device": str(settings.device), "batches": list(batches), "duration_s": timing.duration_s,
-            "min_iterations": timing.min_iterations, "warmup": timing.warmup, "rounds": timing.rounds,
-            "untimed_first_calls": 1, "interleaved": "rounds A B ... B A within each group (one source on one "
-            "backend, or all ONNX files)", "intervals": "95% bootstrap over rounds (paired), scipy.stats.bootstrap",
-            "percentiles": {f"p{q}": f"n >= {percentile_min_samples(q)}" for q in PERCENTILES},
-            "include_copies": settings.include_copies, "seed": settings.seed,
-            "timer": make_timer(settings.device).name,
-            "memory_method": memory_method(settings.device, settings.memory), **extra}
+    return {
+        "device": str(settings.device),
+        "batches": list(batches),
+        "duration_s": timing.duration_s,
+        "min_iterations": timing.min_iterations,
+        "warmup": timing.warmup,
+        "rounds": timing.rounds,
+        "untimed_first_calls": 1,
+        "interleaved": "rounds A B ... B A within each group (one source on one backend, or all ONNX files)",
+        "intervals": "95% bootstrap over rounds (paired), scipy.stats.bootstrap",
+        "percentiles": {f"p{q}": f"n >= {percentile_min_samples(q)}" for q in PERCENTILES},
+        "include_copies": settings.include_copies,
+        "seed": settings.seed,
+        "timer": make_timer(settings.device).name,
+        "memory_method": memory_method(settings.device, settings.memory),
+        **extra,
+    }
 
 
-def finish_report(measurements: Sequence[Measurement], settings: RunSettings, batches: Sequence[int],
-                  notes: list[str], output: str | Path | None = None, metrics: Sequence[str | Path] = (),
-                  extra_run: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish_report(
+    measurements: Sequence[Measurement],
+    settings: RunSettings,
+    batches: Sequence[int],
+    notes: list[str],
+    output: str | Path | None = None,
+    metrics: Sequence[str | Path] = (),
+    extra_run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Comparisons, the report dict and (with ``output``) profile.json, profile.md and the PNG plots."""
     comparisons = compute_comparisons(measurements)
     rows = [m.to_dict() for m in measurements]
     metric_records = [_read_metrics(path) for path in metrics]
-    report = build_report(environment_settings(settings.device), run_settings_dict(settings, batches, extra_run or {}),
-                          rows, comparisons, notes, metric_records)
+    report = build_report(
+        environment_settings(settings.device),
+        run_settings_dict(settings, batches, extra_run or {}),
+        rows,
+        comparisons,
+        notes,
+        metric_records,
+    )
     if output is not None:
         report["plots"] = _write_plots(report, Path(output), notes)
         report["files"] = {k: str(v) for k, v in write_report(report, output).items()}
@@ -164,8 +208,10 @@ def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str]) -> dic
             path = draw.plot_accuracy_vs_latency(points, out_dir / "accuracy_vs_latency.png")
             plots["accuracy_vs_latency"] = str(path)
         else:
-            notes.append("--metrics: no evaluate result matched a profiled artefact (by path) with a delta-m; "
-                         "accuracy_vs_latency.png not drawn")
+            notes.append(
+                "--metrics: no evaluate result matched a profiled artefact (by path) with a delta-m; "
+                "accuracy_vs_latency.png not drawn"
+            )
     return plots
 
 
@@ -188,9 +234,16 @@ def _recompile_room(candidates: Sequence[Candidate]):
         setattr(dynamo, name, previous)
 
 
-def run_profile(inputs: Sequence[ProfileInput], settings: ProfileSettings | None = None, *,
-                output: str | Path | None = None, metrics: Sequence[str | Path] = (), console: Console | None = None,
-                extra_run: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def run_profile(
+    inputs: Sequence[ProfileInput],
+    settings: ProfileSettings | None = None,
+    *,
+    output: str | Path | None = None,
+    metrics: Sequence[str | Path] = (),
+    console: Console | None = None,
+    extra_run: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Profile run/checkpoint folders, in-memory models, ONNX files and TensorRT plans; write the report.
 
     Args:
@@ -208,23 +261,43 @@ def run_profile(inputs: Sequence[ProfileInput], settings: ProfileSettings | None
     """
     settings = (settings or ProfileSettings()).updated(**overrides)
     device = resolve_device(settings.device)
-    run = RunSettings(device, TimingPolicy(settings.warmup, settings.duration, settings.iterations, settings.rounds),
-                      settings.include_copies, settings.seed, settings.memory and device.type == "cpu")
+    run = RunSettings(
+        device,
+        TimingPolicy(settings.warmup, settings.duration, settings.iterations, settings.rounds),
+        settings.include_copies,
+        settings.seed,
+        settings.memory and device.type == "cpu",
+    )
     notes: list[str] = []
-    candidates = collect_candidates(inputs, settings.backends, settings.precisions, device, settings.comparisons,
-                                    dict(settings.compile_options), settings.use_cuda_graph, notes)
+    candidates = collect_candidates(
+        inputs,
+        settings.backends,
+        settings.precisions,
+        device,
+        settings.comparisons,
+        dict(settings.compile_options),
+        settings.use_cuda_graph,
+        notes,
+    )
     if not candidates:
         raise ConfigError("nothing to profile: " + ("; ".join(notes) or "no inputs given"))
-    extra = {"backends": list(settings.backends), "precisions": list(settings.precisions),
-             "comparisons": list(settings.comparisons), "compile_options": dict(settings.compile_options),
-             "tensorrt_cuda_graph": settings.use_cuda_graph, "budget_s": settings.budget_s, **(extra_run or {})}
+    extra = {
+        "backends": list(settings.backends),
+        "precisions": list(settings.precisions),
+        "comparisons": list(settings.comparisons),
+        "compile_options": dict(settings.compile_options),
+        "tensorrt_cuda_graph": settings.use_cuda_graph,
+        "budget_s": settings.budget_s,
+        **(extra_run or {}),
+    }
     previous_threads = torch.get_num_threads()
     try:
         if settings.threads:
             torch.set_num_threads(int(settings.threads))
         with _recompile_room(candidates):
-            measurements = measure_all(candidates, settings.batches, run, notes, console, settings.budget_s,
-                                       settings.keep_going)
+            measurements = measure_all(
+                candidates, settings.batches, run, notes, console, settings.budget_s, settings.keep_going
+            )
         report = finish_report(measurements, run, settings.batches, notes, output, metrics, extra)
     finally:
         torch.set_num_threads(previous_threads)

@@ -113,17 +113,32 @@ def torch_candidates(
                     "path); use --device cuda"
                 )
                 continue
-            options = {"backend": backend, "device": device, "precision": precision,
-                       "compile_options": compile_options}
+            options = {"backend": backend, "device": device, "precision": precision, "compile_options": compile_options}
             out += [
-                Candidate(source, role, backend, precision, partial(open_torch, factory, **options), tasks=model.tasks,
-                          materialize=partial(_materialize_torch, factory, **options))
+                Candidate(
+                    source,
+                    role,
+                    backend,
+                    precision,
+                    partial(open_torch, factory, **options),
+                    tasks=model.tasks,
+                    materialize=partial(_materialize_torch, factory, **options),
+                )
                 for role, factory in model_roles(model, comparisons)
             ]
             if "per_task" in comparisons and len(model.tasks) > 1:
                 args = (model, backend, device, precision, compile_options)
-                out.append(Candidate(source, "per_task", backend, precision, partial(_open_per_task, *args),
-                                     tasks=model.tasks, materialize=partial(_materialize_per_task, *args)))
+                out.append(
+                    Candidate(
+                        source,
+                        "per_task",
+                        backend,
+                        precision,
+                        partial(_open_per_task, *args),
+                        tasks=model.tasks,
+                        materialize=partial(_materialize_per_task, *args),
+                    )
+                )
     return out
 
 
@@ -203,8 +218,10 @@ def _vs_bare(singles, index):
         deployed = _other(m, index, "merged") or m
         row = speedup_row(bare, deployed, compared=deployed.candidate.role)
         floor = row["flop_ratio"]
-        row.update(target=f"<= {BARE_TARGET} x the FLOP ratio",
-                   meets_target=None if floor is None else row["value"] <= BARE_TARGET * floor)
+        row.update(
+            target=f"<= {BARE_TARGET} x the FLOP ratio",
+            meets_target=None if floor is None else row["value"] <= BARE_TARGET * floor,
+        )
         yield row
 
 
@@ -214,8 +231,13 @@ def _mtl_lora_vs_mtlora(singles, index):
         reference, passes = _other(m, index, "mtlora_single_pass"), _other(m, index, "merged")
         if reference is None or passes is None:
             continue
-        yield speedup_row(reference, passes, comparison=MTL_LORA_VS_MTLORA, tasks=list(m.candidate.tasks),
-                          unmerged_batched_ms=m.latency.median)
+        yield speedup_row(
+            reference,
+            passes,
+            comparison=MTL_LORA_VS_MTLORA,
+            tasks=list(m.candidate.tasks),
+            unmerged_batched_ms=m.latency.median,
+        )
 
 
 def _head_cost(singles, index):
@@ -228,8 +250,11 @@ def _head_cost(singles, index):
                 continue
             estimate = difference_estimate(m.round_medians, other.round_medians)
             verdict = cost_verdict(estimate["ci_low"])
-            gmac = None if m.gmac_per_image is None or other.gmac_per_image is None else (
-                m.gmac_per_image - other.gmac_per_image)
+            gmac = (
+                None
+                if m.gmac_per_image is None or other.gmac_per_image is None
+                else (m.gmac_per_image - other.gmac_per_image)
+            )
             yield _row(
                 m,
                 task=role.split(":", 1)[1],
@@ -259,8 +284,14 @@ def _precision(measurements: list[Measurement]) -> list[dict[str, Any]]:
             continue
         base = next((m for m in group if m.candidate.precision == "fp32"), group[0])
         rows += [
-            speedup_row(m, base, family=family, role=role, subject_source=m.candidate.source,
-                        baseline_precision=base.candidate.precision)
+            speedup_row(
+                m,
+                base,
+                family=family,
+                role=role,
+                subject_source=m.candidate.source,
+                baseline_precision=base.candidate.precision,
+            )
             for m in group
             if m is not base
         ]
@@ -279,8 +310,14 @@ def _batch_sweep(measurements: list[Measurement]) -> list[dict[str, Any]]:
         group.sort(key=lambda m: m.batch)
         first = group[0]
         rows += [
-            speedup_row(m, first, scale=m.batch / first.batch, role=role, baseline_batch=first.batch,
-                        throughput_images_per_s=m.throughput)
+            speedup_row(
+                m,
+                first,
+                scale=m.batch / first.batch,
+                role=role,
+                baseline_batch=first.batch,
+                throughput_images_per_s=m.throughput,
+            )
             for m in group[1:]
         ]
     return rows

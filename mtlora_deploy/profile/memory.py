@@ -21,10 +21,14 @@ import torch
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-CUDA_METHOD = ("torch.cuda.max_memory_allocated during the timed calls above the allocation at their start, plus "
-               "the candidate's weights (ONNX Runtime/TensorRT memory outside the torch allocator is not seen)")
-CPU_METHOD = ("peak RSS of a fresh subprocess that opens the candidate and runs each batch size, above its "
-              "baseline after importing torch and the toolkit")
+CUDA_METHOD = (
+    "torch.cuda.max_memory_allocated during the timed calls above the allocation at their start, plus "
+    "the candidate's weights (ONNX Runtime/TensorRT memory outside the torch allocator is not seen)"
+)
+CPU_METHOD = (
+    "peak RSS of a fresh subprocess that opens the candidate and runs each batch size, above its "
+    "baseline after importing torch and the toolkit"
+)
 CPU_OFF = "not measured on the CPU (pass memory=True / --memory: one fresh subprocess per candidate)"
 
 
@@ -111,8 +115,9 @@ def _child(payload: bytes, batches: Sequence[int], include_copies: bool, connect
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_cpu_peaks(candidates: Sequence[Any], batches: Sequence[int], settings: Any,
-                      notes: list[str]) -> dict[tuple[int, int], int]:
+def measure_cpu_peaks(
+    candidates: Sequence[Any], batches: Sequence[int], settings: Any, notes: list[str]
+) -> dict[tuple[int, int], int]:
     """``{(id(candidate), batch): peak RSS bytes}``, one fresh (spawned) subprocess per candidate."""
     import multiprocessing
 

@@ -46,8 +46,10 @@ def _per_batch_plot(measurements, path, ylabel: str, title: str, value, bounds) 
     for label, points in lines.items():
         values = [value(p) for p in points]
         low_high = [bounds(p) for p in points]
-        errors = [[max(0.0, v - lo) for v, (lo, _) in zip(values, low_high, strict=False)],
-                  [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high, strict=False)]]
+        errors = [
+            [max(0.0, v - lo) for v, (lo, _) in zip(values, low_high, strict=False)],
+            [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high, strict=False)],
+        ]
         ax.errorbar([p["batch"] for p in points], values, yerr=errors, marker="o", capsize=3, label=label)
     ax.set(xlabel="batch size", ylabel=ylabel, title=title)
     ax.set_xscale("log", base=2)
@@ -68,34 +70,54 @@ def _interval(m: dict[str, Any]) -> tuple[float, float]:
 def plot_latency_per_image(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Median latency per image (ms) against batch size, with the median's 95% interval."""
     return _per_batch_plot(
-        measurements, path, "latency per image (ms, median, 95% interval)", "Latency per image vs batch size",
-        lambda m: m["median_ms"] / m["batch"], lambda m: tuple(v / m["batch"] for v in _interval(m)))
+        measurements,
+        path,
+        "latency per image (ms, median, 95% interval)",
+        "Latency per image vs batch size",
+        lambda m: m["median_ms"] / m["batch"],
+        lambda m: tuple(v / m["batch"] for v in _interval(m)),
+    )
 
 
 def plot_throughput_vs_batch(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Images per second (at the median) against batch size, the interval from the median's."""
+
     def bounds(m):
         low, high = _interval(m)
         return m["batch"] * 1000.0 / high, m["batch"] * 1000.0 / low
 
-    return _per_batch_plot(measurements, path, "images/s (at the median, 95% interval)", "Throughput vs batch size",
-                           lambda m: m["throughput_images_per_s"], bounds)
+    return _per_batch_plot(
+        measurements,
+        path,
+        "images/s (at the median, 95% interval)",
+        "Throughput vs batch size",
+        lambda m: m["throughput_images_per_s"],
+        bounds,
+    )
 
 
 def plot_gflops_per_variant(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Achieved GFLOP/s (2 x GMAC per image x images/s) per variant, one bar per batch size."""
     plt = _pyplot()
     rows = [m for m in measurements if m.get("gflops_per_s") is not None]
-    labels = list(dict.fromkeys(f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]"
-                                for m in rows))
+    labels = list(
+        dict.fromkeys(f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]" for m in rows)
+    )
     batches = sorted({m["batch"] for m in rows})
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.35 * len(labels) * max(1, len(batches)) + 1)))
     height = 0.8 / max(1, len(batches))
     for j, batch in enumerate(batches):
-        values = {f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]": m["gflops_per_s"]
-                  for m in rows if m["batch"] == batch}
-        ax.barh([i + j * height for i in range(len(labels))], [values.get(label, 0.0) for label in labels],
-                height=height, label=f"batch {batch}")
+        values = {
+            f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]": m["gflops_per_s"]
+            for m in rows
+            if m["batch"] == batch
+        }
+        ax.barh(
+            [i + j * height for i in range(len(labels))],
+            [values.get(label, 0.0) for label in labels],
+            height=height,
+            label=f"batch {batch}",
+        )
     ax.set_yticks([i + height * (len(batches) - 1) / 2 for i in range(len(labels))], labels, fontsize=7)
     ax.set(xlabel="achieved GFLOP/s (2 x GMAC/image x images/s)", title="Achieved GFLOP/s per variant")
     ax.grid(True, axis="x", alpha=0.3)

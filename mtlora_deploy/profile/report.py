@@ -64,10 +64,15 @@ def _speedup(row: dict[str, Any], what: str) -> str:
 
 def _bare_line(row: dict[str, Any]) -> str:
     floor = row.get("flop_ratio")
-    target = "" if row.get("meets_target") is None else (
-        f", target {row['target']}: {'met' if row['meets_target'] else 'not met'}")
-    return (f"{row['compared'].replace('_', ' ')} / bare backbone ({_where(row)}): {_fmt(row['value'])}x "
-            f"{_interval(row)}; FLOP floor {_fmt(floor)}x{target}")
+    target = (
+        ""
+        if row.get("meets_target") is None
+        else (f", target {row['target']}: {'met' if row['meets_target'] else 'not met'}")
+    )
+    return (
+        f"{row['compared'].replace('_', ' ')} / bare backbone ({_where(row)}): {_fmt(row['value'])}x "
+        f"{_interval(row)}; FLOP floor {_fmt(floor)}x{target}"
+    )
 
 
 def _head_line(row: dict[str, Any]) -> str:
@@ -77,22 +82,29 @@ def _head_line(row: dict[str, Any]) -> str:
         return head + f"below the noise (interval {_interval(row, '.3f')} ms){gmac}"
     if row["fraction_of_full"] is None:
         return head + f"{_fmt(row['value'], '.3f')} ms ({row['verdict']}){gmac}"
-    return (head + f"{_fmt(row['value'], '.3f')} ms {_interval(row, '.3f')}, "
-            f"{100 * row['fraction_of_full']:.1f}% of the full pass{gmac}")
+    return (
+        head + f"{_fmt(row['value'], '.3f')} ms {_interval(row, '.3f')}, "
+        f"{100 * row['fraction_of_full']:.1f}% of the full pass{gmac}"
+    )
 
 
 def ratio_lines(comparisons: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One sentence per ratio (value, 95% interval, verdict, FLOP ratio), as the Markdown report and console print."""
-    lines = [_speedup(r, f"single pass vs {len(r['tasks'])} single-task models")
-             for r in comparisons.get("shared_vs_per_task", [])]
+    lines = [
+        _speedup(r, f"single pass vs {len(r['tasks'])} single-task models")
+        for r in comparisons.get("shared_vs_per_task", [])
+    ]
     lines += [_speedup(r, "merged vs unmerged") for r in comparisons.get("merged_vs_unmerged", [])]
     lines += [_bare_line(r) for r in comparisons.get("vs_bare_backbone", [])]
-    lines += [_speedup(r, f"{r['precision']} vs {r['baseline_precision']} [{r['role'].replace('_', ' ')}]")
-              for r in comparisons.get("precision", [])]
+    lines += [
+        _speedup(r, f"{r['precision']} vs {r['baseline_precision']} [{r['role'].replace('_', ' ')}]")
+        for r in comparisons.get("precision", [])
+    ]
     lines += [_head_line(r) for r in comparisons.get("head_cost", [])]
-    lines += [_speedup(r, f"throughput at batch {r['batch']} vs batch {r['baseline_batch']} "
-                          f"[{r['role'].replace('_', ' ')}]")
-              for r in comparisons.get("batch_sweep", [])]
+    lines += [
+        _speedup(r, f"throughput at batch {r['batch']} vs batch {r['baseline_batch']} [{r['role'].replace('_', ' ')}]")
+        for r in comparisons.get("batch_sweep", [])
+    ]
     lines += [_speedup(r, r["comparison"]) for r in comparisons.get("mtl_lora_vs_mtlora", [])]
     return lines
 
@@ -112,21 +124,47 @@ def _ms(value: float | None) -> str:
 def _measurement_row(m: dict[str, Any], memory: bool) -> list[Any]:
     lat = m["latency_ms"]
     row = [
-        Path(str(m["source"])).name, m["role"], m["backend"], m["precision"], m["batch"], m["n"], m["rounds"],
+        Path(str(m["source"])).name,
+        m["role"],
+        m["backend"],
+        m["precision"],
+        m["batch"],
+        m["n"],
+        m["rounds"],
         *(_ms(lat[k]) for k in ("min", "median")),
         "n/a" if m["ci_low_ms"] is None else f"{m['ci_low_ms']:.3f}-{m['ci_high_ms']:.3f}",
         *(_ms(lat[k]) for k in ("mean", "p90", "p95", "p99", "max")),
-        f"{m['median_ms_per_image']:.3f}", f"{m['throughput_images_per_s']:.1f}",
-        _fmt(m["gmac_per_image"], ".3f"), _fmt(m["gflops_per_s"], ".1f"),
+        f"{m['median_ms_per_image']:.3f}",
+        f"{m['throughput_images_per_s']:.1f}",
+        _fmt(m["gmac_per_image"], ".3f"),
+        _fmt(m["gflops_per_s"], ".1f"),
     ]
     if memory:
         row.append("n/a" if m["peak_memory_bytes"] is None else f"{m['peak_memory_bytes'] / 2**20:.1f}")
     return row
 
 
-MEASUREMENT_HEADER = ["source", "role", "backend", "precision", "batch", "n", "rounds", "min ms", "median ms",
-                      "95% CI ms", "mean ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "ms/image", "images/s",
-                      "GMAC/image", "GFLOP/s"]
+MEASUREMENT_HEADER = [
+    "source",
+    "role",
+    "backend",
+    "precision",
+    "batch",
+    "n",
+    "rounds",
+    "min ms",
+    "median ms",
+    "95% CI ms",
+    "mean ms",
+    "p90 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "ms/image",
+    "images/s",
+    "GMAC/image",
+    "GFLOP/s",
+]
 
 
 def _has_memory(report: dict[str, Any]) -> bool:
@@ -199,10 +237,20 @@ def _short_role(m: dict[str, Any]) -> str:
 def summary_table(report: dict[str, Any]) -> Table:
     """The compact summary: one row per measurement, grouped by source and backend, narrow enough for 80 columns."""
     env, run = report["environment"], report["run"]
-    table = Table(title=f"mtlora profile on {env.get('gpu') or env.get('cpu')} ({run['timer']})", box=box.SIMPLE_HEAD,
-                  pad_edge=False, padding=(0, 1))
-    for column, justify in (("configuration", "left"), ("median ms", "right"), ("95% CI", "right"),
-                            ("img/s", "right"), ("GMAC", "right"), ("GFLOP/s", "right")):
+    table = Table(
+        title=f"mtlora profile on {env.get('gpu') or env.get('cpu')} ({run['timer']})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for column, justify in (
+        ("configuration", "left"),
+        ("median ms", "right"),
+        ("95% CI", "right"),
+        ("img/s", "right"),
+        ("GMAC", "right"),
+        ("GFLOP/s", "right"),
+    ):
         table.add_column(column, justify=justify, overflow="fold")
     group = None
     for m in report["measurements"]:
@@ -211,9 +259,14 @@ def summary_table(report: dict[str, Any]) -> Table:
             group = here
             table.add_row(f"[bold]{escape(here)}[/bold]", "", "", "", "", "")
         ci = "n/a" if m["ci_low_ms"] is None else f"{m['ci_low_ms']:.3g}-{m['ci_high_ms']:.3g}"
-        table.add_row(f" {_short_role(m)} {m['precision']} b{m['batch']}", f"{m['median_ms']:.3g}", ci,
-                      f"{m['throughput_images_per_s']:.4g}", _fmt(m["gmac_per_image"], ".3g"),
-                      _fmt(m["gflops_per_s"], ".3g"))
+        table.add_row(
+            f" {_short_role(m)} {m['precision']} b{m['batch']}",
+            f"{m['median_ms']:.3g}",
+            ci,
+            f"{m['throughput_images_per_s']:.4g}",
+            _fmt(m["gmac_per_image"], ".3g"),
+            _fmt(m["gflops_per_s"], ".3g"),
+        )
     return table
 
 

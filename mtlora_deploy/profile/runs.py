@@ -201,8 +201,9 @@ class _Arm:
             self.peak = max(self.peak or 0, peak)
 
 
-def _prepare_arm(candidate: Candidate, predictor: Predictor, batch: int, settings: RunSettings,
-                 opened: OpenedInfo) -> _Arm:
+def _prepare_arm(
+    candidate: Candidate, predictor: Predictor, batch: int, settings: RunSettings, opened: OpenedInfo
+) -> _Arm:
     """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up, which sizes a round."""
     images = make_images(batch, int(predictor.image_size), settings)
     call = timed_call(predictor, images, settings.include_copies)
@@ -214,8 +215,9 @@ def _prepare_arm(candidate: Candidate, predictor: Predictor, batch: int, setting
 OpenedInfo = tuple[dict[str, Any], float | None, int]
 
 
-def _open(candidate: Candidate, notes: list[str],
-          gmac_cache: dict[tuple[str, str], float | None]) -> tuple[Predictor, OpenedInfo]:
+def _open(
+    candidate: Candidate, notes: list[str], gmac_cache: dict[tuple[str, str], float | None]
+) -> tuple[Predictor, OpenedInfo]:
     """The opened predictor with (its description, GMAC per image or None, bytes of its torch weights).
 
     GMAC depend on the source and role only (not on backend or precision): ``gmac_cache`` counts each once.
@@ -235,8 +237,9 @@ def _count_gmac(candidate: Candidate, predictor: Predictor, notes: list[str]) ->
         if gmac is None and candidate.backend == "onnxruntime":
             gmac, unknown = onnx_gmac(candidate.source)
             if unknown:
-                notes.append(f"{candidate.source}: {unknown} MatMul/Conv nodes without inferred shapes are not "
-                             "in its GMAC count")
+                notes.append(
+                    f"{candidate.source}: {unknown} MatMul/Conv nodes without inferred shapes are not in its GMAC count"
+                )
     except Exception as exc:  # noqa: BLE001  (a FLOP count is extra information; the timing goes on)
         notes.append(f"{candidate.label}: no FLOP count ({type(exc).__name__}: {exc})")
         gmac = None
@@ -277,9 +280,14 @@ def _measurement(arm: _Arm, settings: RunSettings, cpu_peaks: dict[tuple[int, in
     return Measurement(arm.candidate, arm.batch, stats, peak, run, list(arm.round_medians), arm.gmac)
 
 
-def measure_group(candidates: Sequence[Candidate], batches: Sequence[int], settings: RunSettings,
-                  notes: list[str], errors: tuple[type[BaseException], ...],
-                  gmac_cache: dict[tuple[str, str], float | None] | None = None) -> list[Measurement]:
+def measure_group(
+    candidates: Sequence[Candidate],
+    batches: Sequence[int],
+    settings: RunSettings,
+    notes: list[str],
+    errors: tuple[type[BaseException], ...],
+    gmac_cache: dict[tuple[str, str], float | None] | None = None,
+) -> list[Measurement]:
     """Open every candidate of a group, time all (candidate, batch) pairs in interleaved rounds, close them.
 
     A candidate (or one of its batch sizes) that raises one of ``errors`` becomes a note and the rest go on.
@@ -299,8 +307,10 @@ def measure_group(candidates: Sequence[Candidate], batches: Sequence[int], setti
                 try:
                     arms.append(_prepare_arm(candidate, predictor, batch, settings, info))
                 except errors as exc:
-                    notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}) batch {batch}: "
-                                 f"skipped, {_why(exc)}")
+                    notes.append(
+                        f"{candidate.label} ({candidate.backend} {candidate.precision}) batch {batch}: "
+                        f"skipped, {_why(exc)}"
+                    )
         _interleave(arms, settings)
     finally:
         for _, predictor, _ in opened:

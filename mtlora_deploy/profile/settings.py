@@ -40,20 +40,25 @@ class ProfileSettings:
         for name in ("backends", "precisions", "comparisons"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
-        for option, values, allowed in (("--backend", self.backends, BACKENDS),
-                                        ("--precision", self.precisions, PRECISIONS),
-                                        ("--comparisons", self.comparisons, COMPARISONS)):
+        for option, values, allowed in (
+            ("--backend", self.backends, BACKENDS),
+            ("--precision", self.precisions, PRECISIONS),
+            ("--comparisons", self.comparisons, COMPARISONS),
+        ):
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise ConfigError(f"{option}: got {bad[0]!r}, expected any of {', '.join(allowed)}")
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch: got {list(self.batches)}, expected positive batch sizes such as 1,8,32")
         if self.iterations < 1 or self.warmup < 0 or self.duration < 0:
-            raise ConfigError(f"--iterations/--warmup/--duration: got {self.iterations}/{self.warmup}/"
-                              f"{self.duration}, expected iterations >= 1, warmup >= 0, duration >= 0")
+            raise ConfigError(
+                f"--iterations/--warmup/--duration: got {self.iterations}/{self.warmup}/"
+                f"{self.duration}, expected iterations >= 1, warmup >= 0, duration >= 0"
+            )
         if self.rounds < 2:
-            raise ConfigError(f"--rounds: got {self.rounds}, expected at least 2 (intervals resample rounds; 10 "
-                              "is a good default)")
+            raise ConfigError(
+                f"--rounds: got {self.rounds}, expected at least 2 (intervals resample rounds; 10 is a good default)"
+            )
 
     def updated(self, **overrides: Any) -> ProfileSettings:
         """A copy with ``overrides`` (None values ignored); an unknown name is an error naming the nearest one."""
@@ -61,6 +66,8 @@ class ProfileSettings:
         for key in overrides:
             if key not in names:
                 near = difflib.get_close_matches(key, names, n=1)
-                raise ConfigError(f"profile setting {key!r} does not exist" +
-                                  (f"; did you mean {near[0]!r}?" if near else f"; settings: {', '.join(names)}"))
+                raise ConfigError(
+                    f"profile setting {key!r} does not exist"
+                    + (f"; did you mean {near[0]!r}?" if near else f"; settings: {', '.join(names)}")
+                )
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -24,8 +24,16 @@ def _bootstrap(statistic, data: tuple[np.ndarray, ...], paired: bool) -> tuple[f
     if all(np.ptp(d) == 0 for d in data):  # no spread: every resample gives the point value
         value = float(statistic(*data, axis=-1))
         return value, value
-    result = bootstrap(data, statistic, paired=paired, vectorized=True, n_resamples=RESAMPLES,
-                       confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(SEED))
+    result = bootstrap(
+        data,
+        statistic,
+        paired=paired,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(SEED),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

@@ -65,17 +65,36 @@ class LatencyStats:
         n = len(samples)
         tails = {f"p{q}": percentile(samples, q) if n >= percentile_min_samples(q) else None for q in PERCENTILES}
         low, high = median_interval(round_medians) if len(round_medians) > 1 else (None, None)
-        return cls(n, min(samples), percentile(samples, 50), sum(samples) / n, max(samples), **tails,
-                   ci_low=low, ci_high=high, rounds=max(1, len(round_medians)))
+        return cls(
+            n,
+            min(samples),
+            percentile(samples, 50),
+            sum(samples) / n,
+            max(samples),
+            **tails,
+            ci_low=low,
+            ci_high=high,
+            rounds=max(1, len(round_medians)),
+        )
 
     def throughput(self, batch: int) -> float:
         """Images per second at the median latency."""
         return batch * 1000.0 / self.median if self.median > 0 else float("inf")
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {"count": self.count, "min": self.min, "median": self.median, "mean": self.mean, "max": self.max,
-                "p90": self.p90, "p95": self.p95, "p99": self.p99, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "rounds": self.rounds}
+        return {
+            "count": self.count,
+            "min": self.min,
+            "median": self.median,
+            "mean": self.mean,
+            "max": self.max,
+            "p90": self.p90,
+            "p95": self.p95,
+            "p99": self.p99,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "rounds": self.rounds,
+        }
 
 
 @dataclass(frozen=True)

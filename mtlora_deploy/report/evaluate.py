@@ -49,15 +49,17 @@ def evaluate_artifact(
 
     path = Path(path)
     runner = open_backend(path, backend, device)
-    dataset = PascalMTDataset(resolve_eval_data(data, path), split=split, tasks=runner.tasks,
-                              image_size=runner.image_size, train=False)
+    dataset = PascalMTDataset(
+        resolve_eval_data(data, path), split=split, tasks=runner.tasks, image_size=runner.image_size, train=False
+    )
     if num_images is not None:
         dataset = Subset(dataset, range(min(num_images, len(dataset))))
     loader = make_loader(dataset, None, batch_size, workers, False, device)
     with Progress(console=console, transient=True) as bar, runner:
         task_id = bar.add_task(f"evaluate {path.name} [{runner.name}]", total=len(dataset))
-        result = evaluate_predictor(runner, loader, runner.tasks, runner.device, baselines=baselines,
-                                    on_batch=lambda n: bar.advance(task_id, n))
+        result = evaluate_predictor(
+            runner, loader, runner.tasks, runner.device, baselines=baselines, on_batch=lambda n: bar.advance(task_id, n)
+        )
     result.update({"artefact": str(path), "backend": runner.describe(), "split": split, "data": str(data)})
     if output is not None:
         write_json_atomic(output, result)

@@ -32,8 +32,9 @@ def save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def predict_images(model_path: str | Path, images: list[str | Path], output: str | Path, backend: str = "auto",
-                   device: str = "cpu") -> list[Path]:
+def predict_images(
+    model_path: str | Path, images: list[str | Path], output: str | Path, backend: str = "auto", device: str = "cpu"
+) -> list[Path]:
     """Write ``OUT/<image>_<task>.png`` for every task and ``OUT/<image>_panel.png``; returns the panels.
 
     All inputs are checked first; inputs with the same file name get their folders in the name (``a_cat``).

@@ -19,8 +19,9 @@ def check_images(images: list[Path]) -> None:
             with Image.open(path) as img:
                 img.verify()
         except Exception as exc:  # noqa: BLE001 - PIL raises several types for a bad file
-            raise DataError(f"image {path} could not be read ({type(exc).__name__}: {exc}); "
-                            "expected a jpg/png file") from exc
+            raise DataError(
+                f"image {path} could not be read ({type(exc).__name__}: {exc}); expected a jpg/png file"
+            ) from exc
 
 
 def output_names(images: list[Path]) -> list[str]:
@@ -49,4 +50,4 @@ def _name(path: Path, level: int) -> str:
     folders = [p for p in path.parent.parts if p != path.anchor]
     if level > len(folders):
         return "_".join([*folders, path.stem, path.suffix.lstrip(".")])
-    return "_".join([*folders[len(folders) - level:], path.stem] if level else [path.stem])
+    return "_".join([*folders[len(folders) - level :], path.stem] if level else [path.stem])

@@ -212,12 +212,18 @@ def _manifest_bytes(number: int, step: int, entries: dict[str, dict]) -> bytes:
 
 
 def _write_error(run_dir: Path, step: int, exc: OSError, current: Generation | None) -> str:
-    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-              errno.EROFS: "the filesystem is read-only"}.get(exc.errno, exc.strerror or str(exc))
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "the filesystem is read-only",
+    }.get(exc.errno, exc.strerror or str(exc))
     kept = f"the previous checkpoint (step {current.step}) is still current" if current else "no checkpoint was kept"
-    return (f"cannot write the step-{step} checkpoint into {store_dir(run_dir)}: {reason} "
-            f"[{errno.errorcode.get(exc.errno, exc.errno)}]; {kept}; fix it and continue with --resume {run_dir}")
+    return (
+        f"cannot write the step-{step} checkpoint into {store_dir(run_dir)}: {reason} "
+        f"[{errno.errorcode.get(exc.errno, exc.errno)}]; {kept}; fix it and continue with --resume {run_dir}"
+    )
 
 
 def point_link(run_dir: Path, target: Path) -> None:

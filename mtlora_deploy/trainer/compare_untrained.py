@@ -36,8 +36,13 @@ def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: in
     run_dir = Path(run_dir)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = ModelConfig.from_dict(saved["model"])
-    dataset = PascalMTDataset(run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
-                              split=split, tasks=config.tasks, image_size=config.image_size, train=False)
+    dataset = PascalMTDataset(
+        run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
+        split=split,
+        tasks=config.tasks,
+        image_size=config.image_size,
+        train=False,
+    )
     before = untrained_metrics(config, saved["train"]["seed"], dataset, batch_size)
     after = _score(load_checkpoint(run_dir), dataset, batch_size)
     rows = {}

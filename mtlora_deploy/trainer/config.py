@@ -63,8 +63,12 @@ class TrainConfig(DictRoundTrip):
     def scaled_lrs(self, world_size: int) -> dict[str, float]:
         """Peak, warm-up and floor LRs after scaling by batch * world_size / 512 (training.md)."""
         factor = self.batch_size * world_size / REFERENCE_BATCH if self.lr_scaling == "linear" else 1.0
-        return {"lr": self.base_lr * factor, "warmup_lr": self.warmup_lr * factor, "min_lr": self.min_lr * factor,
-                "lr_scale_factor": factor}
+        return {
+            "lr": self.base_lr * factor,
+            "warmup_lr": self.warmup_lr * factor,
+            "min_lr": self.min_lr * factor,
+            "lr_scale_factor": factor,
+        }
 
 
 def load_run_configs(

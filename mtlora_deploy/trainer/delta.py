@@ -34,8 +34,11 @@ def _relative_gain(task: str, value: float, baseline: float, lower_is_better: Co
     return sign * (value - baseline) / baseline * 100.0
 
 
-def multi_task_delta(metrics: Mapping[str, float], baselines: Mapping[str, float] = REFERENCE_SINGLE_TASK,
-                     lower_is_better: Collection[str] | None = None) -> float:
+def multi_task_delta(
+    metrics: Mapping[str, float],
+    baselines: Mapping[str, float] = REFERENCE_SINGLE_TASK,
+    lower_is_better: Collection[str] | None = None,
+) -> float:
     """Average signed relative improvement over single-task baselines, in %.
 
     Every task in ``metrics`` enters the average (T = number of tasks in ``metrics``); tasks of
@@ -59,10 +62,13 @@ def multi_task_delta(metrics: Mapping[str, float], baselines: Mapping[str, float
         raise ConfigError("multi_task_delta needs at least one task metric")
     missing = [task for task in metrics if task not in baselines]
     if missing:
-        raise ConfigError(f"no single-task baseline for tasks {missing}; baselines exist for {sorted(baselines)}; "
-                          "pass baselines={task: value, ...} (e.g. from your own single-task runs)")
+        raise ConfigError(
+            f"no single-task baseline for tasks {missing}; baselines exist for {sorted(baselines)}; "
+            "pass baselines={task: value, ...} (e.g. from your own single-task runs)"
+        )
     if lower_is_better is None:
         lower_is_better = lower_is_better_tasks(list(metrics))
-    gains = [_relative_gain(task, float(value), float(baselines[task]), lower_is_better)
-             for task, value in metrics.items()]
+    gains = [
+        _relative_gain(task, float(value), float(baselines[task]), lower_is_better) for task, value in metrics.items()
+    ]
     return sum(gains) / len(gains)

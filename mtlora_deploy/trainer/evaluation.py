@@ -61,5 +61,10 @@ def evaluate_predictor(
     results = {task: meter.compute() for task, meter in meters.items()}
     primary = primary_values(results)
     baselines = dict(REFERENCE_SINGLE_TASK if baselines is None else baselines)
-    return {"metrics": results, "primary": primary, "delta_m": delta_for(primary, baselines),
-            "baselines": {t: baselines[t] for t in tasks if t in baselines}, "num_images": count}
+    return {
+        "metrics": results,
+        "primary": primary,
+        "delta_m": delta_for(primary, baselines),
+        "baselines": {t: baselines[t] for t in tasks if t in baselines},
+        "num_images": count,
+    }

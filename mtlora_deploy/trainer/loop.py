@@ -101,8 +101,19 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         wrapped = self._wrap_ddp(model)
         criterion = MultiTaskLoss(self.model_config.tasks, cfg.loss_weights or None)
-        return TrainSetup(model, wrapped, criterion, optimizer, scheduler, scaler, amp_dtype, train_set, val_set,
-                          steps_per_epoch, total)
+        return TrainSetup(
+            model,
+            wrapped,
+            criterion,
+            optimizer,
+            scheduler,
+            scaler,
+            amp_dtype,
+            train_set,
+            val_set,
+            steps_per_epoch,
+            total,
+        )
 
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
         if not self.context.enabled:
@@ -113,9 +124,14 @@ class Trainer:
 
     def _write_run_header(self, setup: TrainSetup, progress: Progress) -> None:
         lrs = self.cfg.scaled_lrs(self.context.world_size)
-        resolved = {**lrs, "world_size": self.context.world_size, "steps_per_epoch": setup.steps_per_epoch,
-                    "total_steps": setup.total_steps, "device": str(self.context.device),
-                    "amp": str(setup.amp_dtype).replace("torch.", "") if setup.amp_dtype else "off"}
+        resolved = {
+            **lrs,
+            "world_size": self.context.world_size,
+            "steps_per_epoch": setup.steps_per_epoch,
+            "total_steps": setup.total_steps,
+            "device": str(self.context.device),
+            "amp": str(setup.amp_dtype).replace("torch.", "") if setup.amp_dtype else "off",
+        }
         save_run_config(self.run_dir / "config.yaml", self.model_config, self.cfg, resolved)
         write_json_atomic(self.run_dir / "params.json", count_parameters(setup.model).to_dict())
 
@@ -128,8 +144,18 @@ class Trainer:
         self.last_model = setup.model
         progress = Progress()
         if self.resume:
-            progress = load_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler,
-                                           warn=self._warn, repair=self.context.is_main) or progress
+            progress = (
+                load_training_state(
+                    self.run_dir,
+                    setup.model,
+                    setup.optimizer,
+                    setup.scheduler,
+                    setup.scaler,
+                    warn=self._warn,
+                    repair=self.context.is_main,
+                )
+                or progress
+            )
             self._committed_step = progress.step
             if self.context.is_main:
                 trim_log(self.run_dir / "metrics.jsonl", progress.step)
@@ -175,8 +201,15 @@ class Trainer:
         sampler.set_epoch(progress.epoch)
         done_in_epoch = progress.step - progress.epoch * setup.steps_per_epoch
         sampler = data_setup.SkipSampler(sampler, done_in_epoch * self.cfg.batch_size)
-        loader = data_setup.make_loader(setup.train_set, sampler, self.cfg.batch_size, self.cfg.num_workers, True,
-                                        self.context.device, seed=self.cfg.seed + progress.epoch)
+        loader = data_setup.make_loader(
+            setup.train_set,
+            sampler,
+            self.cfg.batch_size,
+            self.cfg.num_workers,
+            True,
+            self.context.device,
+            seed=self.cfg.seed + progress.epoch,
+        )
         setup.wrapped.train()
         tick = time.perf_counter()
         for batch in loader:
@@ -194,8 +227,11 @@ class Trainer:
         device = self.context.device
         images = batch["image"].to(device, non_blocking=True)
         targets = {t: batch[t].to(device, non_blocking=True) for t in self.model_config.tasks}
-        autocast = (torch.autocast(device.type, dtype=setup.amp_dtype) if setup.amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device.type, dtype=setup.amp_dtype)
+            if setup.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         with autocast:
             outputs = setup.wrapped(images)
         total, per_task = setup.criterion({t: v.float() for t, v in outputs.items()}, targets)
@@ -231,8 +267,15 @@ class Trainer:
         status += f" lr {lr:.1e} {images_per_s:.0f}img/s"
         bar.update(task_id, completed=progress.step, status=status)
         if progress.step % self.cfg.log_every == 0 or progress.step == 1:
-            self.logger.log({"step": progress.step, "epoch": progress.epoch, "lr": lr, "images_per_s": images_per_s,
-                             "train": losses})
+            self.logger.log(
+                {
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    "lr": lr,
+                    "images_per_s": images_per_s,
+                    "train": losses,
+                }
+            )
 
     # ---- validation and checkpoints ------------------------------------------------------------------------------
     def _validate(self, setup: TrainSetup, progress: Progress) -> dict[str, Any]:
@@ -255,8 +298,15 @@ class Trainer:
         if self._committed_step == progress.step and not self._best_pending:
             return
         if self.context.is_main:
-            save_training_state(self.run_dir, setup.model, setup.optimizer, setup.scheduler, setup.scaler, progress,
-                                best=self._best_pending)
+            save_training_state(
+                self.run_dir,
+                setup.model,
+                setup.optimizer,
+                setup.scheduler,
+                setup.scaler,
+                progress,
+                best=self._best_pending,
+            )
         self._best_pending, self._committed_step = False, progress.step
 
     def _warn(self, message: str) -> None:
@@ -266,13 +316,26 @@ class Trainer:
 
 def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, context: DistContext) -> dict[str, Any]:
     """Validation of the plain (unwrapped) model over ``dataset``, sharded over ranks."""
-    loader = data_setup.make_loader(dataset, data_setup.val_sampler(dataset, context), cfg.batch_size,
-                                    cfg.num_workers, False, context.device, seed=cfg.seed)
+    loader = data_setup.make_loader(
+        dataset,
+        data_setup.val_sampler(dataset, context),
+        cfg.batch_size,
+        cfg.num_workers,
+        False,
+        context.device,
+        seed=cfg.seed,
+    )
     was_training = model.training
     model.eval()
     try:
-        return evaluate_predictor(model, loader, model.config.tasks, context.device,
-                                  num_classes=model.config.num_classes or None,
-                                  baselines=cfg.baselines or None, context=context)
+        return evaluate_predictor(
+            model,
+            loader,
+            model.config.tasks,
+            context.device,
+            num_classes=model.config.num_classes or None,
+            baselines=cfg.baselines or None,
+            context=context,
+        )
     finally:
         model.train(was_training)

@@ -69,7 +69,12 @@ def save_training_state(
 
 
 def load_training_state(
-    run_dir: Path, model: nn.Module, optimizer, scheduler, scaler, warn: Callable[[str], None] = print,
+    run_dir: Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    scaler,
+    warn: Callable[[str], None] = print,
     repair: bool = True,
 ) -> Progress | None:
     """Restore a run from the newest consistent checkpoint set; None when there is none (start from step 0).

@@ -34,7 +34,7 @@ def decode_metadata(props: Mapping[str, str] | Iterable[Any]) -> dict[str, Any]:
 
 def metadata_from_proto(model) -> dict[str, Any]:
     """Only the ``mtlora.*`` metadata of a loaded ``onnx.ModelProto``, decoded."""
-    return {p.key[len(PREFIX):]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return {p.key[len(PREFIX) :]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(PREFIX)}
 
 
 def load_graph(path: str | Path):

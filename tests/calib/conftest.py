@@ -16,8 +16,9 @@ from tests.conftest import randomize_lora, tiny_model
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """24 images (18 train / 6 val) of 48 x 64."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("calib_data") / "data", num_images=24, seed=0,
-                                  image_size=(48, 64))
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("calib_data") / "data", num_images=24, seed=0, image_size=(48, 64)
+    )
 
 
 @pytest.fixture(scope="session")

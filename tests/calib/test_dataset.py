@@ -32,8 +32,10 @@ def test_same_seed_same_bytes_and_ids(synthetic_root, tmp_path):
 
 
 def test_different_seed_different_ids(synthetic_root, tmp_path):
-    ids = [read_provenance(draw_calibration_set(synthetic_root, "train", 6, 32, s, tmp_path / f"{s}.npz"))["ids"]
-           for s in (0, 1)]
+    ids = [
+        read_provenance(draw_calibration_set(synthetic_root, "train", 6, 32, s, tmp_path / f"{s}.npz"))["ids"]
+        for s in (0, 1)
+    ]
     assert ids[0] != ids[1] and len(set(ids[0])) == 6
 
 

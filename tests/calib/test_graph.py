@@ -18,14 +18,25 @@ from mtlora_deploy.calib.graph import (
 
 
 def _qdq_model(zero_point: int) -> onnx.ModelProto:
-    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-             numpy_helper.from_array(np.array(zero_point, np.int8), "zp")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
-             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0"),
-             helper.make_node("DequantizeLinear", ["q", "s"], ["z"], name="dq_no_zp")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
-                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])], inits)
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_point, np.int8), "zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0"),
+        helper.make_node("DequantizeLinear", ["q", "s"], ["z"], name="dq_no_zp"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2]),
+        ],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -37,16 +48,25 @@ def test_zero_points_nonzero_names_asymmetric_nodes():
 
 def _head_model(ln_dtype: int) -> onnx.ModelProto:
     """x -> Cast -> LayerNorm -> MatMul(w) -> Relu -> Conv-free tail -> Resize-like Identity -> out."""
-    inits = [numpy_helper.from_array(np.ones(4, np.float32 if ln_dtype == TensorProto.FLOAT else np.float16), n)
-             for n in ("g", "b")] + [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")]
-    nodes = [helper.make_node("Cast", ["x"], ["xc"], to=ln_dtype, name="cast_in"),
-             helper.make_node("LayerNormalization", ["xc", "g", "b"], ["ln"], name="ln0"),
-             helper.make_node("Cast", ["ln"], ["ln32"], to=TensorProto.FLOAT, name="cast_out"),
-             helper.make_node("MatMul", ["ln32", "w"], ["mm"], name="head_last"),
-             helper.make_node("Relu", ["mm"], ["r"], name="relu"),
-             helper.make_node("Identity", ["r"], ["out"], name="tail")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])], inits)
+    inits = [
+        numpy_helper.from_array(np.ones(4, np.float32 if ln_dtype == TensorProto.FLOAT else np.float16), n)
+        for n in ("g", "b")
+    ] + [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xc"], to=ln_dtype, name="cast_in"),
+        helper.make_node("LayerNormalization", ["xc", "g", "b"], ["ln"], name="ln0"),
+        helper.make_node("Cast", ["ln"], ["ln32"], to=TensorProto.FLOAT, name="cast_out"),
+        helper.make_node("MatMul", ["ln32", "w"], ["mm"], name="head_last"),
+        helper.make_node("Relu", ["mm"], ["r"], name="relu"),
+        helper.make_node("Identity", ["r"], ["out"], name="tail"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -70,11 +90,17 @@ def test_ops_without_bf16_follow_the_opset():
 
 
 def _cast_pair_model() -> onnx.ModelProto:
-    nodes = [helper.make_node("Relu", ["back"], ["out"], name="relu"),  # out of order on purpose
-             helper.make_node("Cast", ["x"], ["low"], to=TensorProto.FLOAT16, name="down"),
-             helper.make_node("Cast", ["low"], ["back"], to=TensorProto.FLOAT, name="up")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])])
+    nodes = [
+        helper.make_node("Relu", ["back"], ["out"], name="relu"),  # out of order on purpose
+        helper.make_node("Cast", ["x"], ["low"], to=TensorProto.FLOAT16, name="down"),
+        helper.make_node("Cast", ["low"], ["back"], to=TensorProto.FLOAT, name="up"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -43,8 +43,13 @@ print(json.dumps({"tensors": len(ranges), "peak_kib": resource.getrusage(resourc
 
 def _peak_rss_mib(onnx_path: Path, calib: Path, side: int, method: str) -> float:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(onnx_path), str(calib), str(side), method],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(onnx_path), str(calib), str(side), method],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
 
@@ -84,15 +89,24 @@ def test_peak_memory_does_not_grow_with_the_image_count(tiny_256):
     per_image = _activation_mib_per_image(tiny_256 / "tiny256.onnx")
     would_grow = 28 * per_image  # 28 more images kept in memory
     assert would_grow > 200, f"test too weak: keeping 28 images would add only {would_grow:.0f} MiB"
-    peaks = {n: _peak_rss_mib(tiny_256 / "tiny256.onnx", tiny_256 / f"calib_{n}.npz", 256, "percentile")
-             for n in (4, 32)}
+    peaks = {
+        n: _peak_rss_mib(tiny_256 / "tiny256.onnx", tiny_256 / f"calib_{n}.npz", 256, "percentile") for n in (4, 32)
+    }
     assert peaks[32] - peaks[4] < max(40.0, 0.1 * would_grow), (peaks, would_grow)
 
 
 def test_range_cache_is_reused_for_other_exclusions_and_refused_for_another_graph(tiny_onnx, calib_npz, tmp_path):
     cache = tmp_path / "ranges.json"
-    first = make_precision_variant(tiny_onnx, "int8", tmp_path / "a.onnx", calib_npz, tool="onnxruntime",
-                                   calibration_method="max", calibration_cache=cache, fidelity_images=0)
+    first = make_precision_variant(
+        tiny_onnx,
+        "int8",
+        tmp_path / "a.onnx",
+        calib_npz,
+        tool="onnxruntime",
+        calibration_method="max",
+        calibration_cache=cache,
+        fidelity_images=0,
+    )
     record = read_precision_metadata(first)["int8_ranges"]
     assert record["reused"] is False and record["cache"] == str(cache) and record["images"] == 16
     stored = read_range_cache(cache)
@@ -101,9 +115,16 @@ def test_range_cache_is_reused_for_other_exclusions_and_refused_for_another_grap
     assert all(low == -high for low, high in stored.ranges.values())
 
     # another exclusion and no calibration file at all: the cache alone is enough
-    second = make_precision_variant(tiny_onnx, "int8", tmp_path / "b.onnx", tool="onnxruntime",
-                                    calibration_method="max", calibration_cache=cache, nodes_to_exclude=("Conv",),
-                                    fidelity_images=0)
+    second = make_precision_variant(
+        tiny_onnx,
+        "int8",
+        tmp_path / "b.onnx",
+        tool="onnxruntime",
+        calibration_method="max",
+        calibration_cache=cache,
+        nodes_to_exclude=("Conv",),
+        fidelity_images=0,
+    )
     assert read_precision_metadata(second)["int8_ranges"]["reused"] is True
     excluded = set(read_precision_metadata(second)["precision_high_precision_nodes"])
     assert {n.name for n in onnx.load(str(tiny_onnx)).graph.node if n.op_type == "Conv"} <= excluded
@@ -113,11 +134,27 @@ def test_range_cache_is_reused_for_other_exclusions_and_refused_for_another_grap
     model.doc_string = "another graph"  # any change of bytes is another graph
     onnx.save(model, str(other))
     with pytest.raises(ConfigError, match=r"ranges\.json does not fit other\.onnx: it was made for another graph"):
-        make_precision_variant(other, "int8", tmp_path / "c.onnx", calib_npz, tool="onnxruntime",
-                               calibration_method="max", calibration_cache=cache, fidelity_images=0)
+        make_precision_variant(
+            other,
+            "int8",
+            tmp_path / "c.onnx",
+            calib_npz,
+            tool="onnxruntime",
+            calibration_method="max",
+            calibration_cache=cache,
+            fidelity_images=0,
+        )
     with pytest.raises(ConfigError, match=r"holds method=max ranges, method=entropy.*was asked for"):
-        make_precision_variant(tiny_onnx, "int8", tmp_path / "d.onnx", calib_npz, tool="onnxruntime",
-                               calibration_method="entropy", calibration_cache=cache, fidelity_images=0)
+        make_precision_variant(
+            tiny_onnx,
+            "int8",
+            tmp_path / "d.onnx",
+            calib_npz,
+            tool="onnxruntime",
+            calibration_method="entropy",
+            calibration_cache=cache,
+            fidelity_images=0,
+        )
     assert not (tmp_path / "c.onnx").exists() and not (tmp_path / "d.onnx").exists()
 
 
@@ -125,22 +162,41 @@ def test_default_cache_beside_the_graph_is_reused(tiny_onnx, calib_npz, tmp_path
     local = tmp_path / "g.onnx"
     local.write_bytes(tiny_onnx.read_bytes())
     for name in ("a", "b"):
-        out = make_precision_variant(local, "int8", tmp_path / f"{name}.onnx", calib_npz, tool="onnxruntime",
-                                     calibration_method="percentile", fidelity_images=0)
+        out = make_precision_variant(
+            local,
+            "int8",
+            tmp_path / f"{name}.onnx",
+            calib_npz,
+            tool="onnxruntime",
+            calibration_method="percentile",
+            fidelity_images=0,
+        )
     assert (tmp_path / "g.ranges-percentile.json").is_file()
     assert read_precision_metadata(out)["int8_ranges"]["reused"] is True
 
 
 def test_int8_and_fp16_record_per_task_fidelity(tiny_onnx, calib_npz, tmp_path):
-    int8 = make_precision_variant(tiny_onnx, "int8", tmp_path / "int8.onnx", calib_npz, tool="onnxruntime",
-                                  calibration_method="max", fidelity_images=4)
-    fp16 = make_precision_variant(tiny_onnx, "fp16", tmp_path / "fp16.onnx", calib_npz, tool="onnxruntime",
-                                  fidelity_images=4)
+    int8 = make_precision_variant(
+        tiny_onnx,
+        "int8",
+        tmp_path / "int8.onnx",
+        calib_npz,
+        tool="onnxruntime",
+        calibration_method="max",
+        fidelity_images=4,
+    )
+    fp16 = make_precision_variant(
+        tiny_onnx, "fp16", tmp_path / "fp16.onnx", calib_npz, tool="onnxruntime", fidelity_images=4
+    )
     for path, goal in ((int8, 99.0), (fp16, 99.9)):
         record = read_precision_metadata(path)["fidelity"]
         assert record["images"]["split"] == "val" and record["images"]["images"] == 4
         assert [record["tasks"][t]["metric"] for t in ("semseg", "human_parts", "sal", "normals")] == [
-            "argmax agreement", "argmax agreement", "sign agreement", "mean angle"]
+            "argmax agreement",
+            "argmax agreement",
+            "sign agreement",
+            "mean angle",
+        ]
         for _task, row in record["tasks"].items():
             assert set(row) == {"metric", "value", "goal", "max_relative", "ok"}
             if row["metric"] != "mean angle":
@@ -160,8 +216,9 @@ def test_fidelity_meter_on_known_answers():
     normals_out = normals.copy()
     normals_out[0, :, 0, 0] = [0.0, 1.0, 0.0]  # one pixel turned by 90 degrees
     sal = np.array([[[[1.0, -1.0], [2.0, -2.0]]]], np.float32)
-    meter.update({"semseg": seg, "sal": sal, "normals": normals},
-                 {"semseg": seg_out, "sal": -sal, "normals": normals_out})
+    meter.update(
+        {"semseg": seg, "sal": sal, "normals": normals}, {"semseg": seg_out, "sal": -sal, "normals": normals_out}
+    )
     rows = {r.task: r for r in meter.result("int8")}
     assert rows["semseg"].value == pytest.approx(75.0) and not rows["semseg"].ok
     assert rows["sal"].value == pytest.approx(0.0)
@@ -237,8 +294,21 @@ def test_cli_export_int8_prints_fidelity_and_reuses_the_cache(calib_npz, tmp_pat
     model = tiny_model()
     randomize_lora(model)
     save_checkpoint(model, tmp_path / "ckpt" / "model")
-    args = ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "m.int8.onnx"), "--legacy-exporter",
-            "--precision", "int8", "--calib", str(calib_npz), "--calib-method", "max", "--fidelity-images", "2"]
+    args = [
+        "export",
+        str(tmp_path / "ckpt"),
+        "-o",
+        str(tmp_path / "m.int8.onnx"),
+        "--legacy-exporter",
+        "--precision",
+        "int8",
+        "--calib",
+        str(calib_npz),
+        "--calib-method",
+        "max",
+        "--fidelity-images",
+        "2",
+    ]
     first = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert "int8 ranges (max, 16 images" in first.output and "computed in" in first.output

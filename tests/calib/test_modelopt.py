@@ -40,8 +40,9 @@ def test_autocast_fp16_keeps_layernorm_fp32_and_agrees(tiny_onnx, calib_npz, ima
 
 
 def test_ptq_int8_is_symmetric_and_leaves_heads_unquantized(tiny_onnx, calib_npz, images, tmp_path):
-    out = make_precision_variant(tiny_onnx, "int8", tmp_path / "int8.onnx", calib_npz, tool="modelopt",
-                                 calibration_method="max")
+    out = make_precision_variant(
+        tiny_onnx, "int8", tmp_path / "int8.onnx", calib_npz, tool="modelopt", calibration_method="max"
+    )
     model = onnx.load(str(out))
     assert zero_points_nonzero(model) == [] and io_dtypes(model) == io_dtypes(onnx.load(str(tiny_onnx)))
     by_output = producers(model)

@@ -45,14 +45,21 @@ def reference(tiny_onnx, images):
 
 @pytest.fixture(scope="module")
 def fp16(tiny_onnx, calib_npz, tmp_path_factory):
-    return make_precision_variant(tiny_onnx, "fp16", tmp_path_factory.mktemp("v") / "fp16.onnx", calib_npz,
-                                  tool="onnxruntime")
+    return make_precision_variant(
+        tiny_onnx, "fp16", tmp_path_factory.mktemp("v") / "fp16.onnx", calib_npz, tool="onnxruntime"
+    )
 
 
 @pytest.fixture(scope="module")
 def int8(tiny_onnx, calib_npz, tmp_path_factory):
-    return make_precision_variant(tiny_onnx, "int8", tmp_path_factory.mktemp("v") / "int8.onnx", calib_npz,
-                                  tool="onnxruntime", calibration_method="max")
+    return make_precision_variant(
+        tiny_onnx,
+        "int8",
+        tmp_path_factory.mktemp("v") / "int8.onnx",
+        calib_npz,
+        tool="onnxruntime",
+        calibration_method="max",
+    )
 
 
 def test_fp32_variant_is_the_same_graph_with_a_record(tiny_onnx, images, reference, tmp_path):
@@ -87,8 +94,7 @@ def test_fp16_metadata_records_tool_and_settings(fp16, calib_npz, tiny_onnx):
 
 
 def test_fp16_keeps_out_of_range_nodes_in_fp32(tiny_onnx, calib_npz, tmp_path):
-    out = make_precision_variant(tiny_onnx, "fp16", tmp_path / "fp16.onnx", calib_npz, tool="onnxruntime",
-                                 data_max=1.0)
+    out = make_precision_variant(tiny_onnx, "fp16", tmp_path / "fp16.onnx", calib_npz, tool="onnxruntime", data_max=1.0)
     blocked = read_precision_metadata(out)["precision_settings"]["node_block_list"]
     model = onnx.load(str(out))
     types = tensor_dtypes(model)
@@ -106,8 +112,11 @@ def test_int8_is_symmetric_qdq_with_heads_left_in_fp32(int8, tiny_onnx):
     assert count_qdq_nodes(model)["QuantizeLinear"] > 0 and io_dtypes(model) == io_dtypes(onnx.load(str(tiny_onnx)))
     heads = set(last_gemm_nodes(onnx.load(str(tiny_onnx))).values())
     by_output = producers(model)
-    dq_fed = {n.name: n.op_type for n in model.graph.node
-              if any(i in by_output and by_output[i].op_type == "DequantizeLinear" for i in n.input)}
+    dq_fed = {
+        n.name: n.op_type
+        for n in model.graph.node
+        if any(i in by_output and by_output[i].op_type == "DequantizeLinear" for i in n.input)
+    }
     assert heads and not heads & set(dq_fed)
     # GEMM inputs only; Shape reads just the shape, Identity forwards a shared weight to another MatMul
     assert set(dq_fed.values()) == {"MatMul", "Conv", "Shape", "Identity"}
@@ -118,8 +127,13 @@ def test_int8_metadata_records_calibration_and_exclusions(int8, calib_npz, tiny_
     assert record["precision_tool"] == "onnxruntime.quantization.quantize_static"
     assert record["precision_settings"]["calibrate_method"] == "max"
     assert record["precision_settings"]["extra_options"]["ActivationSymmetric"] is True
-    assert record["calibration"] == {"file": str(calib_npz), "sha256": file_sha256(calib_npz), "images": 16,
-                                     "split": "train", "array_sha256": record["calibration"]["array_sha256"]}
+    assert record["calibration"] == {
+        "file": str(calib_npz),
+        "sha256": file_sha256(calib_npz),
+        "images": 16,
+        "split": "train",
+        "array_sha256": record["calibration"]["array_sha256"],
+    }
     assert set(record["precision_high_precision_nodes"]) == set(last_gemm_nodes(onnx.load(str(tiny_onnx))).values())
 
 
@@ -165,10 +179,17 @@ def test_bf16_graph_is_valid_keeps_fp32_islands_and_names_its_runtime(tiny_onnx,
 def _toy_matmul(path):
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{i}") for i in range(2)]
-    nodes = [helper.make_node("MatMul", ["image", "w0"], ["h"], name="mm0"),
-             helper.make_node("MatMul", ["h", "w1"], ["out"], name="mm1")]
-    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 8])], inits)
+    nodes = [
+        helper.make_node("MatMul", ["image", "w0"], ["h"], name="mm0"),
+        helper.make_node("MatMul", ["h", "w1"], ["out"], name="mm1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 8])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -213,7 +234,8 @@ def test_variants_of_a_torch_export_graph(calib_npz, images, tmp_path):
     fp32 = export_onnx(model, tmp_path / "fp32.onnx").path
     reference = run_ort(fp32, images)
     for precision, tolerance in (("fp16", 1e-2), ("int8", 0.1)):
-        out = make_precision_variant(fp32, precision, tmp_path / f"{precision}.onnx", calib_npz, tool="onnxruntime",
-                                     calibration_method="max")
+        out = make_precision_variant(
+            fp32, precision, tmp_path / f"{precision}.onnx", calib_npz, tool="onnxruntime", calibration_method="max"
+        )
         assert max(relative_error(reference, run_ort(out, images)).values()) < tolerance
         assert zero_points_nonzero(onnx.load(str(out))) == []

@@ -114,8 +114,10 @@ def test_evaluate_and_predict_defaults_are_the_library_functions_and_show_in_hel
     from mtlora_deploy.report.evaluate import evaluate_artifact
     from mtlora_deploy.report.predict import predict_images
 
-    for command, function, names in [("evaluate", evaluate_artifact, ("split", "backend", "device", "batch_size")),
-                                     ("predict", predict_images, ("backend", "device"))]:
+    for command, function, names in [
+        ("evaluate", evaluate_artifact, ("split", "backend", "device", "batch_size")),
+        ("predict", predict_images, ("backend", "device")),
+    ]:
         text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
         for name in names:
             default = inspect.signature(function).parameters[name].default

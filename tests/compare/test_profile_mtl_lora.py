@@ -21,8 +21,17 @@ def mtl_model():
 @pytest.fixture(scope="module")
 def profiled(mtl_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
-    report = run_profile([("tiny-mtl", mtl_model)], batches=[1, 2], iterations=2, warmup=1, threads=1,
-                         duration=0.0, rounds=2, comparisons=["merged"], output=out)
+    report = run_profile(
+        [("tiny-mtl", mtl_model)],
+        batches=[1, 2],
+        iterations=2,
+        warmup=1,
+        threads=1,
+        duration=0.0,
+        rounds=2,
+        comparisons=["merged"],
+        output=out,
+    )
     return report, out
 
 
@@ -61,7 +70,15 @@ def test_variants_are_the_deployed_forms(mtl_model):
 
 def test_an_mtlora_model_brings_no_mtl_lora_row(tmp_path):
     model = tiny_model("mtlora-r16", tasks=("semseg", "sal")).eval()
-    report = run_profile([("tiny", model)], batches=[1], iterations=1, warmup=0, threads=1, comparisons=["merged"],
-                         duration=0.0, rounds=2)
+    report = run_profile(
+        [("tiny", model)],
+        batches=[1],
+        iterations=1,
+        warmup=0,
+        threads=1,
+        comparisons=["merged"],
+        duration=0.0,
+        rounds=2,
+    )
     assert report["comparisons"]["mtl_lora_vs_mtlora"] == []
     assert {m["role"] for m in report["measurements"]} == {"single_pass", "merged"}

@@ -114,8 +114,13 @@ def test_probe_environment_uses_given_values_without_probing():
 
 
 # -- the two flavours: pure manifest logic, so it runs here without a GPU -------------------------------------------
-RTX_4090 = {"runtime": "tensorrt-rtx", "runtime_version": "1.7.1.116", "gpu_name": "NVIDIA GeForce RTX 4090",
-            "compute_capability": "8.9", "cuda_version": "13.0"}
+RTX_4090 = {
+    "runtime": "tensorrt-rtx",
+    "runtime_version": "1.7.1.116",
+    "gpu_name": "NVIDIA GeForce RTX 4090",
+    "compute_capability": "8.9",
+    "cuda_version": "13.0",
+}
 
 
 def _rtx_manifest(targets=None) -> dict:
@@ -161,8 +166,13 @@ def test_a_plan_with_the_other_runtime_fails_in_one_line(plan_runtime, here):
 
 
 def test_format_1_manifests_still_read_as_tensorrt():
-    legacy = {"format": MANIFEST_FORMAT, "manifest_version": 1, "tensorrt_version": "10.13.0.35",
-              "compute_capability": "9.0", "gpu_name": "NVIDIA H100 80GB HBM3"}
+    legacy = {
+        "format": MANIFEST_FORMAT,
+        "manifest_version": 1,
+        "tensorrt_version": "10.13.0.35",
+        "compute_capability": "9.0",
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+    }
     check_compatibility(legacy, H100)
     with pytest.raises(EngineMismatchError, match="TensorRT version"):
         check_compatibility(legacy, {**H100, "runtime_version": "10.14.1.48"})

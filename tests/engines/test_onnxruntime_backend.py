@@ -38,8 +38,16 @@ def bare_onnx(model, tmp_path_factory):
     axes = {name: {0: "batch"} for name in ("image", *model.tasks)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), input_names=["image"],
-                          output_names=list(model.tasks), dynamic_axes=axes, dynamo=False, opset_version=17)
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 64, 64),),
+            str(path),
+            input_names=["image"],
+            output_names=list(model.tasks),
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
     return path
 
 
@@ -82,8 +90,10 @@ def test_graph_without_metadata_falls_back_to_names_and_shape(bare_onnx, images)
 def test_cuda_without_the_cuda_provider_is_a_clear_error():
     with pytest.raises(ConfigError, match="onnxruntime-gpu"):
         providers_for(torch.device("cuda"), ["CPUExecutionProvider"])
-    assert providers_for(torch.device("cuda:0"), ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == \
-        "CUDAExecutionProvider"
+    assert (
+        providers_for(torch.device("cuda:0"), ["CUDAExecutionProvider", "CPUExecutionProvider"])[0]
+        == "CUDAExecutionProvider"
+    )
 
 
 def test_metadata_is_decoded_without_the_prefix():

@@ -38,7 +38,11 @@ def fp32_plan(tiny_onnx):
     from mtlora_deploy.build_engine import build_engine
 
     return build_engine(
-        tiny_onnx, "fp32", tiny_onnx.parent / "engines" / "tiny_fp32.plan", batch="1:2:4", workspace_gib=1.0,
+        tiny_onnx,
+        "fp32",
+        tiny_onnx.parent / "engines" / "tiny_fp32.plan",
+        batch="1:2:4",
+        workspace_gib=1.0,
         runtime="tensorrt",
     )
 
@@ -123,8 +127,9 @@ def test_timing_cache_is_reused_by_the_next_build(fp32_plan, tiny_onnx):
 
     cache = fp32_plan.plan.parent / "timing.cache"
     before = cache.stat().st_size
-    again = build_engine(tiny_onnx, "fp32", fp32_plan.plan.parent / "again.plan", batch="1:2:4", workspace_gib=1.0,
-                         runtime="tensorrt")
+    again = build_engine(
+        tiny_onnx, "fp32", fp32_plan.plan.parent / "again.plan", batch="1:2:4", workspace_gib=1.0, runtime="tensorrt"
+    )
     assert again.manifest["builder"]["timing_cache"] == str(cache) and cache.stat().st_size >= before
 
 
@@ -132,8 +137,9 @@ def test_fp16_engine_from_the_fp32_export(tiny_onnx, tmp_path):
     from mtlora_deploy.build_engine import build_engine
     from mtlora_deploy.engines.tensorrt import TensorRTBackend
 
-    result = build_engine(tiny_onnx, "fp16", tmp_path / "tiny_fp16.plan", batch="1:2:4", workspace_gib=1.0,
-                          runtime="tensorrt")
+    result = build_engine(
+        tiny_onnx, "fp16", tmp_path / "tiny_fp16.plan", batch="1:2:4", workspace_gib=1.0, runtime="tensorrt"
+    )
     assert result.manifest["precision"] == "fp16" and (tmp_path / "tiny_fp16.onnx").is_file()
     images = _images(2)
     with TensorRTBackend(result.plan) as backend:

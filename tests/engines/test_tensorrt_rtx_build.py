@@ -26,15 +26,22 @@ from mtlora_deploy.errors import ConfigError, MissingDependencyError
 
 pytestmark = [
     pytest.mark.tensorrt,
-    pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
-                       reason="tensorrt_rtx not importable (pip install 'mtlora-deploy[tensorrt-rtx]')"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("tensorrt_rtx") is None,
+        reason="tensorrt_rtx not importable (pip install 'mtlora-deploy[tensorrt-rtx]')",
+    ),
 ]
 SIZE = 16
 
 
 def _save(path, nodes, inits, in_dtype=TensorProto.FLOAT, shape=("N", 3, SIZE, SIZE), out_shape=("N", 4)):
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", in_dtype, list(shape))],
-                              [helper.make_tensor_value_info("sal", in_dtype, list(out_shape))], inits)
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", in_dtype, list(shape))],
+        [helper.make_tensor_value_info("sal", in_dtype, list(out_shape))],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     for key, value in {"tasks": ["sal"], "image_size": SIZE}.items():  # as mtlora export writes them
         model.metadata_props.add(key=f"mtlora.{key}", value=json.dumps(value))
@@ -53,21 +60,27 @@ def _tiny_graph(path, precision="fp32"):
         x = "x16"
     elif precision == "int8":
         scale = float(np.abs(w).max() / 127)
-        inits += [numpy_helper.from_array(np.round(w / scale).astype(np.int8), "wq"),
-                  numpy_helper.from_array(np.array(scale, np.float32), "ws"),
-                  numpy_helper.from_array(np.array(4.0 / 127, np.float32), "xs"),
-                  numpy_helper.from_array(np.array(0, np.int8), "zp")]
-        nodes += [helper.make_node("QuantizeLinear", ["image", "xs", "zp"], ["xq"], name="image_q"),
-                  helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"], name="image_dq"),
-                  helper.make_node("DequantizeLinear", ["wq", "ws", "zp"], ["w"], name="w_dq")]
+        inits += [
+            numpy_helper.from_array(np.round(w / scale).astype(np.int8), "wq"),
+            numpy_helper.from_array(np.array(scale, np.float32), "ws"),
+            numpy_helper.from_array(np.array(4.0 / 127, np.float32), "xs"),
+            numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["image", "xs", "zp"], ["xq"], name="image_q"),
+            helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"], name="image_dq"),
+            helper.make_node("DequantizeLinear", ["wq", "ws", "zp"], ["w"], name="w_dq"),
+        ]
         x = "xd"
     else:
         inits.append(numpy_helper.from_array(w, "w"))
-    nodes += [helper.make_node("Conv", [x, "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-              helper.make_node("Relu", ["c"], ["r"], name="relu"),
-              helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-              helper.make_node("MatMul", ["f", "m"], ["sal16" if precision == "fp16" else "sal"], name="head")]
+    nodes += [
+        helper.make_node("Conv", [x, "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "m"], ["sal16" if precision == "fp16" else "sal"], name="head"),
+    ]
     if precision == "fp16":
         nodes.append(helper.make_node("Cast", ["sal16"], ["sal"], to=TensorProto.FLOAT, name="to_fp32"))
     return _save(path, nodes, inits)
@@ -125,8 +138,10 @@ def test_fp32_plan_and_manifest(fp32_build, graphs):
     assert manifest == fp32_build.manifest and manifest_path(plan) == fp32_build.manifest_path
     assert manifest["runtime"] == "tensorrt-rtx" and manifest["runtime_version"] == tensorrt_rtx.__version__
     assert manifest["target_compute_capabilities"] == ["8.6", "8.9", "12.0"]  # the package's portable set
-    assert manifest["builder"]["targets_source"] == "TensorRT-RTX default" and "optimization_level" not in manifest[
-        "builder"]
+    assert (
+        manifest["builder"]["targets_source"] == "TensorRT-RTX default"
+        and "optimization_level" not in manifest["builder"]
+    )
     assert manifest["gpu_name"] is None and manifest["compute_capability"] is None  # built ahead of time
     assert manifest["precision"] == "fp32" and manifest["precision_notes"] == []
     assert manifest["tasks"] == ["sal"] and manifest["image_size"] == SIZE  # from the graph's metadata
@@ -143,8 +158,21 @@ def test_fp32_plan_and_manifest(fp32_build, graphs):
 
 
 def test_fp16_plan_through_the_cli_for_one_target(graphs, tmp_path, run_cli):
-    proc = run_cli(["build-engine", graphs["fp16"], "--precision", "fp16", "--target", "sm89", "--batch", "1:1:2",
-                     "-o", tmp_path / "engines" / "tiny_fp16.plan"], tmp_path)
+    proc = run_cli(
+        [
+            "build-engine",
+            graphs["fp16"],
+            "--precision",
+            "fp16",
+            "--target",
+            "sm89",
+            "--batch",
+            "1:1:2",
+            "-o",
+            tmp_path / "engines" / "tiny_fp16.plan",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "tensorrt-rtx" in proc.stdout and "needs a supported NVIDIA GPU" in proc.stdout
     manifest = read_manifest(tmp_path / "engines" / "tiny_fp16.plan")
@@ -171,15 +199,24 @@ def test_layer_summary_reads_the_builders_layer_list():
         Name: b, LayerType: kgen, Inputs: [ { Name: y, Datatype: Float }], Constants: [], Outputs: [], TacticName: k, StreamId: 0
         Name: c, LayerType: correlation, Inputs: [ { Name: z, Datatype: Half }], Constants: [], Outputs: [], TacticName: sm89_conv, StreamId: 0
         """)  # noqa: E501
-    assert layer_summary(text) == {"layers": 3, "compute_layers": 2, "compute_layers_with_int8_inputs": 1,
-                                   "compute_input_types": {"Int8": 1, "Half": 1}, "tactics_at": "build"}
+    assert layer_summary(text) == {
+        "layers": 3,
+        "compute_layers": 2,
+        "compute_layers_with_int8_inputs": 1,
+        "compute_input_types": {"Int8": 1, "Half": 1},
+        "tactics_at": "build",
+    }
     assert layer_summary("") is None
 
 
 # -- failures: one line, nothing left behind ------------------------------------------------------------------------
 def test_an_op_the_parser_rejects_is_reported_with_its_node_name(tmp_path, run_cli):
-    bad = _save(tmp_path / "bad.onnx", [helper.make_node("FrobnicateTensor", ["image"], ["sal"], name="frob_1")], [],
-                out_shape=("N", 3, SIZE, SIZE))
+    bad = _save(
+        tmp_path / "bad.onnx",
+        [helper.make_node("FrobnicateTensor", ["image"], ["sal"], name="frob_1")],
+        [],
+        out_shape=("N", 3, SIZE, SIZE),
+    )
     out = tmp_path / "out"
     with pytest.raises(EngineBuildError) as info:
         build_engine(bad, "fp32", out / "bad.plan", runtime="tensorrt-rtx")
@@ -193,9 +230,13 @@ def test_an_op_the_parser_rejects_is_reported_with_its_node_name(tmp_path, run_c
 
 def test_dynamic_height_and_width_are_refused_in_one_line(tmp_path, run_cli):
     rng = np.random.default_rng(0)
-    graph = _save(tmp_path / "dyn.onnx", [helper.make_node("Conv", ["image", "w"], ["sal"], name="conv")],
-                  [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")],
-                  shape=("N", 3, "H", "W"), out_shape=("N", 4, "H", "W"))
+    graph = _save(
+        tmp_path / "dyn.onnx",
+        [helper.make_node("Conv", ["image", "w"], ["sal"], name="conv")],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")],
+        shape=("N", 3, "H", "W"),
+        out_shape=("N", 4, "H", "W"),
+    )
     proc = run_cli(["build-engine", graph, "--precision", "fp32", "-o", tmp_path / "out" / "dyn.plan"], tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
@@ -203,13 +244,29 @@ def test_dynamic_height_and_width_are_refused_in_one_line(tmp_path, run_cli):
     assert _files(tmp_path) == ["dyn.onnx"]
 
 
-@pytest.mark.parametrize("option, value, words", [
-    ("--opt-level", "5", "has no builder optimization level"),
-    ("--timing-cache", "t.cache", "has no timing cache"),
-])
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--opt-level", "5", "has no builder optimization level"),
+        ("--timing-cache", "t.cache", "has no timing cache"),
+    ],
+)
 def test_tensorrt_only_options_are_refused_on_tensorrt_rtx(graphs, tmp_path, option, value, words, run_cli):
-    proc = run_cli(["build-engine", graphs["fp32"], "--precision", "fp32", "--runtime", "tensorrt-rtx", option, value,
-                     "-o", tmp_path / "x.plan"], tmp_path)
+    proc = run_cli(
+        [
+            "build-engine",
+            graphs["fp32"],
+            "--precision",
+            "fp32",
+            "--runtime",
+            "tensorrt-rtx",
+            option,
+            value,
+            "-o",
+            tmp_path / "x.plan",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 1 and f"Error: {option}: TensorRT-RTX {words}" in proc.stderr, proc.stderr
     assert _files(tmp_path) == []
 
@@ -254,8 +311,9 @@ def test_profile_opens_rtx_plans_through_the_one_opener(fp32_build):
     from mtlora_deploy.profile.api import collect_candidates
 
     notes = []
-    (candidate,) = collect_candidates([fp32_build.plan], ["tensorrt"], ["fp32"], torch.device("cuda"), [], {}, False,
-                                      notes)
+    (candidate,) = collect_candidates(
+        [fp32_build.plan], ["tensorrt"], ["fp32"], torch.device("cuda"), [], {}, False, notes
+    )
     assert candidate.backend == "tensorrt" and candidate.precision == "fp32" and notes == []
     if not torch.cuda.is_available():
         with pytest.raises(MissingDependencyError, match="TensorRT-RTX"):

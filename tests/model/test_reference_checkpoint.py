@@ -23,8 +23,14 @@ from tests.conftest import randomize_lora, tiny_model
 
 REFERENCE_KEYS = Path(__file__).parents[1] / "data" / "reference_keys.tsv"
 # TA rank 8, TS rank 2, shared scale 2, task scale 3, tasks in a non-default order: detection must find all of it
-SOURCE = dict(task_agnostic_rank=8, task_specific_rank=2, lora_scale=2.0, task_specific_scale=3.0,
-              tasks=("sal", "semseg"), head_channels=96)
+SOURCE = dict(
+    task_agnostic_rank=8,
+    task_specific_rank=2,
+    lora_scale=2.0,
+    task_specific_scale=3.0,
+    tasks=("sal", "semseg"),
+    head_channels=96,
+)
 
 
 def _fake_yacs():
@@ -36,8 +42,14 @@ def _fake_yacs():
             super().__init__()
             for key, value in (init_dict or {}).items():
                 self[key] = CfgNode(value) if isinstance(value, dict) else value
-            self.__dict__.update({"__immutable__": False, "__deprecated_keys__": set(), "__renamed_keys__": {},
-                                  "__new_allowed__": new_allowed})
+            self.__dict__.update(
+                {
+                    "__immutable__": False,
+                    "__deprecated_keys__": set(),
+                    "__renamed_keys__": {},
+                    "__new_allowed__": new_allowed,
+                }
+            )
 
     CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
     module.CfgNode = CfgNode
@@ -50,14 +62,28 @@ def _reference_config():
     return {
         "DATA": {"IMG_SIZE": 64, "BATCH_SIZE": 32, "DBNAME": "PASCALContext"},
         "MODEL": {
-            "TYPE": "swin", "NAME": "mtlora_tiny", "DROP_PATH_RATE": 0.2,
-            "SWIN": {"PATCH_SIZE": 4, "EMBED_DIM": 24, "DEPTHS": [1, 1, 2, 1], "NUM_HEADS": [1, 2, 3, 6],
-                     "WINDOW_SIZE": 2, "APE": False, "QK_SCALE": None},
+            "TYPE": "swin",
+            "NAME": "mtlora_tiny",
+            "DROP_PATH_RATE": 0.2,
+            "SWIN": {
+                "PATCH_SIZE": 4,
+                "EMBED_DIM": 24,
+                "DEPTHS": [1, 1, 2, 1],
+                "NUM_HEADS": [1, 2, 3, 6],
+                "WINDOW_SIZE": 2,
+                "APE": False,
+                "QK_SCALE": None,
+            },
             "DECODER_HEAD": {"semseg": "hrnet", "sal": "hrnet", "normals": "hrnet"},
             "DECODER_CHANNELS": [4, 4, 8, 8],
             "MTLORA": {
-                "ENABLED": True, "R": [8] * stages, "SHARED_SCALE": [2.0] * stages, "TASK_SCALE": [9.0] * stages,
-                "DROPOUT": [0.05] * stages, "TRAINABLE_SCALE_SHARED": False, "SHARED_MODE": "matrix",
+                "ENABLED": True,
+                "R": [8] * stages,
+                "SHARED_SCALE": [2.0] * stages,
+                "TASK_SCALE": [9.0] * stages,
+                "DROPOUT": [0.05] * stages,
+                "TRAINABLE_SCALE_SHARED": False,
+                "SHARED_MODE": "matrix",
                 "DOWNSAMPLER_ENABLED": False,
                 "R_PER_TASK": {"sal": [2], "semseg": [2], "shared": [8]},
                 "SCALE_PER_TASK": {"sal": [3.0] * stages, "semseg": [3.0] * stages},
@@ -78,9 +104,14 @@ def _write_reference_pth(path, model, config=True):
         optimizer = torch.optim.AdamW(params, lr=1e-4)
         sum(p.sum() for p in params).backward()
         optimizer.step()
-        checkpoint = {"model": reference_state_dict(model), "optimizer": optimizer.state_dict(),
-                      "lr_scheduler": {"t_initial": 300, "base_values": [5e-4], "warmup_t": 20, "noise_range_t": None},
-                      "max_accuracy": 0.0, "scaler": {"scale": 65536.0, "_growth_tracker": 3}, "epoch": 41}
+        checkpoint = {
+            "model": reference_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": {"t_initial": 300, "base_values": [5e-4], "warmup_t": 20, "noise_range_t": None},
+            "max_accuracy": 0.0,
+            "scaler": {"scale": 65536.0, "_growth_tracker": 3},
+            "epoch": 41,
+        }
         if config:
             checkpoint["config"] = yacs.CfgNode(_reference_config())
         torch.save(checkpoint, path)
@@ -132,8 +163,11 @@ def test_other_pickled_globals_are_refused_by_name(tmp_path):
 
 def test_given_options_must_agree_with_the_stored_config(tmp_path):
     _write_reference_pth(tmp_path / "ref.pth", tiny_model("mtlora-r16", **SOURCE))
-    with pytest.raises(ConfigError, match=r"--preset mtlora-r16 gives task_agnostic_rank=16 but .*ref\.pth was "
-                                          r"trained with task_agnostic_rank=8 \(MODEL\.MTLORA\.R_PER_TASK\.shared\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--preset mtlora-r16 gives task_agnostic_rank=16 but .*ref\.pth was "
+        r"trained with task_agnostic_rank=8 \(MODEL\.MTLORA\.R_PER_TASK\.shared\)",
+    ):
         import_reference(tmp_path / "ref.pth", {"task_agnostic_rank": (16, "--preset mtlora-r16")})
     with pytest.raises(ConfigError, match=r"--tasks gives tasks=semseg,sal but .* tasks=sal,semseg \(TASKS\)"):
         import_reference(tmp_path / "ref.pth", {"tasks": (("semseg", "sal"), "--tasks")})
@@ -146,8 +180,10 @@ def test_bare_state_dict_needs_options(tmp_path):
     _write_reference_pth(tmp_path / "bare.pth", source, config=False)
     with pytest.raises(ConfigError, match="holds no reference config .* pass --preset and --tasks"):
         import_reference(tmp_path / "bare.pth", {})
-    given = {k: (v, f"--set {k}") for k, v in {**SOURCE, "backbone": "swin_test_tiny", "image_size": 64,
-                                                "decoder_widths": (4, 4, 8, 8)}.items()}
+    given = {
+        k: (v, f"--set {k}")
+        for k, v in {**SOURCE, "backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": (4, 4, 8, 8)}.items()
+    }
     model, unused, detected = import_reference(tmp_path / "bare.pth", given)
     assert detected is None and unused == [] and model.config.tasks == ("sal", "semseg")
 

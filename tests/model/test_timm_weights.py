@@ -67,8 +67,18 @@ def test_pretrained_timm_offline_without_cache_is_one_line(offline_hub):
 def test_cli_offline_error_names_the_local_file_alternative(offline_hub, monkeypatch, capsys):
     from mtlora_deploy.cli.main import main
 
-    argv = ["mtlora", "info", "--preset", "mtlora-r16", "--set", "pretrained=timm", "--set", "backbone=swin_test_tiny",
-            "--set", "image_size=64"]
+    argv = [
+        "mtlora",
+        "info",
+        "--preset",
+        "mtlora-r16",
+        "--set",
+        "pretrained=timm",
+        "--set",
+        "backbone=swin_test_tiny",
+        "--set",
+        "image_size=64",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         main()

@@ -69,8 +69,18 @@ def test_json_has_every_key(profiled):
     for key in ("torch", "onnxruntime", "tensorrt", "torch_threads", "device", "toolkit_version"):
         assert key in saved["environment"]
     assert saved["environment"]["torch_threads"] == 1
-    for key in ("min_iterations", "duration_s", "rounds", "warmup", "include_copies", "timer", "memory_method",
-                "batches", "backends", "percentiles"):
+    for key in (
+        "min_iterations",
+        "duration_s",
+        "rounds",
+        "warmup",
+        "include_copies",
+        "timer",
+        "memory_method",
+        "batches",
+        "backends",
+        "percentiles",
+    ):
         assert key in saved["run"]
     assert saved["run"]["timer"] == "perf_counter" and "not measured on the CPU" in saved["run"]["memory_method"]
     for m in saved["measurements"]:
@@ -79,7 +89,8 @@ def test_json_has_every_key(profiled):
         assert m["latency_ms"]["p90"] is None and m["latency_ms"]["p99"] is None  # 2 calls: no percentiles
         assert m["throughput_images_per_s"] > 0 and m["batch"] in BATCHES and m["peak_memory_bytes"] is None
         assert m["gmac_per_image"] > 0 and m["gflops_per_s"] == pytest.approx(
-            2 * m["gmac_per_image"] * m["throughput_images_per_s"])
+            2 * m["gmac_per_image"] * m["throughput_images_per_s"]
+        )
         assert m["settings"]["min_iterations"] == 2 and m["settings"]["warmup"] == 1
         assert m["settings"]["backend"]["backend"]
     roles = {m["role"] for m in saved["measurements"]}
@@ -113,9 +124,14 @@ def test_comparison_ratios_present_and_positive(profiled):
 def test_every_ratio_carries_the_json_contract(profiled):
     comparisons = json.loads((profiled[1] / "profile.json").read_text())["comparisons"]
     rows = [row for name in comparisons for row in comparisons[name]]
-    assert {name for name in comparisons if comparisons[name]} >= {"shared_vs_per_task", "merged_vs_unmerged",
-                                                                    "vs_bare_backbone", "head_cost", "precision",
-                                                                    "batch_sweep"}
+    assert {name for name in comparisons if comparisons[name]} >= {
+        "shared_vs_per_task",
+        "merged_vs_unmerged",
+        "vs_bare_backbone",
+        "head_cost",
+        "precision",
+        "batch_sweep",
+    }
     for row in rows:
         assert {"value", "ci_low", "ci_high", "verdict", "flop_ratio"} <= set(row), row
         assert row["ci_low"] <= row["ci_high"]

@@ -24,13 +24,26 @@ def _measurement(role: str, ms: float, gmac: float, batch: int = 1, seed: int = 
 
 
 def _report():
-    rows = [_measurement("single_pass", 30.0, 26.9), _measurement("merged", 27.0, 26.3),
-            _measurement("bare_backbone", 18.0, 18.0), _measurement("per_task", 70.0, 73.6),
-            _measurement("without:semseg", 30.0, 25.0), _measurement("without:sal", 24.0, 24.0),
-            _measurement("single_pass", 25.0, 26.9, batch=8)]
+    rows = [
+        _measurement("single_pass", 30.0, 26.9),
+        _measurement("merged", 27.0, 26.3),
+        _measurement("bare_backbone", 18.0, 18.0),
+        _measurement("per_task", 70.0, 73.6),
+        _measurement("without:semseg", 30.0, 25.0),
+        _measurement("without:sal", 24.0, 24.0),
+        _measurement("single_pass", 25.0, 26.9, batch=8),
+    ]
     env = {"cpu": "x86_64", "torch": "2.x", "torch_threads": 2}
-    run = {"timer": "perf_counter", "warmup": 3, "duration_s": 0.5, "min_iterations": 10, "rounds": 10,
-           "include_copies": False, "memory_method": "not measured", "percentiles": {"p90": "n >= 100"}}
+    run = {
+        "timer": "perf_counter",
+        "warmup": 3,
+        "duration_s": 0.5,
+        "min_iterations": 10,
+        "rounds": 10,
+        "include_copies": False,
+        "memory_method": "not measured",
+        "percentiles": {"p90": "n >= 100"},
+    }
     return build_report(env, run, [m.to_dict() for m in rows], compute_comparisons(rows), ["a note [in brackets]"])
 
 
@@ -62,8 +75,19 @@ def test_80_column_summary_is_not_truncated():
     print_report(_report(), console)
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
-    for needle in ("configuration", "median ms", "95% CI", "img/s", "GMAC", "GFLOP/s", "merged fp32 b1",
-                   "bare backbone fp32 b1", "w/o semseg fp32 b1", "2 x 1-task fp32 b1", "a note [in brackets]"):
+    for needle in (
+        "configuration",
+        "median ms",
+        "95% CI",
+        "img/s",
+        "GMAC",
+        "GFLOP/s",
+        "merged fp32 b1",
+        "bare backbone fp32 b1",
+        "w/o semseg fp32 b1",
+        "2 x 1-task fp32 b1",
+        "a note [in brackets]",
+    ):
         assert needle in text.replace("\n", " ") or needle in text, needle
 
 

@@ -123,8 +123,17 @@ def test_cpu_peak_rss_of_a_candidate_in_a_fresh_subprocess():
     from mtlora_deploy.profile.api import run_profile
     from tests.conftest import tiny_model
 
-    report = run_profile([("tiny", tiny_model(tasks=("sal",)).eval())], batches=[1, 4], comparisons=[], memory=True,
-                         duration=0.0, iterations=2, rounds=2, warmup=0, threads=1)
+    report = run_profile(
+        [("tiny", tiny_model(tasks=("sal",)).eval())],
+        batches=[1, 4],
+        comparisons=[],
+        memory=True,
+        duration=0.0,
+        iterations=2,
+        rounds=2,
+        warmup=0,
+        threads=1,
+    )
     peaks = [m["peak_memory_bytes"] for m in report["measurements"]]
     assert all(p is not None and p > 2**20 for p in peaks) and peaks[1] >= peaks[0]  # weights + activations
     assert "subprocess" in report["run"]["memory_method"]

@@ -25,25 +25,48 @@ from mtlora_deploy.trainer.data import make_synthetic_dataset
 from mtlora_deploy.utils.faults import ENV_VAR, POINTS
 
 STEPS = 8  # 9 train images, batch 2 -> 4 steps per epoch: commits (with validation) at steps 4 and 8
-TINY = ["--set", "backbone=swin_test_tiny", "--set", "image_size=64", "--set", "task_agnostic_rank=4",
-        "--set", "decoder_widths=[4,4,8,8]", "--set", "head_channels=16"]
+TINY = [
+    "--set",
+    "backbone=swin_test_tiny",
+    "--set",
+    "image_size=64",
+    "--set",
+    "task_agnostic_rank=4",
+    "--set",
+    "decoder_widths=[4,4,8,8]",
+    "--set",
+    "head_channels=16",
+]
 
 # Every kind of point at least once, at both commits; "checkpoint.partial" / "checkpoint.file" count files
 # (4 per commit: last.safetensors, last.json, last.state.pt, MANIFEST.json / 3 files).
 FULL_MATRIX = [
     *[f"train.step:{n}" for n in (1, 3, 4, 5, 7, 8)],
-    "train.validate:1", "train.validate:2",
-    "checkpoint.begin:1", "checkpoint.begin:2",
+    "train.validate:1",
+    "train.validate:2",
+    "checkpoint.begin:1",
+    "checkpoint.begin:2",
     *[f"checkpoint.partial:{n}" for n in range(1, 9)],
     *[f"checkpoint.file:{n}" for n in range(1, 7)],
-    "checkpoint.manifest:1", "checkpoint.manifest:2",
-    "checkpoint.commit:1", "checkpoint.commit:2",
-    "checkpoint.switch:1", "checkpoint.switch:2",
+    "checkpoint.manifest:1",
+    "checkpoint.manifest:2",
+    "checkpoint.commit:1",
+    "checkpoint.commit:2",
+    "checkpoint.switch:1",
+    "checkpoint.switch:2",
 ]
 # One run killed again and again, every kind of point once: each resumed process dies at the next point
 # (they resume from step 0, 0, 0, 0, 4, 4, 4 and 8).
-CHAIN = ["checkpoint.begin:1", "checkpoint.partial:2", "checkpoint.manifest:1", "train.validate:1",
-         "checkpoint.commit:1", "train.step:2", "checkpoint.file:2", "checkpoint.switch:1"]
+CHAIN = [
+    "checkpoint.begin:1",
+    "checkpoint.partial:2",
+    "checkpoint.manifest:1",
+    "train.validate:1",
+    "checkpoint.commit:1",
+    "train.step:2",
+    "checkpoint.file:2",
+    "checkpoint.switch:1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +75,26 @@ def data(tmp_path_factory) -> Path:
 
 
 def _train_args(data: Path, run: Path) -> list[str]:
-    return ["train", "--preset", "mtlora-r16", "--tasks", "semseg,sal", "--data", str(data), *TINY,
-            "--max-steps", str(STEPS), "--batch-size", "2", "--workers", "0", "--train-set", "eval_every=1", "-o",
-            str(run)]
+    return [
+        "train",
+        "--preset",
+        "mtlora-r16",
+        "--tasks",
+        "semseg,sal",
+        "--data",
+        str(data),
+        *TINY,
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--train-set",
+        "eval_every=1",
+        "-o",
+        str(run),
+    ]
 
 
 def _child(args: list[str], fault: str | None) -> int:
@@ -195,8 +235,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint_current(data, tmp_path, monke
         original(path, payload)
 
     monkeypatch.setattr(checkpoint_set, "write_file", fill_disk)
-    model = {"backbone": "swin_test_tiny", "image_size": 64, "task_agnostic_rank": 4, "decoder_widths": [4, 4, 8, 8],
-             "head_channels": 16, "tasks": ["semseg", "sal"]}
+    model = {
+        "backbone": "swin_test_tiny",
+        "image_size": 64,
+        "task_agnostic_rank": 4,
+        "decoder_widths": [4, 4, 8, 8],
+        "head_channels": 16,
+        "tasks": ["semseg", "sal"],
+    }
     train = {"data": str(data), "max_steps": STEPS, "batch_size": 2, "num_workers": 0, "eval_every": 1}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on two shared cores only slow a model this small down

@@ -8,10 +8,19 @@ from safetensors.torch import load_file
 
 
 def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "tests/trainer/ddp_worker.py", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                                 "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "tests/trainer/ddp_worker.py",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "replica0.pt"), torch.load(tmp_path / "replica1.pt")
     assert rank0["world_size"] == rank1["world_size"] == 2

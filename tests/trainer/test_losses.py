@@ -39,6 +39,7 @@ def reference_balanced_bce(output: torch.Tensor, label: torch.Tensor, pos_weight
 
 # ---- cross-entropy ---------------------------------------------------------------------------
 
+
 def test_cross_entropy_hand_value_and_ignore() -> None:
     # pixel 0: logits (0, 0), label 0 -> ln 2; pixel 1: logits (ln 3, 0), label 1 -> -ln(1/4) = ln 4;
     # pixel 2 is ignored. Mean over the two valid pixels = 1.5 ln 2.
@@ -68,6 +69,7 @@ def test_cross_entropy_all_ignored_is_zero_with_grad() -> None:
 
 # ---- normals ---------------------------------------------------------------------------------
 
+
 def test_normals_l1_hand_value() -> None:
     # pixel A: pred (2,0,0) -> (1,0,0) vs label (0,1,0): |1|+|-1|+0 = 2
     # pixel B: label 255 everywhere -> ignored
@@ -87,6 +89,7 @@ def test_normals_all_ignored_is_zero_with_grad() -> None:
 
 
 # ---- balanced BCE ----------------------------------------------------------------------------
+
 
 def test_sal_balanced_bce_hand_value() -> None:
     # logits x = [2, -1, 0, 1], labels [1, 0, 0, 1]: 2 positives, 2 negatives -> w = #neg/#all = 0.5
@@ -132,6 +135,7 @@ def test_balanced_bce_ignores_255_and_stays_finite() -> None:
 
 
 # ---- multi-task sum --------------------------------------------------------------------------
+
 
 def tiny_batch(size: int = 4, seed: int = 0, parts_ignored: bool = False) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(seed)
@@ -180,8 +184,13 @@ def test_multitask_all_ignored_parts_is_finite_and_backpropagates() -> None:
 
 @pytest.mark.parametrize(
     ("tasks", "weights", "match"),
-    [([], None, "at least one task"), (["depth"], None, "depth"), (["semseg"], {"sal": 1.0}, "sal"),
-     (["semseg"], {"semseg": -1.0}, "semseg"), (["semseg"], {"semseg": math.inf}, "semseg")],
+    [
+        ([], None, "at least one task"),
+        (["depth"], None, "depth"),
+        (["semseg"], {"sal": 1.0}, "sal"),
+        (["semseg"], {"semseg": -1.0}, "semseg"),
+        (["semseg"], {"semseg": math.inf}, "semseg"),
+    ],
 )
 def test_multitask_rejects_bad_config(tasks: list[str], weights: dict | None, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -36,6 +36,7 @@ def logits_of(prob: list[float], shape: tuple[int, ...]) -> torch.Tensor:
 
 # ---- semseg / human_parts --------------------------------------------------------------------
 
+
 def test_segmentation_hand_confusion_2x3() -> None:
     # label        prediction
     # 0 0 1        0 1 1
@@ -91,6 +92,7 @@ def test_segmentation_rejects_wrong_class_count() -> None:
 
 # ---- saliency --------------------------------------------------------------------------------
 
+
 def test_saliency_max_over_thresholds_by_hand() -> None:
     # thresholds 0.20, 0.25, ..., 0.90 on sigmoid; mask = prob > t.
     # image 1: label [1 1 0 0], prob [.95 .57 .33 .10]
@@ -101,8 +103,9 @@ def test_saliency_max_over_thresholds_by_hand() -> None:
     #   t <= .60: IoU 0, P 0, R 0 (no label positives)   t >= .65: both empty -> IoU 1, P 0, R 0
     # mean IoU: 1/3 (t<=.3), 1/2 (.35-.55), 1/4 (.6), 3/4 (t>=.65)  -> mIoU 75 at t = 0.65
     # P, R: (1/3, 1/2) -> F1 0.4; (1/2, 1/2) -> F1 0.5; (1/2, 1/4) -> F1 1/3  -> maxF 50 at 0.35
-    pred = torch.cat([logits_of([0.95, 0.57, 0.33, 0.10], (1, 1, 2, 2)),
-                      logits_of([0.62, 0.10, 0.10, 0.10], (1, 1, 2, 2))])
+    pred = torch.cat(
+        [logits_of([0.95, 0.57, 0.33, 0.10], (1, 1, 2, 2)), logits_of([0.62, 0.10, 0.10, 0.10], (1, 1, 2, 2))]
+    )
     target = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).reshape(2, 1, 2, 2)
     meter = SaliencyMeter()
     meter.update(pred, target)
@@ -177,6 +180,7 @@ def test_saliency_maxf_is_f1_and_beta_maxf_is_pooled_f03_by_hand() -> None:
 
 # ---- normals ---------------------------------------------------------------------------------
 
+
 def normals_case() -> tuple[torch.Tensor, torch.Tensor]:
     """Four valid pixels with errors 90, 0, 45 and 20 degrees, and one ignored pixel."""
     c, s = math.cos(math.radians(20)), math.sin(math.radians(20))
@@ -235,6 +239,7 @@ def test_normals_median_from_histogram_matches_numpy() -> None:
 
 # ---- edge ------------------------------------------------------------------------------------
 
+
 def edge_case() -> tuple[torch.Tensor, torch.Tensor]:
     """7x7: label edge = column 1; prediction column 2 at 0.9 (rows 0-3) / 0.3 (rows 4-6), one FP at 0.7."""
     prob = torch.full((7, 7), 0.001, dtype=torch.float64)
@@ -292,6 +297,7 @@ def test_edge_matches_scipy_binary_dilation_per_threshold() -> None:
 
 # ---- summable state (DDP all_reduce contract) ------------------------------------------------
 
+
 def random_batch(task: str, seed: int, num_classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     b, s = 3, 10
@@ -343,6 +349,7 @@ def test_reset_and_load_state_checks() -> None:
 
 # ---- registry and primary metrics ------------------------------------------------------------
 
+
 def test_build_metrics_registry_and_class_counts() -> None:
     meters = build_metrics(["semseg", "human_parts", "sal", "normals", "edge"], num_classes={"semseg": 5})
     assert list(meters) == ["semseg", "human_parts", "sal", "normals", "edge"]
@@ -363,8 +370,13 @@ def test_build_metrics_rejects_bad_config(tasks: list[str], num_classes: dict | 
 
 
 def test_primary_metrics_and_directions() -> None:
-    assert [primary_metric(t).name for t in ("semseg", "human_parts", "sal", "normals", "edge")] == \
-        ["mIoU", "mIoU", "mIoU", "mean", "odsF"]
+    assert [primary_metric(t).name for t in ("semseg", "human_parts", "sal", "normals", "edge")] == [
+        "mIoU",
+        "mIoU",
+        "mIoU",
+        "mean",
+        "odsF",
+    ]
     assert lower_is_better_tasks(["semseg", "normals", "edge"]) == {"normals"}
     results = {"semseg": {"mIoU": 67.9, "pixel_acc": 90.0}, "normals": {"mean": 16.6, "median": 14.0}}
     assert primary_values(results) == {"semseg": 67.9, "normals": 16.6}

@@ -42,8 +42,7 @@ def test_good_archive_extracts_verifies_and_counts(tmp_path, synthetic_root):
     layout = PascalLayout(synthetic_root)
     for row in counts:
         ids = read_split(layout, row.split)
-        assert row.images == len(ids) and row.with_human_parts == len(find_ids_with_parts(layout, row.split, ids,
-                                                                                               None))
+        assert row.images == len(ids) and row.with_human_parts == len(find_ids_with_parts(layout, row.split, ids, None))
     assert sum(r.with_human_parts for r in counts) > 0
     assert {stage for stage, _, _ in seen} == {"extracting", "verifying"} and seen[-1][1] == seen[-1][2]
     result = CliRunner().invoke(cli, ["prepare-data", str(archive), "-o", str(tmp_path / "data")])
@@ -55,8 +54,11 @@ def test_good_archive_extracts_verifies_and_counts(tmp_path, synthetic_root):
 def test_incomplete_archive_names_the_first_missing_file(tmp_path, synthetic_root):
     first_train = read_split(PascalLayout(synthetic_root), "train")[0]
     archive = _archive(tmp_path / "cut.tgz", synthetic_root, skip={f"sal_distill/{first_train}.png"})
-    with pytest.raises(DataError, match=rf"cut\.tgz is incomplete: missing file sal_distill/{first_train}\.png "
-                                        r"\(needed by"):
+    with pytest.raises(
+        DataError,
+        match=rf"cut\.tgz is incomplete: missing file sal_distill/{first_train}\.png "
+        r"\(needed by",
+    ):
         prepare_pascal_mt(archive, tmp_path / "data")
     _nothing_left(tmp_path, tmp_path / "data")
     archive = _archive(tmp_path / "nosplit.tgz", synthetic_root, skip={"ImageSets/Context/val.txt"})

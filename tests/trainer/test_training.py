@@ -13,13 +13,26 @@ from mtlora_deploy.trainer import losses as losses_module
 from mtlora_deploy.trainer.api import resume_run, start_run
 from mtlora_deploy.trainer.run_state import TrainingError
 
-MODEL = {"backbone": "swin_test_tiny", "image_size": 64, "decoder_widths": (8, 8, 16, 16), "head_channels": 64,
-         "task_agnostic_rank": 8}
+MODEL = {
+    "backbone": "swin_test_tiny",
+    "image_size": 64,
+    "decoder_widths": (8, 8, 16, 16),
+    "head_channels": 64,
+    "task_agnostic_rank": 8,
+}
 
 
 def _train(run_dir, stop_after=None, **train):
-    overrides = {"data": "synthetic", "synthetic_images": 24, "batch_size": 4, "num_workers": 0, "base_lr": 0.2,
-                 "warmup_steps": 1, "log_every": 1, **train}
+    overrides = {
+        "data": "synthetic",
+        "synthetic_images": 24,
+        "batch_size": 4,
+        "num_workers": 0,
+        "base_lr": 0.2,
+        "warmup_steps": 1,
+        "log_every": 1,
+        **train,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return start_run("mtlora-r16", None, dict(MODEL), overrides, run_dir, stop_after=stop_after)
@@ -46,8 +59,15 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 def test_run_folder_contents(tmp_path):
     _train(tmp_path / "run", max_steps=4, eval_every=1)
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.jsonl", "params.json", "checkpoints/last.safetensors",
-                 "checkpoints/last.json", "checkpoints/best.safetensors", "checkpoints/last.state.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "params.json",
+        "checkpoints/last.safetensors",
+        "checkpoints/last.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.state.pt",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "tb").iterdir())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -79,9 +79,11 @@ def test_int8_through_onnxruntime_logs_no_preprocessing_hint(tmp_path, caplog):
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 4], np.random.default_rng(0).normal(size=32).tolist())
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["image", "w"], ["out"], name="mm")], "g",
+        [helper.make_node("MatMul", ["image", "w"], ["out"], name="mm")],
+        "g",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 4])], [weight],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 4])],
+        [weight],
     )
     path = tmp_path / "mm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

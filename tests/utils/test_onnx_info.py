@@ -17,8 +17,12 @@ def test_artifact_kind_from_the_suffix(tmp_path):
 
 def _graph(path, props):
     node = helper.make_node("Identity", ["image"], ["sal"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("sal", TensorProto.FLOAT, [1, 3, 8, 8])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("sal", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
     model = helper.make_model(graph)
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)

@@ -121,8 +121,9 @@ def prepare_pascal_mt(
         try:
             return verify_pascal_mt(output, progress), True
         except DataError as exc:
-            raise DataError(f"-o {output} exists and is not a complete PASCAL-MT root ({exc}); "
-                            "remove it or choose another folder") from exc
+            raise DataError(
+                f"-o {output} exists and is not a complete PASCAL-MT root ({exc}); remove it or choose another folder"
+            ) from exc
     if not archive.is_file():
         raise DataError(f"archive {archive} does not exist")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ training.md ("Metrics") and the reference meters of MTLoRA / MTI-Net; difference
 on each class.
 """
 
-
 from mtlora_deploy.trainer.metrics.base import (
     DEFAULT_NUM_CLASSES,
     EDGE_METRIC_NOTE,

@@ -98,8 +98,9 @@ class MetricAccumulator(ABC):
             raise ValueError(f"{type(self).__name__}: expected {len(self._state)} state tensors, got {len(tensors)}")
         for (name, current), new in zip(self._state.items(), tensors, strict=True):
             if tuple(new.shape) != tuple(current.shape):
-                raise ValueError(f"{type(self).__name__}: state '{name}' has shape {tuple(current.shape)}, "
-                                 f"got {tuple(new.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: state '{name}' has shape {tuple(current.shape)}, got {tuple(new.shape)}"
+                )
             self._state[name] = new.detach().to("cpu", current.dtype).clone()
 
     @abstractmethod

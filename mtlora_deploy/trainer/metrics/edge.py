@@ -39,8 +39,9 @@ class EdgeMeter(MetricAccumulator):
     def __init__(self, num_thresholds: int = 99, tolerance_px: int = 2, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         if num_thresholds < 1 or tolerance_px < 0:
-            raise ConfigError(f"edge metric needs num_thresholds >= 1 and tolerance_px >= 0, "
-                              f"got {num_thresholds} and {tolerance_px}")
+            raise ConfigError(
+                f"edge metric needs num_thresholds >= 1 and tolerance_px >= 0, got {num_thresholds} and {tolerance_px}"
+            )
         self.thresholds = torch.linspace(0.01, 0.99, num_thresholds, dtype=torch.float64)
         self.tolerance_px = tolerance_px
         self.ignore_index = ignore_index
@@ -80,8 +81,13 @@ class EdgeMeter(MetricAccumulator):
         loss = float(self._state["loss_sum"]) / count if count else math.nan
         n_edges = self._state["label_edges"].double()
         if count == 0 or int(n_edges) == 0:
-            return {"odsF": math.nan, "odsF_threshold": math.nan, "precision": math.nan, "recall": math.nan,
-                    "loss": loss}
+            return {
+                "odsF": math.nan,
+                "odsF_threshold": math.nan,
+                "precision": math.nan,
+                "recall": math.nan,
+                "loss": loss,
+            }
         precision = _safe_div(self._state["predicted_matched"].double(), self._state["predicted"].double())
         recall = self._state["label_matched"].double() / n_edges
         f = _safe_div(2 * precision * recall, precision + recall)

@@ -60,8 +60,9 @@ class NormalsMeter(MetricAccumulator):
         """Add a batch: ``pred`` ``[B, 3, H, W]``, ``target`` unit normals with 255 where ignored."""
         target = target.to(pred.device)
         if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
-            raise ValueError(f"expected prediction and label [B, 3, H, W], "
-                             f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"expected prediction and label [B, 3, H, W], got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         valid = (target != self.ignore_index).all(dim=1)
         angles = self.angles_degrees(pred, torch.where(valid[:, None], target, torch.zeros_like(target)))[valid]
         angles = angles.double()

@@ -57,16 +57,18 @@ def _check_num_classes(num_classes: Mapping[str, int] | None) -> dict[str, int]:
     merged = dict(DEFAULT_NUM_CLASSES)
     for task, n in (num_classes or {}).items():
         if task not in DEFAULT_NUM_CLASSES:
-            raise ConfigError(f"num_classes given for '{task}', which has no classes; "
-                              f"allowed: {sorted(DEFAULT_NUM_CLASSES)}")
+            raise ConfigError(
+                f"num_classes given for '{task}', which has no classes; allowed: {sorted(DEFAULT_NUM_CLASSES)}"
+            )
         if int(n) < 1:
             raise ConfigError(f"num_classes['{task}'] must be >= 1, got {n}")
         merged[task] = int(n)
     return merged
 
 
-def build_metrics(tasks: Sequence[str], num_classes: Mapping[str, int] | None = None,
-                  edge_tolerance_px: int = 2) -> dict[str, MetricAccumulator]:
+def build_metrics(
+    tasks: Sequence[str], num_classes: Mapping[str, int] | None = None, edge_tolerance_px: int = 2
+) -> dict[str, MetricAccumulator]:
     """One fresh accumulator per task.
 
     Args:

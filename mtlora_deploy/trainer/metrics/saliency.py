@@ -44,8 +44,9 @@ class SaliencyMeter(MetricAccumulator):
     ``compute`` keys: ``mIoU``, ``maxF``, ``beta_maxF`` (%), ``mIoU_threshold``, ``maxF_threshold``.
     """
 
-    def __init__(self, thresholds: Sequence[float] = SAL_THRESHOLDS, beta_squared: float = 0.3,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self, thresholds: Sequence[float] = SAL_THRESHOLDS, beta_squared: float = 0.3, ignore_index: int = IGNORE_INDEX
+    ) -> None:
         super().__init__()
         if len(thresholds) == 0 or list(thresholds) != sorted(thresholds):
             raise ConfigError(f"saliency thresholds must be a non-empty increasing list, got {list(thresholds)}")

@@ -33,8 +33,9 @@ class SegmentationMeter(MetricAccumulator):
     ``compute`` keys: ``mIoU``, ``pixel_acc`` (both %), ``IoU/<name>`` per class (%).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int = IGNORE_INDEX, class_names: Sequence[str] | None = None
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
@@ -50,8 +51,10 @@ class SegmentationMeter(MetricAccumulator):
         if not pred.is_floating_point():
             labels = _squeeze_channel(pred).long()
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"predicted labels must be in [0, {self.num_classes}), "
-                                 f"got range [{int(labels.min())}, {int(labels.max())}]")
+                raise ValueError(
+                    f"predicted labels must be in [0, {self.num_classes}), "
+                    f"got range [{int(labels.min())}, {int(labels.max())}]"
+                )
             return labels
         if pred.dim() != 4 or pred.shape[1] != self.num_classes:
             raise ValueError(f"expected logits [B, {self.num_classes}, H, W], got {tuple(pred.shape)}")
@@ -67,8 +70,10 @@ class SegmentationMeter(MetricAccumulator):
         valid = target != self.ignore_index
         t, p = target[valid], labels[valid]
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_classes):
-            raise ValueError(f"label values must be in [0, {self.num_classes}) or {self.ignore_index}, "
-                             f"got range [{int(t.min())}, {int(t.max())}]; check num_classes")
+            raise ValueError(
+                f"label values must be in [0, {self.num_classes}) or {self.ignore_index}, "
+                f"got range [{int(t.min())}, {int(t.max())}]; check num_classes"
+            )
         n = self.num_classes
         confusion = torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
         self._accumulate("confusion", confusion)
