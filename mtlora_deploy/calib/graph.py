@@ -92,6 +92,27 @@ def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
+def batched_weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul nodes whose constant operand has rank > 2 (the task-batched (T, C, w) weights of the merged model).
+
+    Per-channel INT8 of a MatMul weight is per output column of a 2-D matrix (ONNX Runtime's MatMulIntegerToFloat
+    refuses other zero-point shapes, TensorRT's per-channel scales are per column too), so these stay float.
+    """
+    values, by_output, found = _constant_values(model), producers(model), []
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for name in node.input:
+            source = by_output.get(name)
+            while source is not None and source.op_type in ("Transpose", "Reshape", "Unsqueeze") and name not in values:
+                name = source.input[0]
+                source = by_output.get(name)
+            if name in values and values[name].ndim > 2:
+                found.append(node.name or node.output[0])
+                break
+    return found
+
+
 def last_gemm_nodes(
     model: onnx.ModelProto, outputs: Iterable[str] | None = None, op_types: tuple[str, ...] = GEMM_OPS
 ) -> dict[str, str]:

@@ -20,6 +20,7 @@ from mtlora_deploy.calib import autocast, fidelity, int8
 from mtlora_deploy.calib.cleanup import topological_sort
 from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, open_calibration
 from mtlora_deploy.calib.graph import (
+    batched_weight_matmuls,
     count_qdq_nodes,
     io_dtypes,
     last_gemm_nodes,
@@ -103,7 +104,7 @@ def _excluded(model: onnx.ModelProto, options: dict[str, Any]) -> list[str]:
     excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     if options["exclude_head_layers"]:
         excluded = [*excluded, *last_gemm_nodes(model).values()]
-    return sorted(set(excluded))
+    return sorted({*excluded, *batched_weight_matmuls(model)})
 
 
 def _convert_int8(

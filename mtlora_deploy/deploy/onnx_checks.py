@@ -111,7 +111,13 @@ def compare_with_onnxruntime(
     """Run ``images`` through ONNX Runtime (CPU EP) and ``module`` (the exported torch module); one row per task."""
     ort = require("onnxruntime")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_outs = session.run(list(tasks), {"image": images.numpy()})
+    try:
+        ort_outs = session.run(list(tasks), {"image": images.numpy()})
+    except Exception as exc:  # noqa: BLE001 - any ORT failure here means the graph is wrong, not the input
+        raise ExportCheckError(
+            f"{onnx_path}: ONNX Runtime cannot run the exported graph at batch {images.shape[0]} (another batch than "
+            f"the export's example: its batch axis is not really dynamic): {str(exc).splitlines()[0][:200]}"
+        ) from exc
     with torch.no_grad():
         refs = [t.detach().cpu().numpy() for t in module(images)]
     rows = []

@@ -27,7 +27,7 @@ def tiny_onnx(tmp_path_factory):
     model = tiny_model()
     randomize_lora(model)
     path = tmp_path_factory.mktemp("calib_onnx") / "tiny.onnx"
-    export_onnx(model, path, legacy=True)
+    export_onnx(model, path)
     return path
 
 

@@ -64,7 +64,7 @@ def tiny_256(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny256")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx(model, folder / "tiny256.onnx", image_size=256, legacy=True)
+        export_onnx(model, folder / "tiny256.onnx", image_size=256)
     rng = np.random.default_rng(0)
     for count in (4, 32):
         write_npz(folder / f"calib_{count}.npz", {"image": rng.standard_normal((count, 3, 256, 256), np.float32)})
@@ -276,7 +276,7 @@ def test_full_size_calibration_memory_is_flat(tmp_path):
     config = resolve_config("mtlora-r64", overrides={"tasks": ("semseg", "human_parts", "sal", "normals")})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx(build_model(config, warn_without_weights=False), tmp_path / "full.onnx", legacy=True, check=False)
+        export_onnx(build_model(config, warn_without_weights=False), tmp_path / "full.onnx", check=False)
     rng = np.random.default_rng(0)
     for count in (2, 5):
         write_npz(tmp_path / f"calib_{count}.npz", {"image": rng.standard_normal((count, 3, 448, 448), np.float32)})
@@ -299,7 +299,6 @@ def test_cli_export_int8_prints_fidelity_and_reuses_the_cache(calib_npz, tmp_pat
         str(tmp_path / "ckpt"),
         "-o",
         str(tmp_path / "m.int8.onnx"),
-        "--legacy-exporter",
         "--precision",
         "int8",
         "--calib",

@@ -121,4 +121,7 @@ def test_evaluate_and_predict_defaults_are_the_library_functions_and_show_in_hel
         text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
         for name in names:
             default = inspect.signature(function).parameters[name].default
-            assert f"--{name.replace('_', '-')}" in text and f"[default: {default}]" in text, (command, name)
+            assert f"--{name.replace('_', '-')}" in text and f"[default: {default}" in text, (
+                command,
+                name,
+            )  # click adds "; x>=1" for ranges

@@ -35,7 +35,7 @@ def rtx_plan(tmp_path_factory):
     model = tiny_model(tasks=TASKS)
     randomize_lora(model)
     path = tmp_path_factory.mktemp("rtx") / "tiny.onnx"
-    export_onnx(model, path, legacy=True)
+    export_onnx(model, path)
     return path, build_engine(path, "fp32", path.parent / "tiny_rtx.plan", batch="1:2:4", runtime="tensorrt-rtx")
 
 

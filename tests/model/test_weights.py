@@ -78,7 +78,7 @@ def test_wrong_shape_is_named(tmp_path):
 
 def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="could not be read"):
+    with pytest.raises(WeightsError, match=r"junk.pth is not a PyTorch checkpoint .*it starts with b'not a ch'"):
         tiny_model(pretrained=str(tmp_path / "junk.pth"))
     with pytest.raises(WeightsError, match="does not exist"):
         tiny_model(pretrained=str(tmp_path / "nope.pth"))

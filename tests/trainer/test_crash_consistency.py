@@ -1,7 +1,7 @@
 """Crash consistency: SIGKILL a real training run at named points, resume, get the same bits as a run never killed.
 
-Each run is ``mtlora train`` / ``mtlora train --resume`` through the real CLI in a forked child of this test
-process (no interpreter start-up per run). ``MTLORA_FAULT_POINT=NAME:COUNT`` makes the child SIGKILL itself at
+Each run is ``mtlora train`` / ``mtlora train --resume`` through the real CLI in a fresh child interpreter.
+``MTLORA_FAULT_POINT=NAME:COUNT`` makes the child SIGKILL itself at
 the COUNT-th pass through NAME (utils/faults.py), which reaches every stage of a checkpoint commit deterministically.
 Children run torch with one thread, as does the uninterrupted reference, so results compare bit for bit.
 """
@@ -12,9 +12,9 @@ import errno
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -97,31 +97,30 @@ def _train_args(data: Path, run: Path) -> list[str]:
     ]
 
 
+_CHILD = """
+import sys, traceback, warnings
+import torch
+torch.set_num_threads(1)
+from mtlora_deploy.cli.main import cli
+warnings.simplefilter("ignore")
+try:
+    cli.main(sys.argv[1:], standalone_mode=False)
+except BaseException:
+    traceback.print_exc()
+    sys.exit(1)
+"""
+
+
 def _child(args: list[str], fault: str | None) -> int:
-    """Run the CLI in a forked child; returns the signal that killed it (negative) or its exit code."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.environ.pop(ENV_VAR, None)
-            if fault:
-                os.environ[ENV_VAR] = fault
-            torch.set_num_threads(1)
-            import warnings
+    """Run the CLI in a fresh interpreter; returns the signal that killed it (negative) or its exit code.
 
-            from mtlora_deploy.cli.main import cli
-
-            warnings.simplefilter("ignore")
-            cli.main(args, standalone_mode=False)
-            code = 0
-        except BaseException:  # noqa: BLE001 - report anything, then leave without pytest's teardown
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    A fresh process, not a fork: a fork of a test process whose autograd engine already started threads cannot
+    run backward ("Unable to handle autograd's threading in combination with fork-based multiprocessing").
+    """
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    if fault:
+        env[ENV_VAR] = fault
+    return subprocess.run([sys.executable, "-c", _CHILD, *args], env=env, check=False).returncode
 
 
 def _run_with_faults(data: Path, run: Path, faults: list[str]) -> None:

@@ -75,7 +75,6 @@ def test_ort_preprocessing_hint_never_reaches_the_terminal_and_root_stays_unconf
 
 def test_int8_through_onnxruntime_logs_no_preprocessing_hint(tmp_path, caplog):
     from mtlora_deploy.calib.int8 import with_onnxruntime
-    from mtlora_deploy.calib.ranges import ArrayReader
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 4], np.random.default_rng(0).normal(size=32).tolist())
     graph = helper.make_graph(
@@ -89,6 +88,6 @@ def test_int8_through_onnxruntime_logs_no_preprocessing_hint(tmp_path, caplog):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     images = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
     with caplog.at_level(logging.WARNING):
-        result = with_onnxruntime(path, ArrayReader("image", images), "minmax", [])
+        result = with_onnxruntime(path, {"image": [float(images.min()), float(images.max())]}, "max", [])
     assert any(node.op_type == "QuantizeLinear" for node in result.model.graph.node)
     assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
