@@ -23,7 +23,7 @@ from mtlora_deploy.calib import (
     zero_points_nonzero,
 )
 from mtlora_deploy.calib.dataset import load_calibration, write_npz
-from mtlora_deploy.calib.graph import last_gemm_nodes, producers, tensor_dtypes
+from mtlora_deploy.calib.graph import batched_weight_matmuls, last_gemm_nodes, producers, tensor_dtypes
 from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, WeightsError
 from mtlora_deploy.utils.hashing import file_sha256
@@ -119,7 +119,7 @@ def test_int8_is_symmetric_qdq_with_heads_left_in_fp32(int8, tiny_onnx):
     }
     assert heads and not heads & set(dq_fed)
     # GEMM inputs only; Shape reads just the shape, Identity forwards a shared weight to another MatMul
-    assert set(dq_fed.values()) == {"MatMul", "Conv", "Shape", "Identity"}
+    assert set(dq_fed.values()) == {"MatMul", "Conv", "Shape", "Gemm"}  # the torch.export graph
 
 
 def test_int8_metadata_records_calibration_and_exclusions(int8, calib_npz, tiny_onnx):
@@ -134,7 +134,9 @@ def test_int8_metadata_records_calibration_and_exclusions(int8, calib_npz, tiny_
         "split": "train",
         "array_sha256": record["calibration"]["array_sha256"],
     }
-    assert set(record["precision_high_precision_nodes"]) == set(last_gemm_nodes(onnx.load(str(tiny_onnx))).values())
+    source = onnx.load(str(tiny_onnx))
+    kept = {*last_gemm_nodes(source).values(), *batched_weight_matmuls(source)}
+    assert set(record["precision_high_precision_nodes"]) == kept
 
 
 def test_int8_without_calibration_is_a_clear_error(tiny_onnx, tmp_path):
