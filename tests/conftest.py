@@ -10,6 +10,18 @@ import torch
 from mtlora_deploy.model import ModelConfig, build_model, resolve_config
 
 TINY = dict(backbone="swin_test_tiny", image_size=64, decoder_widths=(4, 4, 8, 8), head_channels=16)
+# The same tiny model for CLI runs (mtlora train/compare ... --set KEY=VALUE), with rank 4 adapters.
+TINY_CLI = [
+    arg
+    for item in (
+        "backbone=swin_test_tiny",
+        "image_size=64",
+        "task_agnostic_rank=4",
+        "decoder_widths=[4,4,8,8]",
+        "head_channels=16",
+    )
+    for arg in ("--set", item)
+]
 
 
 def tiny_config(preset: str = "mtlora-r16", **overrides) -> ModelConfig:

@@ -10,8 +10,7 @@ import zipfile
 from pathlib import Path
 
 from mtlora_deploy.errors import ConfigError
-
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
 
 
 def _first_existing(path: Path) -> Path:

@@ -20,10 +20,10 @@ from mtlora_deploy.profile.comparisons import TORCH_BACKENDS, compute_comparison
 from mtlora_deploy.profile.memory import memory_method
 from mtlora_deploy.profile.report import build_report, print_report, write_report
 from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, environment_settings, measure_group
-from mtlora_deploy.profile.settings import BACKENDS, COMPARISONS, DEFAULT_BACKENDS, PRECISIONS, ProfileSettings
+from mtlora_deploy.profile.settings import AUTOCAST_PRECISIONS, BACKENDS, COMPARISONS, DEFAULT_BACKENDS, ProfileSettings
 from mtlora_deploy.profile.timing import PERCENTILES, TimingPolicy, make_timer, percentile_min_samples
 
-__all__ = ["BACKENDS", "COMPARISONS", "DEFAULT_BACKENDS", "PRECISIONS", "ProfileSettings", "run_profile"]
+__all__ = ["BACKENDS", "COMPARISONS", "DEFAULT_BACKENDS", "AUTOCAST_PRECISIONS", "ProfileSettings", "run_profile"]
 
 ProfileInput = str | Path | nn.Module | tuple[str, nn.Module]
 

@@ -10,7 +10,7 @@ from mtlora_deploy.errors import ConfigError
 
 BACKENDS = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "tensorrt")  # each input's natural runtime; compiling is opt-in
-PRECISIONS = ("fp32", "fp16", "bf16")
+AUTOCAST_PRECISIONS = ("fp32", "fp16", "bf16")  # torch autocast dtypes; artefact precisions: utils.artifacts
 COMPARISONS = ("per_task", "merged", "bare_backbone", "head_cost")
 
 
@@ -42,7 +42,7 @@ class ProfileSettings:
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
         for option, values, allowed in (
             ("--backend", self.backends, BACKENDS),
-            ("--precision", self.precisions, PRECISIONS),
+            ("--precision", self.precisions, AUTOCAST_PRECISIONS),
             ("--comparisons", self.comparisons, COMPARISONS),
         ):
             bad = [v for v in values if v not in allowed]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mtlora_deploy.errors import MTLoRAError
 from mtlora_deploy.utils.faults import fault_point
+from mtlora_deploy.utils.hashing import file_sha256
 
 LINK = "checkpoints"
 STORE = ".checkpoints"
@@ -79,14 +80,6 @@ def _sync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def deferred_sigint() -> Iterator[None]:
     """Hold back Ctrl-C until the block is done, then raise the KeyboardInterrupt it would have raised."""
@@ -130,7 +123,7 @@ def verify(generation: Generation, hashes: bool = True) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != entry["bytes"]:
             return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
-        if hashes and sha256_file(path) != entry["sha256"]:
+        if hashes and file_sha256(path) != entry["sha256"]:
             return f"{name} is corrupt (sha256 differs from {MANIFEST})"
     return None
 
@@ -249,7 +242,7 @@ def _migrate_plain_folder(run_dir: Path) -> None:
         os.rename(link, store_dir(run_dir) / f"orphaned-{os.getpid()}")
         return
     files = sorted(p for p in link.iterdir() if p.is_file() and not p.name.startswith("."))
-    entries = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+    entries = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
     try:
         step = int(json.loads((link / "last.json").read_text())["metadata"]["step"])
     except (OSError, ValueError, KeyError, TypeError):

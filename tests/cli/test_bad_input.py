@@ -14,19 +14,7 @@ from PIL import Image
 
 from mtlora_deploy.cli import main as cli_main
 from mtlora_deploy.trainer.data import make_synthetic_dataset
-
-TINY = [
-    "--set",
-    "backbone=swin_test_tiny",
-    "--set",
-    "image_size=64",
-    "--set",
-    "task_agnostic_rank=4",
-    "--set",
-    "decoder_widths=[4,4,8,8]",
-    "--set",
-    "head_channels=16",
-]
+from tests.conftest import TINY_CLI as TINY
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,9 @@ from safetensors.torch import load_file
 
 from mtlora_deploy.trainer.data import make_synthetic_dataset
 from mtlora_deploy.utils.faults import ENV_VAR, POINTS
+from tests.conftest import TINY_CLI as TINY
 
 STEPS = 8  # 9 train images, batch 2 -> 4 steps per epoch: commits (with validation) at steps 4 and 8
-TINY = [
-    "--set",
-    "backbone=swin_test_tiny",
-    "--set",
-    "image_size=64",
-    "--set",
-    "task_agnostic_rank=4",
-    "--set",
-    "decoder_widths=[4,4,8,8]",
-    "--set",
-    "head_channels=16",
-]
 
 # Every kind of point at least once, at both commits; "checkpoint.partial" / "checkpoint.file" count files
 # (4 per commit: last.safetensors, last.json, last.state.pt, MANIFEST.json / 3 files).
