@@ -58,7 +58,7 @@ def build_engine(
     output: str | Path | None = None,
     batch: str | BatchProfile = "1:8:32",
     calib: str | Path | None = None,
-    workspace_gib: float = 4.0,
+    workspace_gib: float | None = None,
     optimization_level: int | None = None,
     timing_cache: str | Path | None = None,
     image_size: int | None = None,
@@ -89,7 +89,7 @@ def build_engine(
     settings = BuildSettings(
         precision,
         profile,
-        int(workspace_gib * 2**30),
+        None if workspace_gib is None else int(workspace_gib * 2**30),
         optimization_level,
         Path(timing_cache) if timing_cache else None,
         verbose,

@@ -32,7 +32,12 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 )
 @click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8.")
-@click.option("--workspace-gib", default=4.0, show_default=True, type=float, help="Builder workspace pool limit.")
+@click.option(
+    "--workspace-gib",
+    default=None,
+    type=float,
+    help="Builder workspace pool limit [default: the runtime's own: TensorRT the GPU's memory, TensorRT-RTX 64 GiB].",
+)
 @click.option(
     "--target",
     "targets",

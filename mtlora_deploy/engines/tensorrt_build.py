@@ -97,7 +97,7 @@ class BuildSettings:
 
     precision: str
     batch: BatchProfile = field(default_factory=BatchProfile)
-    workspace_bytes: int = 4 << 30
+    workspace_bytes: int | None = None  # None: the runtime's own default (TensorRT: the GPU's memory), as trtexec
     optimization_level: int | None = None
     timing_cache: Path | None = None
     verbose: bool = False
@@ -109,7 +109,7 @@ class BuildSettings:
             raise ConfigError(f"--precision: got {self.precision!r}, expected one of {', '.join(PRECISIONS)}")
         if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
             raise ConfigError(f"--opt-level: got {self.optimization_level}, expected 0..5 (3 is TensorRT's default)")
-        if self.workspace_bytes <= 0:
+        if self.workspace_bytes is not None and self.workspace_bytes <= 0:
             raise ConfigError(f"--workspace-gib: got {self.workspace_bytes / 2**30:g}, expected a positive size")
         self._check_runtime_options()
 
@@ -200,7 +200,8 @@ def create_config(trt, builder, network, settings: BuildSettings, cache_bytes: b
     """Workspace limit, DETAILED profiling verbosity and the batch profile; then TensorRT's optimization level and
     timing cache, or TensorRT-RTX's target compute capabilities."""
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
+    if settings.workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.add_optimization_profile(optimization_profile(builder, network, settings.batch))
     if settings.runtime == TENSORRT_RTX:
@@ -226,11 +227,31 @@ def set_targets(trt, config, targets: tuple[str, ...]) -> None:
 
 
 # -- stage 3: engine bytes and the timing cache ------------------------------------------------------------------
-def engine_bytes(builder, network, config, errors: list[str] | None = None) -> bytes:
-    """The serialized plan, or an error with the builder's own error messages (``errors``, from ``capture_log``)."""
+# Two ways a build fails for want of workspace: a scratch allocation above the pool, and no tactic fitting in it.
+_OUT_OF_WORKSPACE = re.compile(r"OutOfMemory \(Requested size was (\d+) bytes|within workspace limit")
+
+
+def engine_bytes(
+    builder, network, config, errors: list[str] | None = None, workspace_bytes: int | None = None, max_batch: int = 0
+) -> bytes:
+    """The serialized plan, or an error with the builder's own error messages (``errors``, from ``capture_log``).
+
+    Running out of the workspace pool (``workspace_bytes``; the full Swin-T at 448 needs more than 4 GiB at batch
+    32) is said as such, with the two ways out, instead of the builder's "OutOfMemory" with RAM to spare.
+    """
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        detail = "; ".join((errors or [])[-3:]) or "see the log with --verbose"
+        errors = errors or []
+        found = next((m for e in reversed(errors) if (m := _OUT_OF_WORKSPACE.search(e))), None)
+        if found is not None and workspace_bytes:
+            at = f" at max batch {max_batch}" if max_batch else ""
+            asked = f", asking for {int(found.group(1)) / 2**30:.2f} GiB" if found.group(1) else ""
+            raise EngineBuildError(
+                f"the builder could not build an engine: it ran out of its workspace pool "
+                f"({workspace_bytes / 2**30:.3g} GiB){at}{asked}; raise --workspace-gib (or leave it to the "
+                "runtime's default) or lower the max batch of --batch"
+            )
+        detail = "; ".join(errors[-3:]) or "see the log with --verbose"
         raise EngineBuildError(f"the builder could not build an engine: {detail}")
     return bytes(serialized)
 
@@ -312,7 +333,8 @@ def build_plan(
     with capture_log(trt, settings.verbose) as log:
         builder, network, _parser = network_from_onnx(trt, shared_logger(trt), onnx_path)
         config = create_config(trt, builder, network, settings, previous)
-        plan = engine_bytes(builder, network, config, log.errors)
+        workspace = config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE)
+        plan = engine_bytes(builder, network, config, log.errors, workspace, settings.batch.max)
     elapsed = time.perf_counter() - start
     inputs, outputs = network_io(trt, network)
     summary = layer_summary(log.layers)
@@ -330,6 +352,7 @@ def build_plan(
         "cache_path": cache_path,
         "layer_summary": summary,
         "notes": notes,
+        "workspace_bytes": workspace,
     }
     manifest = _manifest(trt, settings, onnx_path, output, fields, dict(extra or {}))
     return BuildResult(output, write_manifest(output, manifest), manifest)
@@ -352,7 +375,8 @@ def _manifest(
     tasks = extra.pop("tasks", None) or [o["name"] for o in outputs]
     image_size = extra.pop("image_size", None) or (inputs[0]["shape"][-1] if inputs else None)
     builder: dict[str, Any] = {
-        "workspace_bytes": settings.workspace_bytes,
+        "workspace_bytes": built["workspace_bytes"],
+        "workspace_source": "--workspace-gib" if settings.workspace_bytes is not None else f"{trt.__name__} default",
         "profiling_verbosity": "DETAILED",
         "strongly_typed": True,
     }

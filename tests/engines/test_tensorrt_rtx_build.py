@@ -155,6 +155,9 @@ def test_fp32_plan_and_manifest(fp32_build, graphs):
     assert summary["compute_layers"] == 2 and summary["compute_layers_with_int8_inputs"] == 0  # the conv and the GEMM
     assert summary["compute_input_types"] == {"Float": 2} and summary["tactics_at"] == "load (JIT on the GPU)"
     assert _files(plan.parent) == ["tiny_fp32.plan", "tiny_fp32.plan.json"]  # no timing cache: rtx has none
+    # no --workspace-gib: the runtime's own pool limit (as trtexec), recorded as what the builder had
+    assert manifest["builder"]["workspace_source"] == "tensorrt_rtx default"
+    assert manifest["builder"]["workspace_bytes"] >= 8 << 30
 
 
 def test_fp16_plan_through_the_cli_for_one_target(graphs, tmp_path, run_cli):
@@ -226,6 +229,21 @@ def test_an_op_the_parser_rejects_is_reported_with_its_node_name(tmp_path, run_c
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and "frob_1" in lines[0], proc.stderr
     assert not out.exists() and _files(tmp_path) == ["bad.onnx"]
+
+
+def test_running_out_of_the_workspace_pool_says_which_option_to_change(graphs, tmp_path, run_cli):
+    out = tmp_path / "out" / "tiny.plan"
+    args = ["build-engine", graphs["fp32"], "--precision", "fp32", "--batch", "1:2:8", "-o", out]
+    proc = run_cli([*args, "--workspace-gib", "1e-6"], tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "ran out of its workspace pool" in lines[0] and "at max batch 8" in lines[0]
+    assert "--workspace-gib" in lines[0] and "--batch" in lines[0]
+    assert _files(tmp_path) == []
+    manifest_workspace = 1 << 30
+    assert run_cli([*args, "--workspace-gib", "1"], tmp_path).returncode == 0  # the same graph fits in 1 GiB
+    assert read_manifest(out)["builder"]["workspace_bytes"] == manifest_workspace
+    assert read_manifest(out)["builder"]["workspace_source"] == "--workspace-gib"
 
 
 def test_dynamic_height_and_width_are_refused_in_one_line(tmp_path, run_cli):
