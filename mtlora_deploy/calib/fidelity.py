@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mtlora_deploy.calib.dataset import choose_ids, load_images, open_calibration, read_provenance
 from mtlora_deploy.calib.ranges import random_images
 from mtlora_deploy.deploy.postprocess import CLASS_TASKS, NORMAL_TASKS
+from mtlora_deploy.trainer.metrics.saliency import SaliencyMeter
 from mtlora_deploy.utils.imports import require
 
 DEFAULT_FIDELITY_IMAGES = 8
@@ -30,13 +32,17 @@ ANGLE_GOAL_DEGREES = 1.0
 @dataclass(frozen=True)
 class TaskFidelity:
     """One task's agreement with fp32: ``metric`` is ``argmax agreement`` / ``sign agreement`` (%, higher is
-    better) or ``mean angle`` (degrees, lower is better); ``max_relative`` = max |variant - fp32| / max |fp32|."""
+    better) or ``mean angle`` (degrees, lower is better); ``max_relative`` = max |variant - fp32| / max |fp32|;
+    for sign tasks ``maxF_difference``: the fp32 graph's maxF minus the variant's (percentage points; the
+    evaluation's saliency maxF), both scored against the fp32 graph's own mask (probability >= 0.5) for want of
+    labels: 0 when the variant decides as fp32 does."""
 
     task: str
     metric: str
     value: float
     goal: float
     max_relative: float
+    maxF_difference: float | None = None  # noqa: N815 (the metric's name)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +67,7 @@ class FidelityMeter:
         self.counts = {t: 0 for t in tasks}
         self.max_abs = {t: 0.0 for t in tasks}
         self.ref_max = {t: 0.0 for t in tasks}
+        self.saliency = {t: (SaliencyMeter(), SaliencyMeter()) for t in tasks if task_metric(t) == "sign agreement"}
 
     def update(self, reference: dict[str, np.ndarray], variant: dict[str, np.ndarray]) -> None:
         """Add one batch of both graphs' outputs (``{task: [B, C, H, W]}``)."""
@@ -71,6 +78,10 @@ class FidelityMeter:
             matched, count = self._compare(task, ref, out)
             self.sums[task] += matched
             self.counts[task] += count
+            if task in self.saliency:
+                ref_logits, out_logits, mask = self._saliency_inputs(ref, out)
+                self.saliency[task][0].update(ref_logits, mask)
+                self.saliency[task][1].update(out_logits, mask)
 
     def _compare(self, task: str, ref: np.ndarray, out: np.ndarray) -> tuple[float, int]:
         metric = task_metric(task)
@@ -84,6 +95,12 @@ class FidelityMeter:
         cut = 0.5 if self.outputs == "labels" else 0.0  # probabilities in labels mode, logits otherwise
         return float(((ref > cut) == (out > cut)).sum()), ref.size
 
+    def _saliency_inputs(self, ref: np.ndarray, out: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Both graphs' logits and the fp32 mask (probability >= 0.5) for the saliency meters."""
+        if self.outputs == "labels":  # probabilities: back to logits for the meter's sigmoid
+            ref, out = (np.log(np.clip(x, 1e-7, 1 - 1e-7) / np.clip(1 - x, 1e-7, 1)) for x in (ref, out))
+        return torch.from_numpy(ref), torch.from_numpy(out), torch.from_numpy((ref >= 0).astype(np.float32))
+
     def result(self, precision: str) -> list[TaskFidelity]:
         rows = []
         for task in self.tasks:
@@ -92,7 +109,10 @@ class FidelityMeter:
             value = mean if metric == "mean angle" else 100.0 * mean
             goal = ANGLE_GOAL_DEGREES if metric == "mean angle" else AGREEMENT_GOALS.get(precision, 99.0)
             relative = self.max_abs[task] / self.ref_max[task] if self.ref_max[task] > 0 else self.max_abs[task]
-            rows.append(TaskFidelity(task, metric, value, goal, relative))
+            max_f = None
+            if task in self.saliency:
+                max_f = self.saliency[task][0].compute()["maxF"] - self.saliency[task][1].compute()["maxF"]
+            rows.append(TaskFidelity(task, metric, value, goal, relative, max_f))
         return rows
 
 
@@ -169,7 +189,7 @@ def fidelity_table(precision: str, record: dict[str, Any]):
         title=f"{precision} vs fp32 (ONNX Runtime CPU) on {images.get('images', '?')} held-out images "
         f"({where}{images.get('source', '?')})"
     )
-    for name in ("task", "metric", "value", "goal", "max rel. error", "ok"):
+    for name in ("task", "metric", "value", "goal", "max rel. error", "maxF diff.", "ok"):
         table.add_column(name, justify="left" if name in ("task", "metric") else "right")
     for task, row in record.get("tasks", {}).items():
         unit, better = ("deg", "<=") if row["metric"] == "mean angle" else ("%", ">=")
@@ -179,6 +199,7 @@ def fidelity_table(precision: str, record: dict[str, Any]):
             f"{row['value']:.3f} {unit}",
             f"{better} {row['goal']:g} {unit}",
             f"{row['max_relative']:.2e}",
+            "" if row.get("maxF_difference") is None else f"{row['maxF_difference']:.3f} %",
             "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
         )
     return table

@@ -95,6 +95,57 @@ def test_peak_memory_does_not_grow_with_the_image_count(tiny_256):
     assert peaks[32] - peaks[4] < max(40.0, 0.1 * would_grow), (peaks, would_grow)
 
 
+ABSMAX_CHILD = """
+import json, resource, sys
+import numpy as np
+import onnxruntime as ort
+from mtlora_deploy.calib.dataset import open_calibration
+from mtlora_deploy.calib.ranges import ArrayReader, activation_max_abs
+images = open_calibration(sys.argv[2], "image", 256, min_images=1)
+if sys.argv[3] == "forward":
+    ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"]).run(None, {"image": images[:1]})
+else:
+    found = activation_max_abs(sys.argv[1], ArrayReader("image", images))
+    assert len(found) > 100 and all(np.isfinite(v) for v in found.values())
+print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _absmax_peak_mib(onnx_path: Path, calib: Path, mode: str) -> float:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [sys.executable, "-c", ABSMAX_CHILD, str(onnx_path), str(calib), mode]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+def _all_float_tensors_mib(onnx_path: Path) -> float:
+    """Bytes of every float tensor one image makes (what a scan keeping them all alive would hold)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from mtlora_deploy.calib.ranges import float_tensors
+
+    model = onnx.load(str(onnx_path))
+    initializers = {i.name for i in model.graph.initializer}
+    names = [n for n in float_tensors(model) if n not in initializers]
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sum(o.nbytes for o in session.run(names, {"image": np.zeros((1, 3, 256, 256), np.float32)})) / 2**20
+
+
+def test_fp16_range_scan_holds_one_forward_whatever_the_image_count(tiny_256):
+    """The fp16/bf16 overflow scan (max |x| of every tensor): one image per run, each tensor freed once reduced."""
+    graph = tiny_256 / "tiny256.onnx"
+    everything = _all_float_tensors_mib(graph)
+    assert everything > 150, f"test too weak: all tensors of one image are only {everything:.0f} MiB"
+    forward = _absmax_peak_mib(graph, tiny_256 / "calib_4.npz", "forward")
+    peaks = {n: _absmax_peak_mib(graph, tiny_256 / f"calib_{n}.npz", "scan") for n in (4, 32)}
+    assert peaks[32] - peaks[4] < 40.0, peaks  # no batch of images in flight
+    assert peaks[32] - forward < 0.4 * everything, (peaks, forward, everything)  # tensors are not kept alive
+
+
 def test_range_cache_is_reused_for_other_exclusions_and_refused_for_another_graph(tiny_onnx, calib_npz, tmp_path):
     cache = tmp_path / "ranges.json"
     first = make_precision_variant(
@@ -198,11 +249,13 @@ def test_int8_and_fp16_record_per_task_fidelity(tiny_onnx, calib_npz, tmp_path):
             "mean angle",
         ]
         for _task, row in record["tasks"].items():
-            assert set(row) == {"metric", "value", "goal", "max_relative", "ok"}
+            assert set(row) == {"metric", "value", "goal", "max_relative", "maxF_difference", "ok"}
+            assert (row["maxF_difference"] is None) == (_task != "sal")
             if row["metric"] != "mean angle":
                 assert 0 <= row["value"] <= 100 and row["goal"] == goal
     fp16_tasks = read_precision_metadata(fp16)["fidelity"]["tasks"]
     assert fp16_tasks["semseg"]["value"] > 99.0 and fp16_tasks["normals"]["value"] < 1.0
+    assert abs(fp16_tasks["sal"]["maxF_difference"]) < 1.0
 
 
 def test_fidelity_meter_on_known_answers():
@@ -222,6 +275,14 @@ def test_fidelity_meter_on_known_answers():
     rows = {r.task: r for r in meter.result("int8")}
     assert rows["semseg"].value == pytest.approx(75.0) and not rows["semseg"].ok
     assert rows["sal"].value == pytest.approx(0.0)
+    # fp32 mask [1, 0, 1, 0], on which fp32 scores F 1; the variant's probabilities .27 .73 .12 .88 score at best
+    # P 1/3, R 1/2, F 0.4 (t = 0.2)
+    assert rows["sal"].maxF_difference == pytest.approx(60.0) and rows["semseg"].maxF_difference is None
+    same = FidelityMeter(["sal"], "labels")
+    probabilities = 1 / (1 + np.exp(-sal))
+    same.update({"sal": probabilities}, {"sal": probabilities})
+    assert same.result("fp16")[0].maxF_difference == pytest.approx(0.0, abs=1e-9)
+    assert same.result("fp16")[0].value == pytest.approx(100.0)
     assert rows["normals"].value == pytest.approx(22.5) and rows["normals"].metric == "mean angle"
 
 
