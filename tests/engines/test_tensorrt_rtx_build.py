@@ -336,3 +336,35 @@ def test_profile_opens_rtx_plans_through_the_one_opener(fp32_build):
     if not torch.cuda.is_available():
         with pytest.raises(MissingDependencyError, match="TensorRT-RTX"):
             candidate.open()
+
+
+@pytest.mark.slow
+def test_full_swin_t_448_r64_fp16_plan_builds_on_this_machine(tmp_path):
+    """The model users deploy: Swin-T 448, mtlora-r64, four tasks, merged, exported, made fp16 and built with the
+    defaults (batch 1:8:32, the runtime's workspace pool; ~3 minutes and ~5 GB on a 2-core CPU)."""
+    import warnings
+
+    from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.deploy.merge import merge_task_agnostic
+    from mtlora_deploy.model import build_model, resolve_config
+    from tests.conftest import randomize_lora
+
+    tasks = ["semseg", "human_parts", "sal", "normals"]
+    model = build_model(resolve_config("mtlora-r64", overrides={"tasks": tuple(tasks)}), warn_without_weights=False)
+    randomize_lora(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(merge_task_agnostic(model.eval()), tmp_path / "swin_t.onnx", check=False)
+        result = build_engine(tmp_path / "swin_t.onnx", "fp16", tmp_path / "engines" / "swin_t.plan", runtime="auto")
+    manifest = read_manifest(result.plan)
+    assert manifest["runtime"] == "tensorrt-rtx" and manifest["precision"] == "fp16"
+    assert manifest["tasks"] == tasks and manifest["image_size"] == 448
+    assert manifest["batch_profile"] == {"min": 1, "opt": 8, "max": 32}
+    assert manifest["builder"]["workspace_source"] == "tensorrt_rtx default"
+    assert manifest["inputs"] == [{"name": "image", "shape": [-1, 3, 448, 448], "dtype": "float32"}]
+    channels = {"semseg": 21, "human_parts": 7, "sal": 1, "normals": 3}
+    assert [(o["name"], o["shape"]) for o in manifest["outputs"]] == [(t, [-1, channels[t], 448, 448]) for t in tasks]
+    summary = manifest["layer_summary"]
+    assert summary["compute_layers"] > 40 and summary["compute_input_types"] == {"Half": summary["compute_layers"]}
+    assert 50 << 20 < manifest["plan"]["bytes"] == result.plan.stat().st_size < 120 << 20  # ~78 MiB of fp16 weights
+    assert _files(tmp_path / "engines") == ["swin_t.plan", "swin_t.plan.json", "swin_t_fp16.onnx"]  # + its graph
