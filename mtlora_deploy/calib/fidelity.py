@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mtlora_deploy.calib.dataset import choose_ids, load_images, open_calibration, read_provenance
-from mtlora_deploy.calib.ranges import random_images
+from mtlora_deploy.calib.ranges import cpu_session, random_images
 from mtlora_deploy.deploy.postprocess import CLASS_TASKS, NORMAL_TASKS
 from mtlora_deploy.trainer.metrics.saliency import SaliencyMeter
 from mtlora_deploy.utils.imports import require
@@ -160,7 +160,7 @@ def measure_fidelity(
 ) -> list[TaskFidelity]:
     """Run ``images`` through both graphs on ONNX Runtime CPU, batch by batch; one row per task."""
     ort = require("onnxruntime")
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_path, variant_path)]
+    sessions = [cpu_session(ort, str(p)) for p in (fp32_path, variant_path)]  # no arena: two graphs at once
     input_name = sessions[0].get_inputs()[0].name
     meter = FidelityMeter(tasks, outputs)
     for start in range(0, len(images), batch):
