@@ -104,7 +104,7 @@ def multistream_block_streams(block: SwinTransformerBlock, x: torch.Tensor, task
     residuals, norm2, GELU and drop path run once over all of them, the task branches as batched products.
 
     Args:
-        block: timm block with ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` exposing ``forward_streams``.
+        block: timm block with ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` exposing ``forward_stacked``.
         x: shared stream (B, H, W, C).
         tasks: task order of the returned streams (the adapters' own order).
 
@@ -114,8 +114,7 @@ def multistream_block_streams(block: SwinTransformerBlock, x: torch.Tensor, task
     _, height, width, channels = x.shape
     streams = len(tasks) + 1
     o = window_attention_core(block.attn, _to_windows(block, block.norm1(x)), _attention_mask(block, x))
-    p, p_tasks = block.attn.proj.forward_streams(o)
-    stacked = block.attn.proj_drop(torch.cat([p.unsqueeze(0), p_tasks]).flatten(0, 1))
+    stacked = block.attn.proj_drop(block.attn.proj.forward_stacked(o).flatten(0, 1))
     stacked = _from_windows(block, stacked, height, width).unflatten(0, (streams, -1))
     residual = x.reshape(1, -1, height * width, channels)
     a_all = residual + _drop_path(block.drop_path1, stacked)
@@ -133,7 +132,5 @@ def _mlp_streams(block: SwinTransformerBlock, a_all: torch.Tensor) -> torch.Tens
     """timm ``Mlp`` on every stream (1 + T, ...): the frozen fc1/fc2 see the shared stream, the task LoRA its own."""
     mlp = block.mlp
     n_all = block.norm2(a_all)
-    h, h_tasks = mlp.fc1.forward_streams(n_all[0], n_all[1:])
-    g_all = mlp.norm(mlp.drop1(mlp.act(torch.cat([h.unsqueeze(0), h_tasks]))))
-    m, m_tasks = mlp.fc2.forward_streams(g_all[0], g_all[1:])
-    return mlp.drop2(torch.cat([m.unsqueeze(0), m_tasks]))
+    g_all = mlp.norm(mlp.drop1(mlp.act(mlp.fc1.forward_stacked(n_all[0], n_all[1:]))))
+    return mlp.drop2(mlp.fc2.forward_stacked(g_all[0], g_all[1:]))
