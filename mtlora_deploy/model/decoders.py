@@ -133,7 +133,7 @@ class TaskBatchedHeads(nn.Module):
         if subset is not None:
             feat = feat.index_select(0, subset)
         out = torch.matmul(feat.flatten(1, 3), weight.transpose(1, 2))  # (T, B*h*w, w)
-        return out.view(count, *feat.shape[1:4], width).permute(1, 0, 4, 2, 3).flatten(1, 2)
+        return out.view(count, -1, *feat.shape[2:4], width).permute(1, 0, 4, 2, 3).flatten(1, 2)
 
     def _fuse(self, concat: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
         if subset is None:

@@ -191,7 +191,7 @@ class TaskBranchLinear(nn.Module):
             out = torch.cat([y.unsqueeze(0), outs])
         else:
             torch.baddbmm(unadapted.unsqueeze(0), down_tasks, up, out=out[1:])
-        return out.view(tasks + 1, *lead, self.out_features)
+        return out.view(tasks + 1, -1, *lead[1:], self.out_features)  # -1: traced graphs keep the batch dynamic
 
     def extra_repr(self) -> str:
         return (
