@@ -55,7 +55,7 @@ def build_models(size: int) -> dict[str, nn.Module]:
     # the paper's single-task baselines: one plain Swin-T (LoRA folded, no task streams) + one head per task
     singles = nn.ModuleList(merged((t,), "lora") for t in TASKS)
     return {
-        "bare": BareBackbone(config).eval(),
+        "bare": BareBackbone(config).eval().requires_grad_(False),
         "merged": merged(TASKS),
         "single x4": SingleTaskModels(singles).eval(),
     }
@@ -94,27 +94,31 @@ def interleaved(runners: dict[str, Callable[[], object]], rounds: int, warmup: i
     return times
 
 
+class BareExportHead(nn.Module):
+    """The bare backbone as ``export_graph`` takes it: ``forward(image)`` -> the feature tensor, named by ``tasks``."""
+
+    def __init__(self, bare: BareBackbone) -> None:
+        super().__init__()
+        self.bare, self.tasks = bare, ("features",)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.bare(image)["features"]
+
+
 def export_onnx_file(name: str, model: nn.Module, images: torch.Tensor, folder: Path) -> tuple[Path, int]:
-    """Export with the torch.export-based exporter (as ``mtlora export``); returns the path and node count."""
+    """Export as ``mtlora export`` does (torch.export, batch dynamic, same clean-up); returns the path and node count.
+
+    The example batch is 2 as in ``export_onnx``; the graphs are then run at the benchmark's batch.
+    """
     import onnx
+
+    from mtlora_deploy.deploy.export import export_graph, export_onnx
 
     path = folder / f"{name.replace(' ', '_')}.onnx"
     if isinstance(model, BareBackbone):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (images,),
-                str(path),
-                dynamo=True,
-                optimize=True,
-                external_data=False,
-                input_names=["image"],
-                verbose=False,
-            )
+        head = BareExportHead(model).eval().requires_grad_(False)
+        onnx.save_model(export_graph(head, images.repeat(2, 1, 1, 1), 18, "torch.export"), str(path))
     else:
-        from mtlora_deploy.deploy.export import export_onnx
-
         export_onnx(model, path, check=False)
     return path, len(onnx.load(str(path)).graph.node)
 

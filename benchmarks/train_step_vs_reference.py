@@ -3,8 +3,8 @@
 Both models: Swin-T 448, r64, task rank 4, 4 tasks (semseg, human_parts, sal, normals), fp32, batch 2, reference
 freezing, AdamW on the trainable parameters, loss = sum over tasks of the output mean, train mode (LoRA dropout
 0.05, drop path 0.2). Steps alternate between the two models in interleaved rounds so that load from other
-processes hits both alike; the ratio of medians is the number to read. Peak memory is the process's max RSS
-growth while each model steps (measured in a fresh subprocess per model).
+processes hits both alike; the ratio of medians is the number to read. Peak memory is the peak RSS (VmHWM, reset
+after the model is built) above the built model's RSS over two steps, in a fresh subprocess per model.
 
 The reference code (github.com/scale-lab/MTLoRA) is not a dependency: point --reference (or MTLORA_REFERENCE) at a
 checkout; it needs yacs, termcolor, easydict, opencv-python-headless and ptflops importable (e.g. installed with
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -88,8 +87,17 @@ class Stepper:
         return time.perf_counter() - start
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from /proc/self/status, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux: writing 5 to clear_refs), so the peak is the steps' own."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def peak_memory(which: str, args: argparse.Namespace) -> float:
@@ -102,13 +110,15 @@ def peak_memory(which: str, args: argparse.Namespace) -> float:
 
 
 def _peak_child(which: str, args: argparse.Namespace) -> None:
+    """Peak RSS above the built model's RSS while it takes two steps (``ru_maxrss`` would keep the build's peak)."""
     torch.set_num_threads(args.threads)
     model = build_ours(args.size) if which == "ours" else build_reference(Path(args.reference), args.size)
     stepper = Stepper(model, args.batch, args.size, seed=0)
-    base = _rss_mb()
+    _reset_peak_rss()
+    base = _status_mb("VmRSS")
     for _ in range(2):
         stepper.step()
-    print(_rss_mb() - base)
+    print(_status_mb("VmHWM") - base)
 
 
 def main() -> None:

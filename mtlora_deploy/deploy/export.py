@@ -106,7 +106,7 @@ def _quiet():
     return stack
 
 
-def _export_dynamo(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _export_dynamo(head: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     from onnxscript import ir
 
     batch = torch.export.Dim("batch", min=1)
@@ -127,7 +127,7 @@ def _export_dynamo(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.
     return ir.serde.serialize_model(program.model)
 
 
-def _export_legacy(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _export_legacy(head: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     axes = {name: {0: "batch"} for name in ("image", *head.tasks)}
     with _quiet():
@@ -145,8 +145,12 @@ def _export_legacy(head: ExportHead, example: torch.Tensor, opset: int) -> onnx.
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _export_graph(head: ExportHead, example: torch.Tensor, opset: int, exporter: str) -> onnx.ModelProto:
-    """Run one exporter; its failures become one line that suggests the other one (``--debug`` shows the cause)."""
+def export_graph(head: nn.Module, example: torch.Tensor, opset: int, exporter: str) -> onnx.ModelProto:
+    """Run one exporter on ``head`` (``forward(image)`` -> one tensor per name in ``head.tasks``, batch dynamic).
+
+    Its failures become one line that suggests the other exporter (``--debug`` shows the cause). The parameters
+    of ``head`` must not require grad: torch.export then traces a training graph whose SDPA decomposition fails.
+    """
     try:
         return (_export_legacy if exporter == "torchscript" else _export_dynamo)(head, example, opset)
     except Exception as exc:  # any exporter failure is reported the same way
@@ -228,7 +232,7 @@ def export_onnx(
     size = model.config.image_size
     images = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
     exporter = "torchscript" if legacy else "torch.export"
-    proto = _export_graph(head, images, opset, exporter)
+    proto = export_graph(head, images, opset, exporter)
     attach_metadata(proto, build_metadata(model.config, outputs, source_name, exporter, opset, _output_dtypes(proto)))
     report = ExportReport(
         path=Path(output),
@@ -269,4 +273,12 @@ def _run_checks(
         )
 
 
-__all__ = ["ExportCheckError", "ExportReport", "check_window_tiling", "export_onnx", "resize_model", "resolve_model"]
+__all__ = [
+    "ExportCheckError",
+    "ExportReport",
+    "check_window_tiling",
+    "export_graph",
+    "export_onnx",
+    "resize_model",
+    "resolve_model",
+]

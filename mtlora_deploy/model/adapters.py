@@ -97,6 +97,11 @@ class SharedTaskStreams:
         tasks = torch.baddbmm(base.unsqueeze(0), low_tasks, up.transpose(1, 2), alpha=task_factor)
         return shared.view(*lead, self.out_features), tasks.view(count, *lead, self.out_features)
 
+    def forward_stacked(self, x: torch.Tensor, x_tasks: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward_streams`` as one (1 + T, ..., out) tensor, the shared output first."""
+        shared, tasks = self.forward_streams(x, x_tasks)
+        return torch.cat([shared.unsqueeze(0), tasks])
+
     @torch.no_grad()
     def get_delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``s * B_sh A_sh`` (out x in), what folding adds to W: computed in float64, returned in ``dtype``.

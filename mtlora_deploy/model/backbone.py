@@ -19,7 +19,7 @@ from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.config import TIMM_BASE_FOR, ModelConfig
 from mtlora_deploy.model.mtl_lora import MTLLoRALinear, MTLoRAMTLLinear, task_routing
-from mtlora_deploy.model.multistream import multistream_block_streams
+from mtlora_deploy.model.multistream import attach_window_order, multistream_block_streams
 
 
 def create_timm_swin(config: ModelConfig) -> nn.Module:
@@ -59,6 +59,9 @@ class MultiTaskSwin(nn.Module):
         self.embed_dims = [int(config.arch["embed_dim"] * 2**i) for i in range(len(self.layers))]
         if config.adapter != "none":
             self._wrap_adapters(config)
+        if self.task_specific:  # the stage-final blocks' window gathers, as graph constants
+            for stage in self.layers:
+                attach_window_order(stage.blocks[-1])
 
     @property
     def feature_channels(self) -> list[int]:
@@ -136,7 +139,7 @@ class MultiTaskSwin(nn.Module):
         streams: torch.Tensor | None = None
         for index, stage in enumerate(self.layers):
             if streams is not None:
-                merged = stage.downsample(streams.flatten(0, 1)).unflatten(0, streams.shape[:2])
+                merged = stage.downsample(streams.flatten(0, 1)).unflatten(0, (streams.shape[0], -1))
                 x = merged[0]
                 feats.append(merged[1:])
             else:

@@ -149,9 +149,31 @@ class TaskBranchLinear(nn.Module):
             x: shared stream, (..., in).
             x_tasks: per-task streams stacked (T, ..., in) for the task branches (fc1/fc2), or None.
         """
+        stacked = self._streams(x, x_tasks, None)
+        return stacked[0], stacked[1:]
+
+    def forward_stacked(self, x: torch.Tensor, x_tasks: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward_streams`` as one (1 + T, ..., out) tensor, the shared output first.
+
+        In eager inference the products write into slices of one buffer (no ``cat`` copy of 1 + T streams); under
+        autograd, torch.export or tracing the same products are concatenated (out= is neither differentiable nor
+        a clean graph).
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self._streams(x, x_tasks, None)
+        buffer = x.new_empty(len(self.tasks) + 1, x.numel() // self.in_features, self.out_features)
+        return self._streams(x, x_tasks, buffer)
+
+    def _streams(self, x: torch.Tensor, x_tasks: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
+        """Every stream (1 + T, ..., out), into ``out`` ((1 + T, M, out)) when given, else concatenated."""
         lead, tasks = x.shape[:-1], len(self.tasks)
         rows = _rows(x)
-        y = self.forward(rows)
+        if out is None:
+            y = self.forward(rows)
+        elif self.bias is None:
+            y = torch.mm(rows, self.weight.t(), out=out[0])
+        else:
+            y = torch.addmm(self.bias, rows, self.weight.t(), out=out[0])
         if x_tasks is None:
             down = nn.functional.linear(rows, self.lora_A)
             down_shared, down_tasks = down[:, : self.rank], down[:, self.rank :]
@@ -163,8 +185,13 @@ class TaskBranchLinear(nn.Module):
             down_shared = nn.functional.linear(rows, self.lora_A[: self.rank])
             down_tasks = task_batched_down(x_tasks, self.task_down())
         unadapted = torch.addmm(y, down_shared, self.lora_shared_B.t())
-        outs = torch.baddbmm(unadapted.unsqueeze(0), down_tasks, self.lora_tasks_B.transpose(1, 2))
-        return y.view(*lead, self.out_features), outs.view(tasks, *lead, self.out_features)
+        up = self.lora_tasks_B.transpose(1, 2)
+        if out is None:
+            outs = torch.baddbmm(unadapted.unsqueeze(0), down_tasks, up)
+            out = torch.cat([y.unsqueeze(0), outs])
+        else:
+            torch.baddbmm(unadapted.unsqueeze(0), down_tasks, up, out=out[1:])
+        return out.view(tasks + 1, -1, *lead[1:], self.out_features)  # -1: traced graphs keep the batch dynamic
 
     def extra_repr(self) -> str:
         return (

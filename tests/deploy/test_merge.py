@@ -93,6 +93,28 @@ def test_task_branch_linear_streams_equal_the_adapter(with_task_streams):
         torch.testing.assert_close(tasks[index], ref_tasks[index], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("with_task_streams", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_task_branch_linear_stacked_in_place_equals_the_concatenated_streams(with_task_streams, bias):
+    """The no-grad in-place path (one buffer, no cat) gives the bits of the autograd path and of forward_streams."""
+    torch.manual_seed(0)
+    adapter = MTLoRALinear(nn.Linear(24, 40, bias=bias), rank=8, tasks=("semseg", "sal", "edge"), task_rank=4)
+    for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
+        nn.init.normal_(p, std=0.1)
+    merged = adapter.eval().to_deployed()
+    x = torch.randn(5, 7, 24)
+    x_tasks = torch.randn(3, 5, 7, 24) if with_task_streams else None
+    concatenated = merged.forward_stacked(x, x_tasks)  # grad enabled: the cat path
+    with torch.no_grad():
+        in_place = merged.forward_stacked(x, x_tasks)
+        shared, tasks = merged.forward_streams(x, x_tasks)
+        unmerged = adapter.forward_stacked(x, x_tasks)
+    assert in_place.shape == (4, 5, 7, 40)
+    torch.testing.assert_close(in_place, concatenated, rtol=0, atol=0)
+    torch.testing.assert_close(in_place, torch.cat([shared.unsqueeze(0), tasks]), rtol=0, atol=0)
+    torch.testing.assert_close(in_place, unmerged, rtol=0, atol=1e-5)
+
+
 def test_merge_is_idempotent(images):
     merged = merge_task_agnostic(_random_model("mtlora-r16", ("semseg", "sal")))
     again = merge_task_agnostic(merged)
