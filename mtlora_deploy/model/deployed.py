@@ -159,7 +159,9 @@ class TaskBranchLinear(nn.Module):
         autograd, torch.export or tracing the same products are concatenated (out= is neither differentiable nor
         a clean graph).
         """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        graph = torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+        # autocast (or any dtype mix) casts the operands per product, which out= buffers cannot follow
+        if graph or torch.is_autocast_enabled(x.device.type) or x.dtype != self.weight.dtype:
             return self._streams(x, x_tasks, None)
         buffer = x.new_empty(len(self.tasks) + 1, x.numel() // self.in_features, self.out_features)
         return self._streams(x, x_tasks, buffer)
