@@ -87,19 +87,6 @@ class Stepper:
         return time.perf_counter() - start
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from /proc/self/status, in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Reset VmHWM to the current RSS (Linux: writing 5 to clear_refs), so the peak is the steps' own."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def peak_memory(which: str, args: argparse.Namespace) -> float:
     """Max-RSS growth (MB) of a fresh process that builds ``which`` and runs two training steps."""
     cmd = [sys.executable, __file__, "--_peak", which, "--size", str(args.size), "--batch", str(args.batch)]
@@ -111,14 +98,16 @@ def peak_memory(which: str, args: argparse.Namespace) -> float:
 
 def _peak_child(which: str, args: argparse.Namespace) -> None:
     """Peak RSS above the built model's RSS while it takes two steps (``ru_maxrss`` would keep the build's peak)."""
+    from mtlora_deploy.profile.memory import peak_rss_bytes, reset_peak_rss
+
     torch.set_num_threads(args.threads)
     model = build_ours(args.size) if which == "ours" else build_reference(Path(args.reference), args.size)
     stepper = Stepper(model, args.batch, args.size, seed=0)
-    _reset_peak_rss()
-    base = _status_mb("VmRSS")
+    resettable = reset_peak_rss()
+    base = peak_rss_bytes(resettable)
     for _ in range(2):
         stepper.step()
-    print(_status_mb("VmHWM") - base)
+    print((peak_rss_bytes(resettable) - base) / 2**20)
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def weight_bytes(predictor: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Linux: reset this process's RSS high-water mark (VmHWM) to its current RSS; False where that is impossible."""
     try:
         with open("/proc/self/clear_refs", "w") as handle:
@@ -87,7 +87,8 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_bytes(resettable: bool) -> int:
+def peak_rss_bytes(resettable: bool) -> int:
+    """This process's RSS high-water mark: VmHWM when ``reset_peak_rss`` worked, else the lifetime peak."""
     if resettable:
         with open("/proc/self/status") as handle:
             line = next(row for row in handle if row.startswith("VmHWM:"))
@@ -100,15 +101,15 @@ def _child(payload: bytes, batches: Sequence[int], include_copies: bool, connect
     import mtlora_deploy.model  # noqa: F401  (imports are baseline, not the candidate's cost)
 
     try:
-        resettable = _reset_peak_rss()  # else the imports' own transient peak would hide a small model
-        base = _peak_rss_bytes(resettable)
+        resettable = reset_peak_rss()  # else the imports' own transient peak would hide a small model
+        base = peak_rss_bytes(resettable)
         predictor = pickle.loads(payload)()
         peaks = {}
         for batch in sorted(batches):
             images = torch.randn(batch, 3, predictor.image_size, predictor.image_size)
             for _ in range(2):
                 predictor.infer(images)
-            peaks[batch] = _peak_rss_bytes(resettable) - base
+            peaks[batch] = peak_rss_bytes(resettable) - base
         predictor.close()
         connection.send(("ok", peaks))
     except Exception as exc:  # noqa: BLE001  (sent back to the parent, which notes it)
