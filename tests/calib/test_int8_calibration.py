@@ -71,18 +71,22 @@ def tiny_256(tmp_path_factory):
     return folder
 
 
-def _activation_mib_per_image(onnx_path: Path) -> float:
-    """Bytes of the calibrated tensors for one image (what a keep-everything calibrator stores per image)."""
+def _tensors_mib(model: onnx.ModelProto, names: list[str]) -> float:
+    """Bytes of the tensors ``names`` for one 256 x 256 image (what a scan keeping them alive would hold)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    model = onnx.load(str(onnx_path))
-    names = gemm_activation_inputs(model)
     del model.graph.output[:]
     model.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = session.run(names, {"image": np.zeros((1, 3, 256, 256), np.float32)})
     return sum(o.nbytes for o in outputs) / 2**20
+
+
+def _activation_mib_per_image(onnx_path: Path) -> float:
+    """Bytes of the calibrated tensors for one image (what a keep-everything calibrator stores per image)."""
+    model = onnx.load(str(onnx_path))
+    return _tensors_mib(model, gemm_activation_inputs(model))
 
 
 def test_peak_memory_does_not_grow_with_the_image_count(tiny_256):
@@ -121,18 +125,11 @@ def _absmax_peak_mib(onnx_path: Path, calib: Path, mode: str) -> float:
 
 def _all_float_tensors_mib(onnx_path: Path) -> float:
     """Bytes of every float tensor one image makes (what a scan keeping them all alive would hold)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
     from mtlora_deploy.calib.ranges import float_tensors
 
     model = onnx.load(str(onnx_path))
     initializers = {i.name for i in model.graph.initializer}
-    names = [n for n in float_tensors(model) if n not in initializers]
-    del model.graph.output[:]
-    model.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sum(o.nbytes for o in session.run(names, {"image": np.zeros((1, 3, 256, 256), np.float32)})) / 2**20
+    return _tensors_mib(model, [n for n in float_tensors(model) if n not in initializers])
 
 
 def test_fp16_range_scan_holds_one_forward_whatever_the_image_count(tiny_256):
