@@ -6,6 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# eager CPU inference runs the task-batched fuse in pixel chunks of this many hidden elements (see _fuse_classify)
+FUSE_CHUNK_ELEMENTS = 1 << 20
+
 
 class HRNetHead(nn.Module):
     """Reduce four scales with bias-free 1x1 convs, upsample to the finest, concat, conv-BN-ReLU-conv.
@@ -39,10 +42,11 @@ class TaskBatchedHeads(nn.Module):
 
     Same numbers as running the heads one by one: the 1x1 reducers are one batched product per scale (over
     task-stacked NHWC features, or one product with the T weights row-stacked when the features are shared), the
-    upsampling one call per scale for all tasks, the 270 -> 1080 conv one grouped conv (groups = T) with one
-    BatchNorm over T * 1080 channels, and the final bilinear upsampling one call over the tasks' stacked logits.
-    Only the last 1080 -> n_out convs stay per task (their widths differ). Eval only: BatchNorm uses its running
-    statistics. Parameter count equals the T heads'.
+    upsampling one call per scale for all tasks, the T 270 -> 1080 convs (stored as one grouped conv, groups = T,
+    and one BatchNorm over T * 1080 channels) one batched product over pixel-major features with the BatchNorm
+    folded in, and the final bilinear upsampling one call over the tasks' stacked logits. Only the last
+    1080 -> n_out convs stay per task (their widths differ). Eval only: BatchNorm uses its running statistics.
+    Parameter count equals the T heads'.
     """
 
     def __init__(
@@ -108,11 +112,11 @@ class TaskBatchedHeads(nn.Module):
         upsampled = [reduced[0]]
         upsampled += [F.interpolate(r, size=grid, mode="bilinear", align_corners=False) for r in reduced[1:]]
         count = len(tasks)
-        # channels last (the reducers' and the upsampling's layout): the grouped conv runs ~1.5x faster on CPU
-        concat = torch.cat([u.permute(0, 2, 3, 1).unflatten(-1, (count, -1)) for u in upsampled], dim=-1)
-        concat = concat.flatten(-2).permute(0, 3, 1, 2)
-        hidden = F.relu(self._norm(self._fuse(concat, subset), subset))
-        logits = torch.cat([self._classify(hidden, j, i) for j, i in enumerate(index)], dim=1)
+        # pixel-major (B, h, w, T, concat): the reducers' and the upsampling's layout, and the batched fuse's input
+        pixels = torch.cat([u.permute(0, 2, 3, 1).unflatten(-1, (count, -1)) for u in upsampled], dim=-1)
+        logits = self._fuse_classify(pixels.reshape(-1, count, pixels.shape[-1]), index, subset)
+        # -1: exported graphs keep the batch dynamic
+        logits = logits.view(-1, *pixels.shape[1:3], logits.shape[-1]).permute(0, 3, 1, 2).contiguous()
         logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
         out, start = {}, 0
         for task, i in zip(
@@ -135,23 +139,37 @@ class TaskBatchedHeads(nn.Module):
         out = torch.matmul(feat.flatten(1, 3), weight.transpose(1, 2))  # (T, B*h*w, w)
         return out.view(count, -1, *feat.shape[2:4], width).permute(1, 0, 4, 2, 3).flatten(1, 2)
 
-    def _fuse(self, concat: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
-        if subset is None:
-            return self.fuse(concat)
-        weight = self.fuse.weight.unflatten(0, (len(self.tasks), -1)).index_select(0, subset).flatten(0, 1)
-        bias = self.fuse.bias.view(len(self.tasks), -1).index_select(0, subset).flatten()
-        return F.conv2d(concat, weight, bias, groups=subset.numel())
-
-    def _norm(self, x: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
-        norm = self.norm
-        tensors = [norm.running_mean, norm.running_var, norm.weight, norm.bias]
+    def _folded_fuse(self, subset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The T 270 -> 1080 convs with the eval BatchNorm folded in: weight (T, 270, 1080), bias (T, 1, 1080)."""
+        norm, count = self.norm, len(self.tasks)
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        weight = self.fuse.weight.flatten(1) * scale[:, None]
+        bias = (self.fuse.bias - norm.running_mean) * scale + norm.bias
+        weight, bias = weight.view(count, self.hidden, -1), bias.view(count, 1, self.hidden)
         if subset is not None:
-            tensors = [t.view(len(self.tasks), -1).index_select(0, subset).flatten() for t in tensors]
-        return F.batch_norm(x, *tensors, training=False, eps=norm.eps)
+            weight, bias = weight.index_select(0, subset), bias.index_select(0, subset)
+        return weight.transpose(1, 2), bias
 
-    def _classify(self, hidden: torch.Tensor, position: int, task_index: int) -> torch.Tensor:
-        """Task ``task_index``'s 1080 -> n_out conv on its channel slice (at ``position`` among the decoded)."""
+    def _fuse_classify(self, pixels: torch.Tensor, index: list[int], subset: torch.Tensor | None) -> torch.Tensor:
+        """(P, T, concat) pixels -> (P, sum n_out) logits: fuse + BN + ReLU as one batched product over the tasks,
+        then each task's classifier. Eager CPU inference runs it in pixel chunks (the (T, P, 1080) hidden map is
+        54 MB at 448: page-faulted afresh every forward), everything else in one piece."""
+        weight, bias = self._folded_fuse(subset)
+        graph = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if graph or torch.is_grad_enabled() or pixels.device.type != "cpu":  # no loop over a symbolic pixel count
+            return self._fuse_classify_rows(pixels, weight, bias, index)
+        step = max(16, FUSE_CHUNK_ELEMENTS // (len(index) * self.hidden))
+        rows = [pixels[start : start + step] for start in range(0, pixels.shape[0], step)]
+        return torch.cat([self._fuse_classify_rows(chunk, weight, bias, index) for chunk in rows])
+
+    def _fuse_classify_rows(
+        self, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, index: list[int]
+    ) -> torch.Tensor:
+        hidden = F.relu(torch.baddbmm(bias, pixels.transpose(0, 1), weight))
+        return torch.cat([self._classify(hidden[j], i) for j, i in enumerate(index)], dim=-1)
+
+    def _classify(self, hidden: torch.Tensor, task_index: int) -> torch.Tensor:
+        """Task ``task_index``'s 1080 -> n_out classifier on its hidden rows (P, 1080) -> (P, n_out)."""
         start = sum(self.out_channels[:task_index])
         rows = slice(start, start + self.out_channels[task_index])
-        group = hidden[:, position * self.hidden : (position + 1) * self.hidden]
-        return F.conv2d(group, self.classifier_weight[rows, :, None, None], self.classifier_bias[rows])
+        return F.linear(hidden, self.classifier_weight[rows], self.classifier_bias[rows])
