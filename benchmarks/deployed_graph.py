@@ -143,7 +143,7 @@ def region_profile(model: nn.Module, images: torch.Tensor) -> list[tuple[str, fl
         blocks = list(stage.blocks)
         regions += [("shared blocks", b) for b in blocks[:-1]]
         if isinstance(stage.downsample, nn.Module) and not isinstance(stage.downsample, nn.Identity):
-            regions.append(("patch merging (1 + T streams)", stage.downsample))
+            regions.append(("patch merging (shared + T task streams)", stage.downsample))
     regions.append(("decoders incl. final upsampling", model.decoders))
     handles, active = [], {}
     for label, module in regions:
@@ -172,9 +172,9 @@ def region_profile(model: nn.Module, images: torch.Tensor) -> list[tuple[str, fl
         if event.key == "aten::upsample_bilinear2d":
             upsample_ms += event.cpu_time_total / 1e3
     total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3
-    # stage-final blocks run through multistream_block_streams (not block.forward), so no hook sees them: they are
+    # stage-final blocks run through multistream_block_forward (not block.forward), so no hook sees them: they are
     # the remainder
-    totals["stage-final blocks (1 + T streams) = remainder"] = total - sum(totals.values())
+    totals["stage-final blocks (shared + T task streams) = remainder"] = total - sum(totals.values())
     rows = sorted(totals.items(), key=lambda kv: -kv[1])
     return rows + [("bilinear upsampling (all, in decoders)", upsample_ms), ("total (all ops)", total)]
 

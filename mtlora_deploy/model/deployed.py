@@ -136,6 +136,17 @@ class TaskBranchLinear(nn.Module):
         """Shared stream: ``W' x + b`` (..., in) -> (..., out)."""
         return nn.functional.linear(x, self.weight, self.bias)
 
+    def task_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapters' ``task_pairs``: down (T or 1, r_t, in) and the pre-scaled up (T, out, r_t)."""
+        return self.task_down(), self.lora_tasks_B
+
+    def shared_and_base(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W' x + b, W x + b)`` for rows (M, in): the shared output and, with the shared pair taken back out,
+        the un-adapted product that every task stream adds its own low-rank term to."""
+        y = self.forward(rows)
+        down_shared = nn.functional.linear(rows, self.lora_A[: self.rank])
+        return y, torch.addmm(y, down_shared, self.lora_shared_B.t())
+
     def forward_streams(
         self, x: torch.Tensor, x_tasks: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,51 +160,23 @@ class TaskBranchLinear(nn.Module):
             x: shared stream, (..., in).
             x_tasks: per-task streams stacked (T, ..., in) for the task branches (fc1/fc2), or None.
         """
-        stacked = self._streams(x, x_tasks, None)
-        return stacked[0], stacked[1:]
-
-    def forward_stacked(self, x: torch.Tensor, x_tasks: torch.Tensor | None = None) -> torch.Tensor:
-        """``forward_streams`` as one (1 + T, ..., out) tensor, the shared output first.
-
-        In eager inference the products write into slices of one buffer (no ``cat`` copy of 1 + T streams); under
-        autograd, torch.export or tracing the same products are concatenated (out= is neither differentiable nor
-        a clean graph).
-        """
-        graph = torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing()
-        # autocast (or any dtype mix) casts the operands per product, which out= buffers cannot follow
-        if graph or torch.is_autocast_enabled(x.device.type) or x.dtype != self.weight.dtype:
-            return self._streams(x, x_tasks, None)
-        buffer = x.new_empty(len(self.tasks) + 1, x.numel() // self.in_features, self.out_features)
-        return self._streams(x, x_tasks, buffer)
-
-    def _streams(self, x: torch.Tensor, x_tasks: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
-        """Every stream (1 + T, ..., out), into ``out`` ((1 + T, M, out)) when given, else concatenated."""
         lead, tasks = x.shape[:-1], len(self.tasks)
         rows = _rows(x)
-        if out is None:
-            y = self.forward(rows)
-        elif self.bias is None:
-            y = torch.mm(rows, self.weight.t(), out=out[0])
-        else:
-            y = torch.addmm(self.bias, rows, self.weight.t(), out=out[0])
         if x_tasks is None:
+            y = self.forward(rows)
             down = nn.functional.linear(rows, self.lora_A)
             down_shared, down_tasks = down[:, : self.rank], down[:, self.rank :]
             if self.shared_task_down:
                 down_tasks = down_tasks.unsqueeze(0).expand(tasks, -1, -1)
             else:
                 down_tasks = down_tasks.reshape(-1, tasks, self.task_rank).transpose(0, 1)
+            unadapted = torch.addmm(y, down_shared, self.lora_shared_B.t())
         else:
-            down_shared = nn.functional.linear(rows, self.lora_A[: self.rank])
-            down_tasks = task_batched_down(x_tasks, self.task_down())
-        unadapted = torch.addmm(y, down_shared, self.lora_shared_B.t())
-        up = self.lora_tasks_B.transpose(1, 2)
-        if out is None:
-            outs = torch.baddbmm(unadapted.unsqueeze(0), down_tasks, up)
-            out = torch.cat([y.unsqueeze(0), outs])
-        else:
-            torch.baddbmm(unadapted.unsqueeze(0), down_tasks, up, out=out[1:])
-        return out.view(tasks + 1, -1, *lead[1:], self.out_features)  # -1: traced graphs keep the batch dynamic
+            y, unadapted = self.shared_and_base(rows)
+            down_tasks = task_batched_down(x_tasks, self.task_down().expand(tasks, -1, -1))
+        outs = torch.baddbmm(unadapted.unsqueeze(0), down_tasks, self.lora_tasks_B.transpose(1, 2))
+        # -1: traced graphs keep the batch dynamic
+        return y.view(-1, *lead[1:], self.out_features), outs.view(tasks, -1, *lead[1:], self.out_features)
 
     def extra_repr(self) -> str:
         return (

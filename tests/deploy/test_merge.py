@@ -69,10 +69,11 @@ def test_shared_path_is_plain_linear_and_stage_ends_keep_low_rank_task_pairs():
 
 
 @pytest.mark.parametrize("with_task_streams", [False, True])
-def test_task_branch_linear_streams_equal_the_adapter(with_task_streams):
+@pytest.mark.parametrize("bias", [True, False])
+def test_task_branch_linear_streams_equal_the_adapter(with_task_streams, bias):
     torch.manual_seed(0)
     adapter = MTLoRALinear(
-        nn.Linear(24, 40), rank=8, tasks=("semseg", "sal", "edge"), task_rank=4, task_scale=2.0
+        nn.Linear(24, 40, bias=bias), rank=8, tasks=("semseg", "sal", "edge"), task_rank=4, task_scale=2.0
     ).eval()
     for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
         nn.init.normal_(p, std=0.1)
@@ -91,28 +92,6 @@ def test_task_branch_linear_streams_equal_the_adapter(with_task_streams):
         direct = adapter.base_layer(x) + adapter.task_scale * low_rank
         torch.testing.assert_close(tasks[index], direct, rtol=0, atol=1e-5)
         torch.testing.assert_close(tasks[index], ref_tasks[index], rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("with_task_streams", [False, True])
-@pytest.mark.parametrize("bias", [True, False])
-def test_task_branch_linear_stacked_in_place_equals_the_concatenated_streams(with_task_streams, bias):
-    """The no-grad in-place path (one buffer, no cat) gives the bits of the autograd path and of forward_streams."""
-    torch.manual_seed(0)
-    adapter = MTLoRALinear(nn.Linear(24, 40, bias=bias), rank=8, tasks=("semseg", "sal", "edge"), task_rank=4)
-    for p in [adapter.lora_shared_B, *adapter.lora_tasks_B.values()]:
-        nn.init.normal_(p, std=0.1)
-    merged = adapter.eval().to_deployed()
-    x = torch.randn(5, 7, 24)
-    x_tasks = torch.randn(3, 5, 7, 24) if with_task_streams else None
-    concatenated = merged.forward_stacked(x, x_tasks)  # grad enabled: the cat path
-    with torch.no_grad():
-        in_place = merged.forward_stacked(x, x_tasks)
-        shared, tasks = merged.forward_streams(x, x_tasks)
-        unmerged = adapter.forward_stacked(x, x_tasks)
-    assert in_place.shape == (4, 5, 7, 40)
-    torch.testing.assert_close(in_place, concatenated, rtol=0, atol=0)
-    torch.testing.assert_close(in_place, torch.cat([shared.unsqueeze(0), tasks]), rtol=0, atol=0)
-    torch.testing.assert_close(in_place, unmerged, rtol=0, atol=1e-5)
 
 
 def test_merge_is_idempotent(images):
@@ -180,3 +159,30 @@ def test_model_layer_does_not_import_deploy():
         "sys.exit(any(m.startswith('mtlora_deploy.deploy') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_task_batched_heads_in_pixel_chunks_equal_one_piece_and_the_heads(monkeypatch, images):
+    """Eager CPU inference runs the folded fuse + BatchNorm + ReLU + classifiers in pixel chunks: same logits."""
+    from mtlora_deploy.model import decoders
+
+    model = _random_model("mtlora-r16", ("semseg", "human_parts", "sal", "normals"))
+    with torch.no_grad():  # BatchNorm statistics away from (0, 1), so that folding it is really exercised
+        for head in model.decoders.values():
+            head.last_layer[1].running_mean.uniform_(-0.5, 0.5)
+            head.last_layer[1].running_var.uniform_(0.5, 2.0)
+            head.last_layer[1].weight.uniform_(0.5, 1.5)
+    merged = merge_task_agnostic(model)
+    calls = []
+    original = TaskBatchedHeads._fuse_classify_rows
+    monkeypatch.setattr(TaskBatchedHeads, "_fuse_classify_rows", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        ref = model(images)
+        monkeypatch.setattr(decoders, "FUSE_CHUNK_ELEMENTS", 1 << 30)
+        whole = merged(images)
+        assert len(calls) == 1
+        monkeypatch.setattr(decoders, "FUSE_CHUNK_ELEMENTS", 16 * 4 * merged.decoders.hidden)  # 16 pixels a chunk
+        chunked = merged(images)
+    pixels = len(images) * (images.shape[-1] // 8) ** 2
+    assert len(calls) - 1 == -(-pixels // 16) > 1
+    assert _relative_error(whole, chunked) <= 1e-6
+    assert _relative_error(ref, chunked) <= 1e-5

@@ -115,11 +115,11 @@ def test_task_streams_pass_through_the_next_stage_patch_merging(images):
     stage1.downsample.forward = lambda x: captured.setdefault(len(captured), original(x))
     with torch.no_grad():
         feats = model.backbone(images)
-    # stage 2's merging ran once on the stacked streams of stage 1: (1 + 2 tasks) * batch samples, shared first
-    assert len(captured) == 1 and captured[0].shape[0] == 3 * len(images)
+    # stage 2's merging ran on the shared stream, then once on the 2 task streams of stage 1 stacked (2 * batch)
     batch = len(images)
-    torch.testing.assert_close(feats["semseg"][0], captured[0][batch : 2 * batch].permute(0, 3, 1, 2))
-    torch.testing.assert_close(feats["sal"][0], captured[0][2 * batch :].permute(0, 3, 1, 2))
+    assert len(captured) == 2 and captured[0].shape[0] == batch and captured[1].shape[0] == 2 * batch
+    torch.testing.assert_close(feats["semseg"][0], captured[1][:batch].permute(0, 3, 1, 2))
+    torch.testing.assert_close(feats["sal"][0], captured[1][batch:].permute(0, 3, 1, 2))
 
 
 def test_lora_dropout_is_drawn_on_the_shared_input_only():
