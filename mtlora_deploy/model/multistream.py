@@ -3,8 +3,8 @@
 Attention runs once on the shared stream; ``proj``, ``fc1`` and ``fc2`` compute their full-rank product once
 and add per-task low-rank terms. The shared stream (B, ...) and the T task streams (T, B, ...) travel as two
 tensors, never concatenated (a stacked (1 + T) tensor costs a copy per linear, and a Concat + Split per linear in
-an exported graph), so the task streams cost batched rank-r_t products and no per-task calls: one window reverse,
-LayerNorm, GELU and residual add for all T task streams.
+an exported graph), so the task streams cost batched rank-r_t products and no per-task calls: one LayerNorm,
+GELU and residual add for all T task streams; the window reverse runs once, on proj's (shared) input.
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ def multistream_block_forward(
     """Run a stage-final block whose proj/fc1/fc2 are task-aware adapters: the shared and the task streams.
 
     The shared stream (B, ...) and the T task streams (T, B, ...) travel as two tensors, never concatenated:
-    attention runs once on the shared stream; each later op (window reverse, residuals, norm2, GELU, drop path)
-    runs once per tensor, the task streams batched, and the task branches as batched low-rank products.
+    attention and the window reverse run once on the shared stream; each later op (residuals, norm2, GELU, drop
+    path) runs once per tensor, the task streams batched, and the task branches as batched low-rank products.
 
     Args:
         block: timm block with ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` exposing ``forward_streams``.
@@ -179,12 +179,12 @@ def multistream_block_forward(
     _, height, width, channels = x.shape
     count = len(tasks)
     o = window_attention_core(block.attn, _to_windows(block, block.norm1(x)), _attention_mask(block, x))
-    p_shared, p_tasks = block.attn.proj.forward_streams(o)
-    p_shared = _from_windows(block, block.attn.proj_drop(p_shared), height, width)
-    p_tasks = _from_windows(block, block.attn.proj_drop(p_tasks.flatten(0, 1)), height, width)
+    # proj is per token, so window reverse + roll runs once on its input instead of on its 1 + T outputs
+    p_shared, p_tasks = block.attn.proj.forward_streams(_from_windows(block, o, height, width))
+    p_shared, p_tasks = block.attn.proj_drop(p_shared), block.attn.proj_drop(p_tasks)
     residual = x.reshape(-1, height * width, channels)
     a_shared = residual + block.drop_path1(p_shared)
-    a_tasks = residual + block.drop_path1(p_tasks).unflatten(0, (count, -1))  # drop path per stream and sample
+    a_tasks = residual + block.drop_path1(p_tasks.flatten(0, 1)).view_as(p_tasks)  # drop path per stream and sample
     m_shared, m_tasks = _mlp_streams(block, a_shared, a_tasks)
     out_shared = a_shared + block.drop_path2(m_shared)
     out_tasks = a_tasks + block.drop_path2(m_tasks.flatten(0, 1)).view_as(m_tasks)
