@@ -2,7 +2,7 @@
 
 One forward of each model (``deployed_graph.build_models``: bare timm Swin-T and the merged 4-task model) per
 repetition after a warm-up, profiled with torch.profiler; ops sorted by the merged model's excess. The excess rows
-name the work the FLOP counter does not see (copies, cats, elementwise ops over the 1 + T streams).
+name the work the FLOP counter does not see (copies, elementwise ops over the T task streams).
 
     PYTHONPATH=. python benchmarks/op_profile.py --size 448 --reps 2
 """

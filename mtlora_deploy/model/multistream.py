@@ -36,7 +36,7 @@ def window_order(block: SwinTransformerBlock, height: int, width: int) -> torch.
 
     The inverse of ``_to_windows`` (roll by ``-shift_size``, pad, window partition) as one index, so that
     ``windows[order]`` is window reverse, crop and roll in a single gather instead of three copies (the roll alone
-    is two ``cat``s on CPU), which matters when 1 + T streams go through it.
+    is two ``cat``s on CPU).
     """
     (win_h, win_w), (shift_h, shift_w) = block.window_size, block.shift_size
     padded_w = width + (win_w - width % win_w) % win_w
