@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mtlora_deploy.model.deployed import capturing_graph
+
 # eager CPU inference runs the task-batched fuse in pixel chunks of this many hidden elements (see _fuse_classify)
 FUSE_CHUNK_ELEMENTS = 1 << 20
 
@@ -155,8 +157,7 @@ class TaskBatchedHeads(nn.Module):
         then each task's classifier. Eager CPU inference runs it in pixel chunks (the (T, P, 1080) hidden map is
         54 MB at 448: page-faulted afresh every forward), everything else in one piece."""
         weight, bias = self._folded_fuse(subset)
-        graph = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-        if graph or torch.is_grad_enabled() or pixels.device.type != "cpu":  # no loop over a symbolic pixel count
+        if capturing_graph() or torch.is_grad_enabled() or pixels.device.type != "cpu":
             return self._fuse_classify_rows(pixels, weight, bias, index)
         step = max(16, FUSE_CHUNK_ELEMENTS // (len(index) * self.hidden))
         rows = [pixels[start : start + step] for start in range(0, pixels.shape[0], step)]

@@ -68,6 +68,13 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
+def capturing_graph() -> bool:
+    """True while torch.compile, torch.export, TorchScript tracing or an ONNX export records the forward: the
+    deployed layers then take their one-piece ops (no Python loop over a symbolic size, no custom autograd)."""
+    compiling = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return compiling or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def task_batched_down(x_tasks: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """Per-task down-projections of per-task inputs: (T, ..., in) x (T, r, in) -> (T, M, r)."""
     return torch.matmul(x_tasks.reshape(x_tasks.shape[0], -1, x_tasks.shape[-1]), down.transpose(1, 2))

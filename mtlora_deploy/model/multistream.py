@@ -13,7 +13,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition
 from torch import nn
 
-from mtlora_deploy.model.deployed import task_batched_down
+from mtlora_deploy.model.deployed import capturing_graph, task_batched_down
 
 
 def window_attention_core(attn: nn.Module, x_windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -98,6 +98,11 @@ def _attention_mask(block: SwinTransformerBlock, x: torch.Tensor) -> torch.Tenso
 TASK_MLP_CHUNK_ELEMENTS = 1 << 20
 
 
+def _task_hidden(u: torch.Tensor, low1: torch.Tensor, up1: torch.Tensor) -> torch.Tensor:
+    """The task streams' fc1 output before GELU: ``u + low1 @ up1^T``, (M, H), (T, M, r1), (T, H, r1) -> (T, M, H)."""
+    return torch.baddbmm(u.unsqueeze(0), low1, up1.transpose(1, 2))
+
+
 class _TaskStreamMLP(torch.autograd.Function):
     """``low2 = gelu(u + low1 @ up1^T) @ down2^T`` per task, in row chunks; backward recomputes the hidden layer.
 
@@ -113,7 +118,7 @@ class _TaskStreamMLP(torch.autograd.Function):
         out = low1.new_empty(low1.shape[0], low1.shape[1], down2.shape[1])
         for start in range(0, u.shape[0], rows):
             chunk = slice(start, start + rows)
-            hidden = torch.baddbmm(u[chunk].unsqueeze(0), low1[:, chunk], up1.transpose(1, 2))
+            hidden = _task_hidden(u[chunk], low1[:, chunk], up1)
             torch.bmm(nn.functional.gelu(hidden), down2.transpose(1, 2), out=out[:, chunk])
         return out
 
@@ -124,11 +129,11 @@ class _TaskStreamMLP(torch.autograd.Function):
         grad_u = torch.empty_like(u) if need_u else None
         grad_low1 = torch.empty_like(low1) if need_low1 else None
         grad_up1 = torch.zeros_like(up1) if need_up1 else None
-        grad_down2 = torch.zeros(down2.shape, dtype=down2.dtype, device=down2.device) if need_down2 else None
+        grad_down2 = torch.zeros_like(down2) if need_down2 else None
         for start in range(0, u.shape[0], ctx.rows):
             chunk = slice(start, start + ctx.rows)
             low1_c, grad_c = low1[:, chunk], grad_out[:, chunk]
-            hidden = torch.baddbmm(u[chunk].unsqueeze(0), low1_c, up1.transpose(1, 2))
+            hidden = _task_hidden(u[chunk], low1_c, up1)
             if need_down2:
                 grad_down2.baddbmm_(grad_c.transpose(1, 2), nn.functional.gelu(hidden))
             grad_hidden = torch.ops.aten.gelu_backward(torch.bmm(grad_c, down2), hidden)
@@ -149,12 +154,10 @@ def task_stream_mlp(u: torch.Tensor, low1: torch.Tensor, up1: torch.Tensor, down
     misses; one piece under export, tracing or compile, on GPUs (where chunks would cost kernel launches) and under
     autocast or mixed dtypes (the recomputing backward runs outside autocast).
     """
-    graph = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
     device = u.device.type
     mixed = len({u.dtype, low1.dtype, up1.dtype, down2.dtype}) > 1 or torch.is_autocast_enabled(device)
-    if graph or torch.onnx.is_in_onnx_export() or device != "cpu" or mixed:
-        hidden = torch.baddbmm(u.unsqueeze(0), low1, up1.transpose(1, 2))
-        return torch.bmm(nn.functional.gelu(hidden), down2.transpose(1, 2))
+    if capturing_graph() or device != "cpu" or mixed:
+        return torch.bmm(nn.functional.gelu(_task_hidden(u, low1, up1)), down2.transpose(1, 2))
     rows = max(16, TASK_MLP_CHUNK_ELEMENTS // (low1.shape[0] * u.shape[1]))
     return _TaskStreamMLP.apply(u, low1, up1.contiguous(), down2.contiguous(), rows)
 
