@@ -6,8 +6,9 @@ Models (Swin-T, r64, task rank 4, 4 tasks, random LoRA weights with B != 0, fp32
 - single x4: one single-task model per task (Swin-T with its LoRA folded, one head), run one after another.
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (GMAC = FLOPs / 2). Latencies are medians over
 interleaved rounds (every model once per round, the order alternating) so that load from other processes hits all
-models alike; the ratios are the numbers to read. Targets (deploy.md): merged/bare latency <= 1.05 x merged/bare
-FLOPs; single x4 / merged latency >= 2.7. ``--profile`` adds a per-region torch.profiler table of the merged model.
+models alike; the ratios are the numbers to read. Targets (docs/deploy.md, "Targets"): merged/bare latency <= 1.05
+x merged/bare FLOPs; single x4 / merged latency >= 2.7. ``--profile`` adds a per-region torch.profiler table of the
+merged model.
 
     PYTHONPATH=. python benchmarks/deployed_graph.py --rounds 5 --json benchmarks/results/deployed_graph.json
 """

@@ -1,5 +1,6 @@
 """GMAC per image of the exact model's variants (Swin-T 448, 4 tasks, MTLoRA r=64), counted the way
-``mtlora profile`` counts them (torch FlopCounterMode, attention through the math kernel), against deploy.md.
+``mtlora profile`` counts them (torch FlopCounterMode, attention through the math kernel), against
+docs/deploy.md, "Targets".
 
     python benchmarks/flop_floors.py [--out benchmarks/results/flop_floors.json]
 """
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "four single-task models, unmerged": sum(torch_gmac(sub_model(model, (t,)), 448) for t in model.tasks),
     }
     for name, gmac in counts.items():
-        print(f"{name:36s} {gmac:8.2f} GMAC/image   deploy.md: {SPEC.get(name, 'n/a')}")
+        print(f"{name:36s} {gmac:8.2f} GMAC/image   docs/deploy.md: {SPEC.get(name, 'n/a')}")
     print(
         f"merged / bare: {counts['merged single pass'] / counts['bare Swin-T']:.3f}x; four single-task models / "
         f"merged: {counts['four single-task models'] / counts['merged single pass']:.3f}x"

@@ -7,7 +7,7 @@ in priority order, within a time budget; a section that fails is recorded and th
   3. compiled: torch.compile (CUDA graphs on CUDA), fp16, merged / bare backbone / unmerged.
 TF32 is off (the reference numbers were taken that way). Each section writes its ``mtlora profile`` report into
 OUT/SECTION/, and gpu_summary.json/.md hold our numbers against the reference table
-(benchmarks/reference/deploy_h100.json, from deploy.md section 6) and the targets.
+(benchmarks/reference/deploy_h100.json, from docs/deploy.md, "Targets") and the targets.
 
     python benchmarks/gpu_profile.py                            # on a GPU, ~5 minutes
     python benchmarks/gpu_profile.py --smoke --out /tmp/smoke   # CPU, tiny config (CI)
@@ -166,7 +166,7 @@ def reference_rows(reports: dict[str, dict], small: int, large: int) -> list[dic
 
 
 def target_rows(reports: dict[str, dict], training: dict[str, Any], large: int) -> list[dict[str, Any]]:
-    """deploy.md section 6's targets, as ratios measured side by side in this run (two against the reference)."""
+    """docs/deploy.md, "Targets": the targets as ratios measured side by side in this run (two against the reference)"""
     targets, eager = REFERENCE["targets"], reports.get("eager", {}).get("comparisons", {})
     rows = [
         {

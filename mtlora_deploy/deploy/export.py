@@ -1,4 +1,4 @@
-"""ONNX export of the merged multi-task model (deploy.md 2): one graph, input ``image``, one output per task.
+"""ONNX export of the merged model (docs/deploy.md, "Export"): one graph, input ``image``, one output per task.
 
 The torch.export-based exporter is the default (folded graph, LayerNormalization native, no Roll); the
 TorchScript exporter remains behind ``legacy=True``. The file is written through a temporary path and renamed

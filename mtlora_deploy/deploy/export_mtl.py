@@ -1,4 +1,4 @@
-"""ONNX export of the task-conditioned ``mtl-lora`` model (mtl_lora.md, deployment).
+"""ONNX export of the task-conditioned ``mtl-lora`` model (docs/mtl_lora.md, "Deployment").
 
 Its encoder depends on the task, so the merged deployment is one encoder per task with ``W_t`` folded in. Two
 layouts, both exact (each graph checked against PyTorch by ``export_onnx``):

@@ -1,4 +1,4 @@
-"""Exact merge of the task-agnostic LoRA (deploy.md 1) and the merged checkpoint kind.
+"""Exact merge of the task-agnostic LoRA (docs/deploy.md, "Merge") and the merged checkpoint kind.
 
 ``merge_task_agnostic`` walks a ``MultiTaskModel`` and puts each adapter's ``to_deployed()`` in its place (the merge
 math is the adapter's own): every adapter without task branches becomes a plain ``nn.Linear`` holding

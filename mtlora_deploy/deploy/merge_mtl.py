@@ -1,4 +1,4 @@
-"""Per-task merge of the task-conditioned ``mtl-lora`` model (mtl_lora.md): the checks around it.
+"""Per-task merge of the task-conditioned ``mtl-lora`` model (docs/mtl_lora.md, "Deployment"): the checks around it.
 
 The per-task merged models and their construction live in the model layer (``mtlora_deploy.model.per_task``;
 each ``MTLLoRALinear.to_deployed(task)`` folds ``W_t``); they are re-exported here under their public names.

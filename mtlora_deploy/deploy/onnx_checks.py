@@ -1,4 +1,4 @@
-"""Checks run after every export (deploy.md 2): ONNX validity, TensorRT op support, ONNX Runtime parity.
+"""Checks run after every export (docs/deploy.md, "Export"): ONNX validity, TensorRT op support, ONNX Runtime parity.
 
 Each check raises ``ExportCheckError`` with one line naming what failed, so the exporter can drop the file.
 """

@@ -1,6 +1,6 @@
 """The exported module: the multi-task model with its outputs as a tuple in task order, logits or labels.
 
-Labels mode moves the usual post-processing into the graph (deploy.md 2): a 21 x 448 x 448 float32 semseg
+Labels mode moves the usual post-processing into the graph (docs/deploy.md, "Export"): a 21 x 448 x 448 float32 semseg
 output is 16.9 MB per image, its uint8 label map 0.2 MB. Every output stays NCHW (labels keep a channel of 1).
 """
 

@@ -19,7 +19,7 @@ TASK_OUTPUT_CHANNELS = {"semseg": 21, "human_parts": 7, "sal": 1, "normals": 3, 
 DEFAULT_TASKS = ("semseg", "human_parts", "sal", "normals")
 
 ADAPTERS = ("mtlora", "lora", "mtl-lora", "mtlora-mtl", "none")
-MTL_ADAPTERS = ("mtl-lora", "mtlora-mtl")  # adapters with an MTL-LoRA branch (spec mtl_lora.md)
+MTL_ADAPTERS = ("mtl-lora", "mtlora-mtl")  # adapters with an MTL-LoRA branch (docs/mtl_lora.md)
 TRAINABLE_MODES = ("reference", "full", "decoders", "bitfit")
 
 # Backbone architectures: timm variants plus a tiny one for fast CPU tests (same code path, smaller numbers).

@@ -1,10 +1,10 @@
 """The layers a merged (deployed) model is made of; each adapter's ``to_deployed`` builds its own.
 
 - A folded linear is a plain ``nn.Linear`` holding ``W + s B_sh A_sh`` (``linear_with_weight``).
-- ``TaskBranchLinear`` replaces a stage-final adapter. The task streams need the UN-adapted ``W x`` (model.md,
-  TS-LoRA), so it keeps the shared pair to take it back out: ``y_t = y - s B_sh A_sh x_sh + s_t B_t A_t x_t`` with
-  ``y = W' x_sh + b`` (deploy.md 1). Task pairs stay low-rank and run task-batched: one (T, M, r) x (T, r, out)
-  product for all T tasks.
+- ``TaskBranchLinear`` replaces a stage-final adapter. The task streams need the UN-adapted ``W x`` (docs/model.md,
+  "Task-specific LoRA"), so it keeps the shared pair to take it back out:
+  ``y_t = y - s B_sh A_sh x_sh + s_t B_t A_t x_t`` with ``y = W' x_sh + b`` (docs/deploy.md, "Merge"). Task pairs stay
+  low-rank and run task-batched: one (T, M, r) x (T, r, out) product for all T tasks.
 
 The float64 merge math lives with the adapters (``adapters.py``, ``mtl_lora.py``); this file only holds tensors.
 """

@@ -1,4 +1,4 @@
-"""The stage-final Swin block with one shared stream and one stream per task (model.md, TS-LoRA).
+"""The stage-final Swin block with one shared stream and one stream per task (docs/model.md, "Task-specific LoRA").
 
 Attention runs once on the shared stream; ``proj``, ``fc1`` and ``fc2`` compute their full-rank product once
 and add per-task low-rank terms. The shared stream (B, ...) and the T task streams (T, B, ...) travel as two

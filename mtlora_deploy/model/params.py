@@ -42,7 +42,8 @@ def _split(params: list[nn.Parameter]) -> tuple[int, int]:
 def folded_lora_params(model: nn.Module) -> int:
     """LoRA parameters that disappear when merging: the shared pair of every adapter without task branches.
 
-    Adapters with task branches keep ``A_sh, B_sh`` to subtract the shared term from task outputs (deploy.md 1).
+    Adapters with task branches keep ``A_sh, B_sh`` to take the shared term out of task outputs (docs/deploy.md,
+    "Merge").
     """
     return sum(
         m.lora_shared_A.numel() + m.lora_shared_B.numel()

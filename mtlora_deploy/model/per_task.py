@@ -1,5 +1,5 @@
-"""The deployed ``mtl-lora`` model (mtl_lora.md): one merged single-task model per task, ``W_t = W + (alpha/r) B_t
-Lambda_t A``.
+"""The deployed ``mtl-lora`` model (docs/mtl_lora.md, "Deployment"): one merged single-task model per task,
+``W_t = W + (alpha/r) B_t Lambda_t A``.
 
 An ``mtl-lora`` encoder is conditioned on the task, so there is no single merged encoder: each task gets its own
 model, a plain Swin (every adapted linear an ``nn.Linear`` holding ``W_t``, from ``MTLLoRALinear.to_deployed``)

@@ -1,6 +1,6 @@
 """Convert between the reference MTLoRA checkpoint layout and ours (both directions).
 
-Reference (``{'model': state_dict}``, see spec/reference_keys.tsv): Microsoft Swin stage layout (the
+Reference (``{'model': state_dict}``, see docs/model.md, "Reference code"): Microsoft Swin stage layout (the
 downsample of stage i stored at the END of stage i), frozen weights under ``<layer>.linear``, decoders as
 ``downsampler.<task>.downsample_<i>`` + ``decoders.decoders.<task>.last_layer.*``. Ours: timm layout
 (patch merging at the START of stage i+1), ``<layer>.base_layer``, ``decoders.<task>.reduce.<i>``.

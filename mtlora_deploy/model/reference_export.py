@@ -1,6 +1,6 @@
 """Write a model trained here as a checkpoint the reference MTLoRA code evaluates (``main.py --resume X --eval``).
 
-The ``.pth`` holds ``model`` in the reference key layout (spec/reference_keys.tsv, buffers included) and ``config``
+The ``.pth`` holds ``model`` in the reference key layout (docs/model.md, "Reference code"; buffers too) and ``config``
 as a plain nested dict in the reference's yacs key layout (plain types, so ``torch.load`` reads it with or without
 ``weights_only``). No optimizer/lr_scheduler entries: the reference's ``load_checkpoint`` then loads only the model.
 Beside it, a YAML file to pass as the reference's ``--cfg`` (only keys its defaults define).

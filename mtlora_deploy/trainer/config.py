@@ -18,7 +18,7 @@ REFERENCE_BATCH = 512  # learning rates are given for this global batch and scal
 
 @dataclass
 class TrainConfig(DictRoundTrip):
-    """The reference recipe (training.md) with every number overridable."""
+    """The reference recipe (docs/training.md, "Recipe") with every number overridable."""
 
     config_kind = "train config"
 
@@ -61,7 +61,7 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"lr_scaling: got {self.lr_scaling!r}, expected linear or none")
 
     def scaled_lrs(self, world_size: int) -> dict[str, float]:
-        """Peak, warm-up and floor LRs after scaling by batch * world_size / 512 (training.md)."""
+        """Peak, warm-up and floor LRs after scaling by batch * world_size / 512 (docs/training.md, "Recipe")."""
         factor = self.batch_size * world_size / REFERENCE_BATCH if self.lr_scaling == "linear" else 1.0
         return {
             "lr": self.base_lr * factor,

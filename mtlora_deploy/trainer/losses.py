@@ -28,7 +28,7 @@ DEFAULT_LOSS_WEIGHTS: Mapping[str, float] = {
     "normals": 10.0,
     "edge": 50.0,
 }
-"""Task weights of the reference recipe (model.md, "Losses")."""
+"""Task weights of the reference recipe (docs/model.md, "Losses")."""
 
 EDGE_POS_WEIGHT = 0.95
 """Fixed positive-class weight of the edge loss (reference ``edge_w``)."""

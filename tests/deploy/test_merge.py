@@ -1,4 +1,4 @@
-"""The merged model equals the unmerged one (deploy.md 1), keeps task pairs low-rank and saves/loads as 'merged'."""
+"""The merged model equals the unmerged one (docs/deploy.md, "Merge"), keeps task pairs low-rank, loads as 'merged'."""
 
 import json
 import subprocess
@@ -86,7 +86,7 @@ def test_task_branch_linear_streams_equal_the_adapter(with_task_streams, bias):
         torch.testing.assert_close(merged(x), ref_shared, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-5)
     assert tasks.shape == (3, 5, 7, 40)
-    for index, task in enumerate(adapter.tasks):  # each task's stream against the spec's formula
+    for index, task in enumerate(adapter.tasks):  # each task's stream against docs/deploy.md, "Merge"
         x_t = x if x_tasks is None else x_tasks[index]
         low_rank = x_t @ adapter.lora_tasks_A[task].T @ adapter.lora_tasks_B[task].T
         direct = adapter.base_layer(x) + adapter.task_scale * low_rank

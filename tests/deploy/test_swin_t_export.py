@@ -19,7 +19,7 @@ def test_swin_t_448_mtlora_r64_merges_and_exports_with_ort_parity(tmp_path):
     randomize_lora(model, std=0.02)
     merged = merge_task_agnostic(model)
     before, after = count_parameters(model).total_params, count_parameters(merged).total_params
-    assert 34.2e6 < before < 34.4e6 and 30.8e6 < after < 31.0e6  # deploy.md 1: about 34.3 M -> 30.9 M
+    assert 34.2e6 < before < 34.4e6 and 30.8e6 < after < 31.0e6  # docs/deploy.md, "Merge": about 34.3 M -> 30.9 M
     start = time.perf_counter()
     report = export_onnx(merged, tmp_path / "swin_t.onnx")
     print(f"Swin-T 448 export: {time.perf_counter() - start:.1f} s, {report.node_count} nodes, {report.op_types}")

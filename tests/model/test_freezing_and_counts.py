@@ -1,4 +1,4 @@
-"""Only the reference trainable set receives gradients; counts match the spec's per-block formulas."""
+"""Only the reference trainable set receives gradients; counts match docs/model.md, "Parameter counts"."""
 
 from pathlib import Path
 
@@ -60,7 +60,7 @@ def test_swin_t_mtlora_r64_trainable_set_is_the_reference_set():
 
 
 def _lora_formula(dims, depths, rank, task_rank, tasks):
-    """model.md: 16 r C per block (TA), 12 r_t C per task in each stage-final block (TS)."""
+    """docs/model.md, "Parameter counts": 16 r C per block (TA), 12 r_t C per task in each stage-final block (TS)."""
     ta = sum(16 * rank * c * d for c, d in zip(dims, depths, strict=True))
     ts = sum(12 * task_rank * c * tasks for c in dims)
     return ta + ts
@@ -75,7 +75,7 @@ def test_swin_t_counts_match_the_paper(rank):
     assert table.lora_frozen + table.backbone_trainable + table.backbone_frozen == 27_517_818
     paper = {16: 4.95e6, 32: 6.08e6, 64: 8.34e6}[rank]
     assert abs(table.trainable_params - paper) < 0.005e6
-    if rank == 64:  # deploy.md: about 34.3 M as trained, about 30.9 M deployed
+    if rank == 64:  # docs/deploy.md, "Merge": about 34.3 M as trained, about 30.9 M deployed
         assert round(table.total_params / 1e6, 1) == 34.3
         assert round(table.deployed_params / 1e6, 1) == 30.8 or round(table.deployed_params / 1e6, 1) == 30.9
 

@@ -1,4 +1,4 @@
-"""The adapters compute the spec's formulas: identity at init, and the stage-final multi-stream equations."""
+"""The adapters compute docs/model.md's formulas: identity at init, and the stage-final multi-stream equations."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""MTL-LoRA (spec mtl_lora.md): the layer's formula and init, per-sample routing, per-task merge, both presets."""
+"""MTL-LoRA (docs/mtl_lora.md): the layer's formula and init, per-sample routing, per-task merge, both presets."""
 
 import json
 
@@ -261,7 +261,7 @@ def _block_linears(c: int) -> list[tuple[int, int]]:
 
 
 def _expected_counts(config: ModelConfig) -> tuple[int, int]:
-    """(LoRA parameters, deployed-minus-total) from the spec's shapes, per preset."""
+    """(LoRA parameters, deployed-minus-total) from docs/mtl_lora.md, "Layer", per preset."""
     arch, tasks = config.arch, len(config.tasks)
     dims = [arch["embed_dim"] * 2**i for i in range(4)]
     r, n, ta = config.mtl_rank, config.mtl_num_b, config.task_agnostic_rank

@@ -1,4 +1,4 @@
-"""Multi-task delta against hand values and the MTLoRA paper table (training.md)."""
+"""Multi-task delta against hand values and the MTLoRA paper table (docs/training.md, "Delta-m")."""
 
 from __future__ import annotations
 

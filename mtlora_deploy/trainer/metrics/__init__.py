@@ -11,7 +11,7 @@ caller ``all_reduce(SUM)``s every tensor of ``state_tensors()`` and loads them b
     acc.load_state_tensors(states)
 
 The work inside ``update`` is done in torch on the tensors' own device. Definitions follow
-training.md ("Metrics") and the reference meters of MTLoRA / MTI-Net; differences are documented
+docs/training.md, "Metrics", and the reference meters of MTLoRA / MTI-Net; differences are documented
 on each class.
 """
 
