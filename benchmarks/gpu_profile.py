@@ -149,6 +149,8 @@ class Run:
     cuda_tests: dict[str, Any] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     gmac_cache: dict = field(default_factory=dict)
+    reports: dict[str, dict] = field(default_factory=dict)  # each section's report, rebuilt when it is stale
+    stale: set[str] = field(default_factory=set)
 
     def memory(self) -> CudaMemory | None:
         return CudaMemory(self.device) if self.device.type == "cuda" else None
@@ -159,6 +161,7 @@ def measure_step(
 ) -> dict[str, Any]:
     """Time one group of candidates (``roles`` of the model, or all) with ``measure_group``; keep the rows at once."""
     notes = run.notes.setdefault(section, [])
+    run.stale.add(section)  # also when the step is cut: its notes say what happened
     options = {"compile_backend": run.args.compile_backend} if run.args.compile_backend else {}
     comparisons = ("per_task", "merged", "bare_backbone", "head_cost") if roles is None else roles
     model = copy.deepcopy(run.master)  # moved to the device inside the step: its weights are the step's memory
@@ -170,7 +173,7 @@ def measure_step(
         with _recompile_room(candidates), StepPeak(run.memory()) as peak, CudagraphSkips() as skips:
             found = measure_group(candidates, batches, run.settings, notes, (Exception,), run.gmac_cache)
     finally:
-        del model, candidates
+        model.to("cpu")  # the candidates keep a reference to it: its GPU copy must not outlive the step
         _release(run.device)
     if backend == "torch-compiled":
         for m in found:
@@ -292,10 +295,8 @@ def chosen_sections(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(n for n in SECTIONS if n in names)
 
 
-def section_report(run: Run, name: str) -> dict[str, Any] | None:
+def section_report(run: Run, name: str) -> dict[str, Any]:
     """The library's report over the section's measurements so far (ratios across its steps included)."""
-    if name not in run.measurements and name not in run.notes:
-        return None
     notes = list(run.notes.get(name, []))
     if name == "eager" and len(run.measurements.get(name, [])) and len(run.batches) > 1:
         notes.append("precision ratios pair the rounds of two steps measured one after the other (not interleaved)")
@@ -305,13 +306,12 @@ def section_report(run: Run, name: str) -> dict[str, Any] | None:
 
 def flush(run: Run) -> dict[str, Any]:
     """Write every section's report (work folder and $OUT) and the summary: after every step, and at the end."""
-    reports = {}
-    for section in run.sections:
-        report = section_report(run, section.name)
-        if report is not None:
-            reports[section.name] = report
-            write_json_atomic(run.work / section.name / "profile.json", report)
-            run.results.write_json(f"{section.name}_profile.json", report)
+    for name in [s.name for s in run.sections if s.name in run.stale]:  # the bootstraps take seconds: only new rows
+        run.reports[name] = report = section_report(run, name)
+        write_json_atomic(run.work / name / "profile.json", report)
+        run.results.write_json(f"{name}_profile.json", report)
+        run.stale.discard(name)
+    reports = {s.name: run.reports[s.name] for s in run.sections if s.name in run.reports}
     summary = build_summary(run, reports)
     run.results.write_json("gpu_summary.json", {k: v for k, v in summary.items() if k != "reports"})
     run.results.write_text("gpu_summary.md", summaries.summary_markdown(summary))
@@ -358,6 +358,13 @@ def main(argv: list[str] | None = None, clock=time.monotonic) -> int:
         print(f"gpu_profile.py: {problem}", file=sys.stderr)
         return 2
     budget = Budget(args.budget_s, clock)
+    if not (args.smoke or args.device or torch.cuda.is_available()):
+        print(
+            "gpu_profile.py: torch.cuda.is_available() is False here; the full model is for a GPU (give "
+            "--device cpu to run it on the CPU anyway, or --smoke)",
+            file=sys.stderr,
+        )
+        return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
@@ -384,7 +391,9 @@ def main(argv: list[str] | None = None, clock=time.monotonic) -> int:
         (1, 2) if smoke else (1, 32),
     )
     run.sections = build_sections(run, chosen_sections(args))
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous, threads = signal.signal(signal.SIGTERM, _terminate), torch.get_num_threads()
+    if smoke:
+        torch.set_num_threads(1)  # the tiny config gains nothing from threads, and CI machines are shared
     try:
         for index, section in enumerate(run.sections):
             reserve = sum(s.min_s for s in run.sections[index + 1 :])
@@ -394,10 +403,11 @@ def main(argv: list[str] | None = None, clock=time.monotonic) -> int:
         run.notes.setdefault("run", []).append("terminated by SIGTERM; the results are those written before it")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        torch.set_num_threads(threads)
         summary = flush(run)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(summaries.summary_markdown({**summary, "reports": {}}))
+    print(summaries.summary_markdown(summary, compact=True))
     return 0
 
 

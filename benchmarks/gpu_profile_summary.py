@@ -155,10 +155,13 @@ def measurement_rows(section: str, report: dict) -> list[list[Any]]:
     return out
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def summary_markdown(summary: dict[str, Any], compact: bool = False) -> str:
+    """The summary as Markdown; ``compact``: without the measurement table, training JSON and ratio lines (what
+    the script prints at the end, so that the command's last lines show the sections, reference and targets)."""
     env, gpu = summary["environment"], summary["device_name"]
     versions = ", ".join(
-        f"{k} {env.get(k)}" for k in ("nvidia_driver", "cuda_runtime", "cuda_driver_supports", "torch", "triton")
+        f"{k} {env.get(k)}"
+        for k in ("nvidia_driver", "cuda_runtime", "cuda_driver_supports", "torch", "triton", "timm")
     )
     parts = [
         "# GPU profile: Swin-T 448, 4 tasks, MTLoRA r=64 (random weights)"
@@ -195,12 +198,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             ["target", "measured on", "value", "met"],
             [[r["target"], r["gpu"], _fmt(r["value"]), r.get("note") or _fmt(r["met"])] for r in summary["targets"]],
         ),
+    ]
+    parts += ["## Training", "\n".join(f"- {_training_line(kind, r)}" for kind, r in summary["training"].items())]
+    if compact:
+        return "\n\n".join(parts + ["## cuda-marked tests", _cuda_tests_markdown(summary["cuda_tests"])]) + "\n"
+    parts += [
         "## Measurements",
         markdown_table(
             ["section", "role", "run as", "precision", "batch", "median ms [95% CI]", "img/s", "GMAC/img", "peak GB"],
             [row for name, report in summary["reports"].items() for row in measurement_rows(name, report)],
         ),
-        "## Training",
+        "## Training (all numbers)",
         "```json\n" + json.dumps(summary["training"], indent=2) + "\n```",
         "## cuda-marked tests",
         _cuda_tests_markdown(summary["cuda_tests"]),
@@ -210,6 +218,16 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["notes"]:
         parts += ["## Notes", "\n".join(f"- {n}" for n in summary["notes"])]
     return "\n\n".join(parts) + "\n"
+
+
+def _training_line(kind: str, r: dict[str, Any]) -> str:
+    step = r["step_ms"]
+    interval = "" if step.get("ci_low") is None else f" [{step['ci_low']:.1f}, {step['ci_high']:.1f}]"
+    memory = "" if r.get("peak_memory_gb") is None else f", peak {r['peak_memory_gb']:.2f} GB"
+    return (
+        f"{kind} on {r['gpu']}: {r['images_per_s']:.1f} img/s (batch {r['batch']}, AMP {r['amp']}, "
+        f"{step['median']:.1f} ms/step{interval}){memory}"
+    )
 
 
 def _cuda_tests_markdown(result: dict[str, Any]) -> str:

@@ -239,7 +239,7 @@ def gpu_environment(base: dict[str, Any]) -> dict[str, Any]:
 
     env = dict(base)
     env["c_compiler"] = next((p for p in map(shutil.which, [os.environ.get("CC") or "cc", "gcc", "clang"]) if p), None)
-    env["triton"] = _version_of("triton")
+    env.update(triton=_version_of("triton"), timm=_version_of("timm"), numpy=_version_of("numpy"))
     if not torch.cuda.is_available():
         return env
     driver_api = getattr(torch._C, "_cuda_getDriverVersion", None)
