@@ -242,8 +242,9 @@ def _time_training(run: Run, compiled: bool) -> dict[str, Any]:
     }
 
 
-def cuda_tests_step(run: Run) -> dict[str, Any]:
-    result = run_cuda_tests(ROOT, run.work, timeout_s=max(5.0, run.budget.left() - 5))
+def cuda_tests_step(run: Run, section: Section) -> dict[str, Any]:
+    """pytest -m cuda, stopped by its own timeout a little before the section's deadline (so its output is kept)."""
+    result = run_cuda_tests(ROOT, run.work, timeout_s=max(5.0, section.ends_at - run.budget.clock() - 3))
     run.cuda_tests.update(result)
     run.results.write_text("cuda_tests.log", f"$ {result['command']}\n\n{result['output_tail']}")
     return {"counts": result["counts"], "returncode": result["returncode"]}
@@ -255,6 +256,8 @@ def build_sections(run: Run, names: tuple[str, ...]) -> list[Section]:
     scale = 0.0 if smoke else 1.0
     fast = "fp16" if cuda else "fp32"
     precisions = ("fp16", "fp32", "bf16") if cuda else ("fp32",) if smoke else ("fp32", "bf16")
+    cuda_tests = Section("cuda_tests", [], 60, 20 * scale)
+    cuda_tests.steps.append(Step("pytest -m cuda", lambda: cuda_tests_step(run, cuda_tests)))
     plan = {
         "eager": Section(
             "eager",
@@ -266,7 +269,7 @@ def build_sections(run: Run, names: tuple[str, ...]) -> list[Section]:
             min_s=40 * scale,
         ),
         "training": Section("training", [Step("eager", lambda: measure_training(run, False))], 90, 30 * scale),
-        "cuda_tests": Section("cuda_tests", [Step("pytest -m cuda", lambda: cuda_tests_step(run))], 60, 20 * scale),
+        "cuda_tests": cuda_tests,
         "compiled": Section(
             "compiled",
             [
@@ -298,7 +301,7 @@ def chosen_sections(args: argparse.Namespace) -> tuple[str, ...]:
 def section_report(run: Run, name: str) -> dict[str, Any]:
     """The library's report over the section's measurements so far (ratios across its steps included)."""
     notes = list(run.notes.get(name, []))
-    if name == "eager" and len(run.measurements.get(name, [])) and len(run.batches) > 1:
+    if len({m.candidate.precision for m in run.measurements.get(name, [])}) > 1:
         notes.append("precision ratios pair the rounds of two steps measured one after the other (not interleaved)")
     extra = {"script": "benchmarks/gpu_profile.py", "smoke": run.args.smoke, "tf32": False, "section": name}
     return finish_report(run.measurements.get(name, []), run.settings, run.batches, notes, None, extra_run=extra)

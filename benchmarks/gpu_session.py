@@ -91,7 +91,7 @@ class Budget:
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock, self.seconds = clock, float(seconds)
         self.start = clock()
-        self._shield, self._pending = 0, False
+        self._shield, self._pending, self.fired = 0, False, False
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -100,6 +100,7 @@ class Budget:
         return self.seconds - self.elapsed()
 
     def _expire(self, signum: int, frame: Any) -> None:
+        self.fired = True
         if self._shield:
             self._pending = True
             return
@@ -113,7 +114,7 @@ class Budget:
         if not usable:  # no alarm here: the soft checks between steps still hold
             yield
             return
-        previous = signal.signal(signal.SIGALRM, self._expire)
+        previous, self.fired = signal.signal(signal.SIGALRM, self._expire), False
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
             yield
@@ -153,6 +154,7 @@ class Section:
     cap_s: float
     min_s: float = 0.0
     record: dict[str, Any] = field(default_factory=lambda: {"status": "not run", "seconds": 0.0, "steps": {}})
+    ends_at: float = 0.0  # the deadline on the budget's clock, once started
 
 
 def run_section(section: Section, budget: Budget, reserve_s: float, flush: Callable[[], None]) -> dict[str, Any]:
@@ -161,42 +163,52 @@ def run_section(section: Section, budget: Budget, reserve_s: float, flush: Calla
     Returns (and keeps in ``section.record``) the status of the section and of each step: done, failed (with the
     error), cut at the deadline, or not started (and why). A failing step is recorded and the next one runs.
     """
-    record, steps = section.record, section.record["steps"]
+    record = section.record
     left = budget.left() - reserve_s
     if left <= 0 or left < section.min_s:
         kept = f" (after {reserve_s:.0f} s kept for later sections)" if reserve_s else ""
         record["status"] = f"not started: {max(left, 0):.0f} s left{kept}, needs {section.min_s:.0f} s"
         return record
-    window, start, current = min(section.cap_s, left), budget.clock(), None
-    record["deadline_s"] = round(window, 1)
+    window, start = min(section.cap_s, left), budget.clock()
+    section.ends_at, record["deadline_s"] = start + window, round(window, 1)
     try:
         with budget.hard_deadline(window):
             for step in section.steps:
-                remaining = window - (budget.clock() - start)
-                if remaining <= 0 or remaining < step.min_s:
-                    steps[step.label] = {
-                        "status": f"not started: {max(remaining, 0):.0f} s left, needs {step.min_s:.0f} s"
-                    }
-                    continue
-                current, began = step, budget.clock()
-                try:
-                    outcome = step.run()
-                    steps[step.label] = {"status": "done", **(outcome or {})}
-                except Exception as exc:  # noqa: BLE001  (recorded; one broken step must not cost the others)
-                    steps[step.label] = {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
-                steps[step.label]["seconds"] = round(budget.clock() - began, 1)
-                current = None
-                with budget.shielded():
-                    flush()
+                _run_step(section, step, budget, flush)
         record["status"] = "done"
     except SectionTimeout:
         record["status"] = f"stopped at its deadline ({window:.3g} s)"
-        if current is not None:
-            steps[current.label] = {"status": "cut at the deadline", "seconds": round(budget.clock() - began, 1)}
         for step in section.steps:
-            steps.setdefault(step.label, {"status": "not started: the section's deadline passed"})
+            record["steps"].setdefault(step.label, {"status": "not started: the section's deadline passed"})
     record["seconds"] = round(budget.clock() - start, 1)
     return record
+
+
+def _run_step(section: Section, step: Step, budget: Budget, flush: Callable[[], None]) -> None:
+    """One step and its record; raises ``SectionTimeout`` when the deadline passed during it (also when the code it
+    interrupted caught the timeout: a compile that turns it into an error, a profile run that notes it)."""
+    steps, remaining = section.record["steps"], section.ends_at - budget.clock()
+    if remaining <= 0 or remaining < step.min_s:
+        steps[step.label] = {"status": f"not started: {max(remaining, 0):.0f} s left, needs {step.min_s:.0f} s"}
+        return
+    began = budget.clock()
+    try:
+        record = {"status": "done", **(step.run() or {})}
+    except SectionTimeout:
+        steps[step.label] = {"status": "cut at the deadline", "seconds": round(budget.clock() - began, 1)}
+        raise
+    except Exception as exc:  # noqa: BLE001  (recorded; one broken step must not cost the others)
+        record = {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+    if budget.fired:
+        record["status"] = f"cut at the deadline (the interrupted code caught it; then: {record['status']})"
+    steps[step.label] = {**record, "seconds": round(budget.clock() - began, 1)}
+    with budget.shielded():
+        try:
+            flush()
+        except Exception as exc:  # noqa: BLE001  (the results of the next steps may still be written)
+            steps[step.label]["flush"] = f"failed: {type(exc).__name__}: {exc}"
+    if budget.fired:
+        raise SectionTimeout
 
 
 # -- environment ------------------------------------------------------------------------------------------------

@@ -211,6 +211,27 @@ def test_a_section_hard_deadline_cuts_the_running_step_and_keeps_the_earlier_one
     assert record["steps"]["after"]["status"].startswith("not started")
 
 
+def test_a_deadline_caught_inside_a_step_still_ends_the_section():
+    """Library code that catches the timeout (a compile turning it into its own error) does not hide the deadline:
+    the step is recorded as cut, what it returned is kept, and the next step does not start."""
+
+    def swallowing():
+        try:
+            time.sleep(30)
+        except BaseException:  # noqa: BLE001  (what some library code does)
+            return {"measurements": 0}
+
+    section = session.Section(
+        "s", [session.Step("compile", swallowing), session.Step("next", lambda: time.sleep(30))], cap_s=0.3
+    )
+    record = session.run_section(section, session.Budget(100), 0.0, lambda: None)
+    assert record["status"].startswith("stopped at its deadline") and record["steps"]["next"]["status"].startswith(
+        "not started"
+    )
+    assert record["steps"]["compile"]["status"] == "cut at the deadline (the interrupted code caught it; then: done)"
+    assert record["steps"]["compile"]["measurements"] == 0
+
+
 def test_steps_need_their_time_and_failures_are_recorded():
     now = [0.0]
     clock = lambda: now[0]  # noqa: E731
