@@ -84,7 +84,7 @@ COMPILED_ROLES = ("merged", "bare_backbone", "single_pass")  # the merged model 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        epilog="example: PYTHONPATH=. timeout 540 python benchmarks/gpu_profile.py --budget-s 450 --out $OUT",
+        epilog="example: PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 540 python3 benchmarks/gpu_profile.py --budget-s 450",
     )
     parser.add_argument("--out", default=os.environ.get("OUT"), help="results folder, flat, <= 8 files (default $OUT)")
     parser.add_argument("--work", default=None, help="scratch folder for the work (default: a temporary one, removed)")
@@ -307,6 +307,13 @@ def section_report(run: Run, name: str) -> dict[str, Any]:
     return finish_report(run.measurements.get(name, []), run.settings, run.batches, notes, None, extra_run=extra)
 
 
+def step_done(run: Run, section: Section) -> None:
+    """After every step: one progress line (the command's output shows how far a cut-off run came), then flush."""
+    label, record = next(reversed(section.record["steps"].items()))
+    print(f"[{run.budget.elapsed():6.1f} s] {section.name} / {label}: {record['status']}", flush=True)
+    flush(run)
+
+
 def flush(run: Run) -> dict[str, Any]:
     """Write every section's report (work folder and $OUT) and the summary: after every step, and at the end."""
     for name in [s.name for s in run.sections if s.name in run.stale]:  # the bootstraps take seconds: only new rows
@@ -346,6 +353,15 @@ def build_summary(run: Run, reports: dict[str, dict]) -> dict[str, Any]:
     }
 
 
+def _environment(device: torch.device) -> dict[str, Any]:
+    """The profile's environment record; if this torch cannot give it, what it can (the run goes on)."""
+    try:
+        return environment_settings(device)
+    except Exception as exc:  # noqa: BLE001
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        return {"torch": torch.__version__, "gpu": gpu, "environment_error": f"{type(exc).__name__}: {exc}"}
+
+
 class Terminated(BaseException):
     """SIGTERM (``timeout`` ran out): write what was measured and stop."""
 
@@ -381,7 +397,7 @@ def main(argv: list[str] | None = None, clock=time.monotonic) -> int:
         work,
         ResultsFolder(args.out),
         budget,
-        gpu_environment(environment_settings(device)),
+        gpu_environment(_environment(device)),
         RunSettings(
             device,
             TimingPolicy(
@@ -400,7 +416,7 @@ def main(argv: list[str] | None = None, clock=time.monotonic) -> int:
     try:
         for index, section in enumerate(run.sections):
             reserve = sum(s.min_s for s in run.sections[index + 1 :])
-            run_section(section, budget, reserve, lambda: flush(run))
+            run_section(section, budget, reserve, lambda section=section: step_done(run, section))
             print(f"[{budget.elapsed():6.1f} s] {section.name}: {section.record['status']}", flush=True)
     except Terminated:
         run.notes.setdefault("run", []).append("terminated by SIGTERM; the results are those written before it")

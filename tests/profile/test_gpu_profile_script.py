@@ -174,7 +174,7 @@ def test_budget_and_deadline_stop_sections_and_keep_what_was_measured(tmp_path, 
 
     monkeypatch.setattr(script, "measure_step", slow_step)
     monkeypatch.setattr(script, "measure_training", cut_training)
-    out = tmp_path / "out"
+    out, handler = tmp_path / "out", signal.getsignal(signal.SIGALRM)
     argv = ["--smoke", "--out", str(out), "--budget-s", "300", "--sections", "eager,training,cuda_tests"]
     assert script.main(argv, clock=lambda: now[0]) == 0
     summary = json.loads((out / "gpu_summary.json").read_text())
@@ -186,7 +186,7 @@ def test_budget_and_deadline_stop_sections_and_keep_what_was_measured(tmp_path, 
     assert summary["elapsed_s"] == 350 and summary["cuda_tests"] == {}
     eager = json.loads((out / "eager_profile.json").read_text())
     assert len(eager["measurements"]) >= 8 and {p.name for p in _files(out)} <= EXPECTED_RESULTS
-    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is handler and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_a_section_hard_deadline_cuts_the_running_step_and_keeps_the_earlier_ones():
