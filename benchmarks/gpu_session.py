@@ -12,7 +12,6 @@ tests in a subprocess (``run_cuda_tests``); and read what inductor and the alloc
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import re
@@ -23,21 +22,15 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mtlora_deploy.profile.runs import _package_version
 from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
 
 MAX_RESULT_FILES = 8
-# What the GPU profile imports at its top level (and what the lent machine has): checked before any import of them.
-REQUIRED_MODULES = ("torch", "timm", "numpy", "PIL", "scipy", "rich", "safetensors")
-
-
-def missing_modules(names: Sequence[str] = REQUIRED_MODULES) -> list[str]:
-    """The top-level modules among ``names`` that this interpreter cannot import (found without importing them)."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 # -- results ---------------------------------------------------------------------------------------------------
@@ -251,7 +244,7 @@ def gpu_environment(base: dict[str, Any]) -> dict[str, Any]:
 
     env = dict(base)
     env["c_compiler"] = next((p for p in map(shutil.which, [os.environ.get("CC") or "cc", "gcc", "clang"]) if p), None)
-    env.update(triton=_version_of("triton"), timm=_version_of("timm"), numpy=_version_of("numpy"))
+    env.update(triton=_package_version("triton"), timm=_package_version("timm"), numpy=_package_version("numpy"))
     if not torch.cuda.is_available():
         return env
     driver_api = getattr(torch._C, "_cuda_getDriverVersion", None)
@@ -265,15 +258,6 @@ def gpu_environment(base: dict[str, Any]) -> dict[str, Any]:
         gpu_count=torch.cuda.device_count(),
     )
     return env
-
-
-def _version_of(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def device_name(env: dict[str, Any]) -> str:
