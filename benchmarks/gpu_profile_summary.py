@@ -199,7 +199,8 @@ def summary_markdown(summary: dict[str, Any], compact: bool = False) -> str:
             [[r["target"], r["gpu"], _fmt(r["value"]), r.get("note") or _fmt(r["met"])] for r in summary["targets"]],
         ),
     ]
-    parts += ["## Training", "\n".join(f"- {_training_line(kind, r)}" for kind, r in summary["training"].items())]
+    training = [f"- {_training_line(kind, r)}" for kind, r in summary["training"].items()]
+    parts += ["## Training", "\n".join(training) or "_not run_"]
     if compact:
         return "\n\n".join(parts + ["## cuda-marked tests", _cuda_tests_markdown(summary["cuda_tests"])]) + "\n"
     parts += [
