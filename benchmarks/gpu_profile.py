@@ -301,8 +301,14 @@ def chosen_sections(args: argparse.Namespace) -> tuple[str, ...]:
 def section_report(run: Run, name: str) -> dict[str, Any]:
     """The library's report over the section's measurements so far (ratios across its steps included)."""
     notes = list(run.notes.get(name, []))
-    if len({m.candidate.precision for m in run.measurements.get(name, [])}) > 1:
+    rows = run.measurements.get(name, [])
+    if len({m.candidate.precision for m in rows}) > 1:
         notes.append("precision ratios pair the rounds of two steps measured one after the other (not interleaved)")
+    if name == "compiled" and len(rows) > 1:
+        notes.append(
+            "each compiled row is its own step (one compile): ratios between them pair rounds measured one "
+            "after the other (not interleaved)"
+        )
     extra = {"script": "benchmarks/gpu_profile.py", "smoke": run.args.smoke, "tf32": False, "section": name}
     return finish_report(run.measurements.get(name, []), run.settings, run.batches, notes, None, extra_run=extra)
 
