@@ -70,8 +70,8 @@ def reference_rows(rows: list[dict], env: dict[str, Any], small: int, large: int
 
 
 def target_rows(eager: dict, rows: list[dict], training: dict, env: dict, large: int) -> list[dict[str, Any]]:
-    """deploy.md section 6's targets: two as ratios measured side by side in this run (any GPU), two against the
-    reference (its GPU only)."""
+    """The targets of docs/deploy.md, "Targets": two as ratios measured side by side in this run (any GPU), two
+    against the reference (its GPU only)."""
     gpu, targets = device_name(env), REFERENCE["targets"]
     compared = same_gpu(REFERENCE["gpu"], env.get("gpu"))
     comparisons = eager.get("comparisons", {})
