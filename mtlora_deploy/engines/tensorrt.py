@@ -161,15 +161,20 @@ class TensorRTBackend(Backend):
     def infer(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run a batch (B, 3, H, W); B must lie in the plan's batch profile."""
         images = images.to(self.device, dtype=self._input_dtype, non_blocking=True).contiguous()
-        if tuple(images.shape) != self._shape:
-            self._set_shape(tuple(images.shape))
         caller = torch.cuda.current_stream(self.device)
+        # Before any work on our stream: a new shape enqueues there at once (CUDA graphs: the plain enqueue before the
+        # capture), and it must come after what the caller queued (the input, the memory it freed and we reuse).
+        self.stream.wait_stream(caller)
+        if tuple(images.shape) != self._shape:
+            with torch.cuda.stream(self.stream):  # the static buffers belong to our stream
+                self._set_shape(tuple(images.shape))
         if self.use_cuda_graph:
-            self._static[self.input_name].copy_(images)
+            with torch.cuda.stream(self.stream):
+                self._static[self.input_name].copy_(images)
+            images.record_stream(self.stream)
             outputs = {n: self._static[n] for n in self.output_names}
         else:
             outputs = self._bind_fresh(images)
-        self.stream.wait_stream(caller)
         self._run()
         caller.wait_stream(self.stream)
         return outputs

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.dataclass_io import DictRoundTrip
 
@@ -151,11 +149,15 @@ def _check_choice(name: str, value: Any, allowed: tuple) -> None:
 
 def save_yaml(config: ModelConfig, path: str | Path) -> None:
     """Write the config as YAML (a `model:` section, so train configs can add more sections)."""
+    import yaml  # here, not at the top: the model and its presets import without pyyaml
+
     Path(path).write_text(yaml.safe_dump({"model": config.to_dict()}, sort_keys=False))
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML config file's top-level mapping, with one-line errors for a missing, invalid or non-mapping file."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 CUDA_METHOD = (
     "torch.cuda.max_memory_allocated during the timed calls above the allocation at their start, plus "
-    "the candidate's weights (ONNX Runtime/TensorRT memory outside the torch allocator is not seen)"
+    "the candidate's weights (ONNX Runtime/TensorRT memory outside the torch allocator is not seen; a CUDA-graph "
+    "pool captured during warm-up, as torch-compiled reduce-overhead makes, is already allocated at the start and "
+    "is not counted)"
 )
 CPU_METHOD = (
     "peak RSS of a fresh subprocess that opens the candidate and runs each batch size, above its "

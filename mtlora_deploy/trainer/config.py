@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig, read_yaml_mapping
 from mtlora_deploy.model.presets import resolve_config
@@ -107,6 +105,8 @@ def _check_sections(sections: dict[str, Any], yaml_path: str) -> None:
 
 def save_run_config(path: Path, model: ModelConfig, train: TrainConfig, resolved: dict[str, Any]) -> None:
     """The resolved config of a run: model, train and the numbers derived from them (scaled LRs, steps)."""
+    import yaml  # here, not at the top: a training step runs without pyyaml (only run folders need it)
+
     from mtlora_deploy.utils.atomic import write_bytes_atomic
 
     text = yaml.safe_dump({"model": model.to_dict(), "train": train.to_dict(), "resolved": resolved}, sort_keys=False)

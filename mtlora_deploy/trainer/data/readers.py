@@ -15,7 +15,6 @@ import numpy as np
 import scipy.io
 from PIL import Image
 from scipy import ndimage
-from skimage.morphology import thin
 
 from mtlora_deploy.errors import DataError
 from mtlora_deploy.trainer.data.layout import (
@@ -131,6 +130,8 @@ def read_normals(path: Path, label_map: np.ndarray) -> np.ndarray:
 
 def edges_from_label_map(label_map: np.ndarray) -> np.ndarray:
     """Edge labels ``float32 [H, W]`` in {0, 1}: thinned non-zero |Laplacian| of the LabelMap."""
+    from skimage.morphology import thin  # here: only the edge task needs scikit-image
+
     laplacian = ndimage.laplace(label_map.astype(np.float64))
     return thin(np.abs(laplacian) > 0).astype(np.float32)
 
