@@ -48,7 +48,7 @@ def _ints(option: str, text: str) -> list[int]:
     "--rounds",
     default=None,
     type=click.IntRange(min=1),
-    help="Interleaved rounds, the unit of the 95% intervals [default: 10].",
+    help="Interleaved rounds, the unit of the 95% intervals (an interval and a verdict need 6) [default: 10].",
 )
 @click.option("--device", default=None, help="cpu or cuda[:N] [default: cpu].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
@@ -75,7 +75,9 @@ def _ints(option: str, text: str) -> list[int]:
     "budget_s",
     default=None,
     type=click.FloatRange(min=0),
-    help="Start no new model group after this many seconds.",
+    help="Hard limit in seconds on the whole profile, like trtexec's --duration but for everything (loading and "
+    "plots included): shared out among all model x batch pairs up front, whose calls and rounds shrink to fit; none "
+    "is dropped. A call under way is finished; a plot without time left is not drawn.",
 )
 @click.option(
     "--output",
@@ -91,7 +93,7 @@ def profile(inputs, output, metrics, **options) -> None:
 
     INPUTS are run or checkpoint folders, .onnx files and TensorRT plans.
 
-    Example: mtlora profile runs/demo/train runs/demo/export/model.onnx --backend torch,onnxruntime --batch 1,8 --duration 2 -o runs/demo/profile
+    Example: mtlora profile runs/demo/train runs/demo/onnx/model.fp32.onnx --batch 1,8 --budget 60 -o runs/demo/profile_cli
     """
     from rich.console import Console
 
