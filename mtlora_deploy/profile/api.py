@@ -126,7 +126,7 @@ def measure_all(
         task = bar.add_task("profile", total=len(groups))
         for group in groups:
             first, arms = group[0], len(group) * len(batches)
-            bar.update(task, description=f"{first.backend} {Path(first.family).name}: {arms} candidate x batch")
+            bar.update(task, description=f"{first.backend} {Path(first.family).name} (arms: {arms})")
             deadline = budget.share(arms, arms_left)
             measurements += measure_group(group, batches, settings, notes, errors, gmac_cache, deadline)
             arms_left -= arms
