@@ -20,7 +20,7 @@ from mtlora_deploy.profile.comparisons import TORCH_BACKENDS, compute_comparison
 from mtlora_deploy.profile.memory import memory_method
 from mtlora_deploy.profile.report import build_report, print_report, write_report
 from mtlora_deploy.profile.rounds import measure_group
-from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, environment_settings
+from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, busy_machine_note, environment_settings
 from mtlora_deploy.profile.settings import AUTOCAST_PRECISIONS, BACKENDS, COMPARISONS, DEFAULT_BACKENDS, ProfileSettings
 from mtlora_deploy.profile.stats import MIN_ROUNDS, STATISTIC, TOO_FEW
 from mtlora_deploy.profile.timing import PERCENTILES, TimingPolicy, make_timer, percentile_min_samples
@@ -148,7 +148,7 @@ def budget_notes(measurements: Sequence[Measurement], settings: RunSettings, bud
         if spent > budget.seconds:
             notes.append(
                 f"--budget {budget.seconds:g} s: measuring took {spent:.1f} s; the minimum (loading and opening "
-                "every candidate, its first call, one warm-up and one timed call per batch size) did not fit"
+                "every candidate, its first call and one timed call per batch size) did not fit"
             )
     few = sum(m.latency.rounds < MIN_ROUNDS for m in measurements)
     if few:
@@ -279,6 +279,19 @@ def _recompile_room(candidates: Sequence[Candidate]):
         setattr(dynamo, name, previous)
 
 
+def _chosen_settings(settings: ProfileSettings, extra_run: dict[str, Any]) -> dict[str, Any]:
+    """What the report's ``run`` section records of ``settings`` besides the timing (and a driver's own)."""
+    return {
+        "backends": list(settings.backends),
+        "precisions": list(settings.precisions),
+        "comparisons": list(settings.comparisons),
+        "compile_options": dict(settings.compile_options),
+        "tensorrt_cuda_graph": settings.use_cuda_graph,
+        "budget_s": settings.budget_s,
+        **extra_run,
+    }
+
+
 def run_profile(
     inputs: Sequence[ProfileInput],
     settings: ProfileSettings | None = None,
@@ -316,7 +329,7 @@ def run_profile(
     budget = Budget(settings.budget_s, run.clock, report_reserve(settings.budget_s, output is not None, bool(metrics)))
     if budget.limited:
         _import_early(plots=output is not None)
-    notes: list[str] = []
+    notes = [note] if (note := busy_machine_note()) else []
     candidates = collect_candidates(
         inputs,
         settings.backends,
@@ -329,15 +342,7 @@ def run_profile(
     )
     if not candidates:
         raise ConfigError("nothing to profile: " + ("; ".join(notes) or "no inputs given"))
-    extra = {
-        "backends": list(settings.backends),
-        "precisions": list(settings.precisions),
-        "comparisons": list(settings.comparisons),
-        "compile_options": dict(settings.compile_options),
-        "tensorrt_cuda_graph": settings.use_cuda_graph,
-        "budget_s": settings.budget_s,
-        **(extra_run or {}),
-    }
+    extra = _chosen_settings(settings, extra_run or {})
     previous_threads = torch.get_num_threads()
     try:
         if settings.threads:

@@ -6,8 +6,9 @@ by then: its calls per round shrink first, then its rounds (``TimingPolicy.plan`
 deadline, and no arm is dropped. A group that finishes early leaves the rest to the next ones; one that opened
 slowly (loading, compiling) takes from them. When the report is written to a folder, a part of the budget is kept
 for its PNG plots and each plot is drawn only while the budget has time for it (else a note says it was not).
-What cannot be cut short is the minimum that makes a measurement: opening each candidate, its first call, one
-warm-up call and one timed call per arm; a budget too small even for that is overrun, and the report says so.
+What cannot be cut short is the minimum that makes a measurement: opening each candidate, its first call and one
+timed call per arm (warm-up calls are skipped when there is no time for them); a budget too small even for that is
+overrun, and the report says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 
 WARMUP_SHARE = 0.25
-"""At most this part of an arm's time goes to warm-up calls (one at least: it also sizes the rounds)."""
+"""At most this part of an arm's time goes to warm-up calls (they also size the rounds)."""
 PLOT_SECONDS = 1.0
 """What drawing one PNG plot may take (more on a busy machine): one starts only with this much of the budget left."""
 REPORT_SHARE = 0.2

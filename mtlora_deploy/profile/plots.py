@@ -47,9 +47,9 @@ def _per_batch_plot(measurements, path, ylabel: str, title: str, value, bounds) 
     for label, points in lines.items():
         values = [value(p) for p in points]
         low_high = [bounds(p) for p in points]
-        errors = [
-            [max(0.0, v - lo) for v, (lo, _) in zip(values, low_high, strict=False)],
-            [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high, strict=False)],
+        errors = [  # each median lies inside its interval (stats): never a negative bar
+            [v - lo for v, (lo, _) in zip(values, low_high, strict=True)],
+            [hi - v for v, (_, hi) in zip(values, low_high, strict=True)],
         ]
         ax.errorbar([p["batch"] for p in points], values, yerr=errors, marker="o", capsize=3, label=label)
     ax.set(xlabel="batch size", ylabel=ylabel, title=title)
@@ -73,7 +73,7 @@ def plot_latency_per_image(measurements: Sequence[dict[str, Any]], path: str | P
     return _per_batch_plot(
         measurements,
         path,
-        "latency per image (ms, median, 95% interval)",
+        "latency per image (ms, median over rounds, 95% interval)",
         "Latency per image vs batch size",
         lambda m: m["median_ms"] / m["batch"],
         lambda m: tuple(v / m["batch"] for v in _interval(m)),
@@ -90,7 +90,7 @@ def plot_throughput_vs_batch(measurements: Sequence[dict[str, Any]], path: str |
     return _per_batch_plot(
         measurements,
         path,
-        "images/s (at the median, 95% interval)",
+        "images/s (at the median over rounds, 95% interval)",
         "Throughput vs batch size",
         lambda m: m["throughput_images_per_s"],
         bounds,

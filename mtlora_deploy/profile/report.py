@@ -72,9 +72,8 @@ def source_name(row: dict[str, Any]) -> str:
 def group_label(row: dict[str, Any]) -> str:
     """Where a row belongs: ``train: torch`` for a model on a torch backend, the file name for an ONNX file or a
     plan (its backend follows from it), ``onnxruntime files`` for a comparison between files."""
-    family = str(row.get("family", ""))
-    if family.endswith((" files", " plans")):
-        return family if row.get("role") != "file" or "subject_source" in row else source_name(row)
+    if "subject_source" in row and str(row["family"]).endswith((" files", " plans")):
+        return row["family"]
     return f"{source_name(row)}: {row['backend']}" if row["backend"].startswith("torch") else source_name(row)
 
 
@@ -82,8 +81,6 @@ SHORT_ROLES = {
     "single_pass": "single pass",
     "bare_backbone": "bare backbone",
     "mtlora_single_pass": "mtlora pass",
-    "per_task": "per-task models",
-    "merged": "merged",
 }
 
 
@@ -390,7 +387,7 @@ def settings_lines(report: dict[str, Any]) -> list[str]:
     memory = SHORT_METHODS.get(run["memory_method"], run["memory_method"])
     budget = "" if run.get("budget_s") is None else f" (--budget {run['budget_s']:g} s)"
     return [
-        ", ".join(runtimes) + f"; {env['torch_threads']} threads",
+        ", ".join(runtimes) + f"; torch threads: {env['torch_threads']}",
         f"each row: {run['warmup']} warm-up calls; >= {run['duration_s']:g} s and >= {run['min_iterations']} "
         "timed calls",
         f"{run['rounds']} interleaved rounds; median over rounds; 95% interval: sign test",

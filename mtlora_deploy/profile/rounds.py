@@ -52,15 +52,17 @@ def _prepare_arm(
     opened: OpenedInfo,
     until: float | None,
 ) -> _Arm:
-    """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up (no warm-up call after
-    the first starts at or after ``until``), which sizes a round."""
+    """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up (no warm-up call starts
+    at or after ``until``), whose calls size a round (the first call's time when there was no time for one)."""
     clock = settings.clock
     start = clock()
     images = make_images(batch, int(predictor.image_size), settings)
     call = timed_call(predictor, images, settings.include_copies)
     call()
+    predictor.synchronize()
+    first = clock() - start
     seconds = warm_up(call, settings.timing.warmup, predictor.synchronize, clock, until)
-    return _Arm(candidate, batch, call, opened, seconds, clock() - start)
+    return _Arm(candidate, batch, call, opened, first if seconds is None else seconds, clock() - start)
 
 
 def _open(

@@ -3,6 +3,7 @@ and the measurements they give (how the arms are timed: ``rounds``)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -186,6 +187,22 @@ def _package_version(*names: str) -> str | None:
         except importlib_metadata.PackageNotFoundError:
             continue
     return None
+
+
+def busy_machine_note() -> str | None:
+    """A note when more processes want the CPU than it has cores (Unix load average): timings are then inflated,
+    and torch with several threads most of all (a thread that waits for a descheduled one stalls the call)."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return None
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy when the profile started (1-minute load {load:.1f} on {cores} cores): absolute times "
+        "are inflated and noisy, ratios of one group's rounds less so; torch with several threads suffers most "
+        "(--threads 1 keeps its calls from stalling)"
+    )
 
 
 def environment_settings(device: torch.device) -> dict[str, Any]:

@@ -224,16 +224,16 @@ def warm_up(
     sync: Callable[[], None],
     clock: Clock = time.perf_counter,
     until: float | None = None,
-) -> float:
-    """Run up to ``calls`` untimed calls (at least one; no further one starts at or after ``until``) and return
-    the seconds one call took (wall clock, synchronised)."""
+) -> float | None:
+    """Run up to ``calls`` untimed calls (one at least, to size the rounds), none starting at or after ``until``;
+    return the seconds one call took (wall clock, synchronised), None when ``until`` left room for none."""
     sync()
     start, done = clock(), 0
-    while done < max(1, calls) and (done == 0 or until is None or clock() < until):
+    while done < max(1, calls) and (until is None or clock() < until):
         fn()
         done += 1
     sync()
-    return (clock() - start) / done
+    return (clock() - start) / done if done else None
 
 
 def make_timer(device: torch.device, clock: Clock = time.perf_counter) -> PerfCounterTimer | CudaEventTimer:

@@ -157,3 +157,16 @@ def test_a_real_profile_keeps_its_budget(tmp_path):
     assert all(1 <= m["rounds"] < 10 and m["timed_s"] > 0 for m in rows)
     assert sum(m["timed_s"] for m in rows) < 6.0 and report["run"]["measure_s"] <= 6.0
     assert (tmp_path / "profile.json").is_file()
+
+
+def test_a_busy_machine_is_noted(monkeypatch):
+    import os
+
+    from mtlora_deploy.profile.runs import busy_machine_note
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0 * cores, 0.0, 0.0))
+    note = busy_machine_note()
+    assert note is not None and f"load {3.0 * cores:.1f} on {cores} cores" in note and "--threads 1" in note
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5 * cores, 0.0, 0.0))
+    assert busy_machine_note() is None

@@ -88,13 +88,14 @@ def test_no_timed_call_starts_at_or_after_until():
     assert samples == pytest.approx([300.0] * 4) and clock.now == pytest.approx(1.2)  # 4th call started at 0.9
 
 
-def test_warm_up_stops_at_until_after_one_call_and_returns_seconds_per_call():
+def test_warm_up_stops_at_until_and_returns_seconds_per_call():
     clock = FakeClock(0.0)
     assert warm_up(lambda: clock.advance(0.5), 10, lambda: None, clock, until=1.2) == pytest.approx(0.5)
     assert clock.now == pytest.approx(1.5)  # calls at 0, 0.5, 1.0; none at 1.5
+    assert warm_up(lambda: clock.advance(2.0), 0, lambda: None, clock) == pytest.approx(2.0)  # one, to size rounds
     clock = FakeClock(5.0)
-    assert warm_up(lambda: clock.advance(2.0), 10, lambda: None, clock, until=1.0) == pytest.approx(2.0)
-    assert clock.now == pytest.approx(7.0)  # past ``until`` already: one call, to size the rounds
+    assert warm_up(lambda: clock.advance(2.0), 10, lambda: None, clock, until=1.0) is None  # no time: no call
+    assert clock.now == 5.0
 
 
 def test_cpu_uses_perf_counter_and_no_in_process_memory():
