@@ -154,7 +154,7 @@ def test_a_real_profile_keeps_its_budget(tmp_path):
     assert wall < 6.0 * 1.5, wall
     rows = report["measurements"]
     assert {m["role"] for m in rows} == {"single_pass", "merged", "bare_backbone"} and len(rows) == 6
-    assert all(1 <= m["rounds"] < 10 and m["timed_s"] > 0 for m in rows)
+    assert all(m["rounds"] >= 1 and 0 < m["timed_s"] < 4.0 for m in rows)  # each got less than it asked for
     assert sum(m["timed_s"] for m in rows) < 6.0 and report["run"]["measure_s"] <= 6.0
     assert (tmp_path / "profile.json").is_file()
 
