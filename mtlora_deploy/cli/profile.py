@@ -87,9 +87,10 @@ def _ints(option: str, text: str) -> list[int]:
     help="Folder for profile.json, profile.md and the PNG plots.",
 )
 def profile(inputs, output, metrics, **options) -> None:
-    """Measure latency (median with a 95% interval, percentiles when there are enough calls), throughput, GMAC per
-    image, achieved GFLOP/s and peak memory per backend x precision x batch, and the multi-task comparisons as
-    ratios measured in interleaved rounds, each with its interval, a verdict and the FLOP ratio.
+    """Measure latency (the median over interleaved rounds with its 95% interval, percentiles when there are enough
+    calls), throughput, GMAC per image, achieved GFLOP/s and peak memory per backend x precision x batch, and the
+    multi-task comparisons as ratios over the same rounds, each with its interval, a verdict (or 'too few rounds')
+    and the FLOP ratio.
 
     INPUTS are run or checkpoint folders, .onnx files and TensorRT plans.
 
