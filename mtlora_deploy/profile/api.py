@@ -17,8 +17,9 @@ from mtlora_deploy.engines.registry import detect_backend
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, MTLoRAError
 from mtlora_deploy.profile.budget import Budget, report_reserve
 from mtlora_deploy.profile.comparisons import TORCH_BACKENDS, compute_comparisons, torch_candidates
+from mtlora_deploy.profile.console import print_report
 from mtlora_deploy.profile.memory import memory_method
-from mtlora_deploy.profile.report import build_report, print_report, write_report
+from mtlora_deploy.profile.report import build_report, write_report
 from mtlora_deploy.profile.rounds import measure_group
 from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, busy_machine_note, environment_settings
 from mtlora_deploy.profile.settings import AUTOCAST_PRECISIONS, BACKENDS, COMPARISONS, DEFAULT_BACKENDS, ProfileSettings

@@ -8,13 +8,13 @@ import numpy as np
 from rich.console import Console
 
 from mtlora_deploy.profile.comparisons import compute_comparisons
+from mtlora_deploy.profile.console import print_report
 from mtlora_deploy.profile.report import (
     build_report,
     comparison_rows,
     head_cost_rows,
     interval,
     measurement_rows,
-    print_report,
     render_markdown,
     sig,
     times,
