@@ -56,7 +56,7 @@ def calibrate(data, split, num_images, seed, image_size, model, input_name, outp
     Writes OUTPUT (.npz keyed by the model's input name, float32 N x 3 x S x S) and OUTPUT with a .json
     suffix recording dataset root, split, ids, seed, transform, size and the array's sha256.
 
-    Example: mtlora calibrate --data synthetic --model runs/demo/model.onnx --num-images 64 -o runs/demo/calib/train.npz
+    Example: mtlora calibrate --data runs/demo/train/data --model runs/demo/onnx/model.fp32.onnx --num-images 32 -o runs/demo/calib/train32.npz
     """
     from rich.console import Console
 

@@ -48,7 +48,7 @@ def _ints(option: str, text: str) -> list[int]:
     "--rounds",
     default=None,
     type=click.IntRange(min=1),
-    help="Interleaved rounds, the unit of the 95% intervals [default: 10].",
+    help="Interleaved rounds, the unit of the 95% intervals (an interval and a verdict need 6) [default: 10].",
 )
 @click.option("--device", default=None, help="cpu or cuda[:N] [default: cpu].")
 @click.option("--include-copies", is_flag=True, help="Time the host->device input and device->host output copies.")
@@ -75,7 +75,9 @@ def _ints(option: str, text: str) -> list[int]:
     "budget_s",
     default=None,
     type=click.FloatRange(min=0),
-    help="Start no new model group after this many seconds.",
+    help="Hard limit in seconds on the whole profile, like trtexec's --duration but for everything (loading and "
+    "plots included): shared out among all model x batch pairs up front, whose calls and rounds shrink to fit; none "
+    "is dropped. A call under way is finished; a plot without time left is not drawn.",
 )
 @click.option(
     "--output",
@@ -85,13 +87,14 @@ def _ints(option: str, text: str) -> list[int]:
     help="Folder for profile.json, profile.md and the PNG plots.",
 )
 def profile(inputs, output, metrics, **options) -> None:
-    """Measure latency (median with a 95% interval, percentiles when there are enough calls), throughput, GMAC per
-    image, achieved GFLOP/s and peak memory per backend x precision x batch, and the multi-task comparisons as
-    ratios measured in interleaved rounds, each with its interval, a verdict and the FLOP ratio.
+    """Measure latency (the median over interleaved rounds with its 95% interval, percentiles when there are enough
+    calls), throughput, GMAC per image, achieved GFLOP/s and peak memory per backend x precision x batch, and the
+    multi-task comparisons as ratios over the same rounds, each with its interval, a verdict (or 'too few rounds')
+    and the FLOP ratio.
 
     INPUTS are run or checkpoint folders, .onnx files and TensorRT plans.
 
-    Example: mtlora profile runs/demo/train runs/demo/export/model.onnx --backend torch,onnxruntime --batch 1,8 --duration 2 -o runs/demo/profile
+    Example: mtlora profile runs/demo/train runs/demo/onnx/model.fp32.onnx --batch 1,8 --budget 60 -o runs/demo/profile_cli
     """
     from rich.console import Console
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -16,11 +15,15 @@ from torch import nn
 
 from mtlora_deploy.engines.registry import detect_backend
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, MTLoRAError
+from mtlora_deploy.profile.budget import Budget, report_reserve
 from mtlora_deploy.profile.comparisons import TORCH_BACKENDS, compute_comparisons, torch_candidates
+from mtlora_deploy.profile.console import print_report
 from mtlora_deploy.profile.memory import memory_method
-from mtlora_deploy.profile.report import build_report, print_report, write_report
-from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, environment_settings, measure_group
+from mtlora_deploy.profile.report import build_report, write_report
+from mtlora_deploy.profile.rounds import measure_group
+from mtlora_deploy.profile.runs import Candidate, Measurement, RunSettings, busy_machine_note, environment_settings
 from mtlora_deploy.profile.settings import AUTOCAST_PRECISIONS, BACKENDS, COMPARISONS, DEFAULT_BACKENDS, ProfileSettings
+from mtlora_deploy.profile.stats import MIN_ROUNDS, STATISTIC, TOO_FEW
 from mtlora_deploy.profile.timing import PERCENTILES, TimingPolicy, make_timer, percentile_min_samples
 
 __all__ = ["BACKENDS", "COMPARISONS", "DEFAULT_BACKENDS", "AUTOCAST_PRECISIONS", "ProfileSettings", "run_profile"]
@@ -107,30 +110,54 @@ def measure_all(
     console: Console | None = None,
     budget_s: float | None = None,
     keep_going: bool = False,
+    budget: Budget | None = None,
 ) -> list[Measurement]:
-    """Time every group of candidates in interleaved rounds (with a progress bar).
+    """Time every group of candidates in interleaved rounds (with a progress bar on ``console``).
 
-    A candidate that cannot open is a note (any exception with ``keep_going``); past ``budget_s`` seconds no new
-    group starts and the skipped ones are noted.
+    A candidate that cannot open is a note (any exception with ``keep_going``). ``budget`` (else one of
+    ``budget_s`` seconds from now) gives each group its deadline: every candidate is measured, with fewer calls
+    and rounds when the time is short.
     """
+    budget = budget or Budget(budget_s, settings.clock)
     errors: tuple[type[BaseException], ...] = (Exception,) if keep_going else (MTLoRAError,)
     measurements: list[Measurement] = []
-    start, gmac_cache = time.perf_counter(), {}
-    with Progress(console=console, transient=True) as bar:
-        groups = _groups(candidates)
+    gmac_cache: dict[tuple[str, str], float | None] = {}
+    groups, arms_left = _groups(candidates), len(candidates) * len(batches)
+    with Progress(console=console, transient=True, disable=console is None) as bar:
         task = bar.add_task("profile", total=len(groups))
         for group in groups:
-            first = group[0]
-            if budget_s is not None and time.perf_counter() - start > budget_s:
-                notes.append(
-                    f"{first.family} ({first.backend}): {len(group)} candidates not measured, time budget "
-                    f"{budget_s:.0f} s spent"
-                )
-                continue
-            bar.update(task, description=f"{first.backend} {Path(first.family).name} ({len(group)} candidates)")
-            measurements += measure_group(group, batches, settings, notes, errors, gmac_cache)
+            first, arms = group[0], len(group) * len(batches)
+            bar.update(task, description=f"{first.backend} {Path(first.family).name} (arms: {arms})")
+            deadline = budget.share(arms, arms_left)
+            measurements += measure_group(group, batches, settings, notes, errors, gmac_cache, deadline)
+            arms_left -= arms
             bar.advance(task)
     return measurements
+
+
+def budget_notes(measurements: Sequence[Measurement], settings: RunSettings, budget: Budget) -> list[str]:
+    """What the budget and the round count mean for the numbers: shrunk plans, an overrun, too few rounds."""
+    notes, asked, spent = [], settings.timing.rounds, budget.elapsed()
+    if budget.limited:
+        short = [m for m in measurements if m.latency.rounds < asked]
+        if short:
+            notes.append(
+                f"--budget {budget.seconds:g} s: {len(short)} of {len(measurements)} measurements got fewer than "
+                f"the {asked} rounds asked for (down to {min(m.latency.rounds for m in short)}); each one's rounds "
+                "and timed seconds are in the table"
+            )
+        if spent > budget.seconds:
+            notes.append(
+                f"--budget {budget.seconds:g} s: measuring took {spent:.1f} s; the minimum (loading and opening "
+                "every candidate, its first call and one timed call per batch size) did not fit"
+            )
+    few = sum(m.latency.rounds < MIN_ROUNDS for m in measurements)
+    if few:
+        notes.append(
+            f"{few} of {len(measurements)} measurements have fewer than {MIN_ROUNDS} rounds: no 95% interval and "
+            f"no verdict for them ('{TOO_FEW}'); ask for more --rounds (or a larger --budget)"
+        )
+    return notes
 
 
 def run_settings_dict(settings: RunSettings, batches: Sequence[int], extra: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +172,7 @@ def run_settings_dict(settings: RunSettings, batches: Sequence[int], extra: dict
         "rounds": timing.rounds,
         "untimed_first_calls": 1,
         "interleaved": "rounds A B ... B A within each group (one source on one backend, or all ONNX files)",
-        "intervals": "95% bootstrap over rounds (paired), scipy.stats.bootstrap",
+        "statistic": STATISTIC,
         "percentiles": {f"p{q}": f"n >= {percentile_min_samples(q)}" for q in PERCENTILES},
         "include_copies": settings.include_copies,
         "seed": settings.seed,
@@ -163,8 +190,10 @@ def finish_report(
     output: str | Path | None = None,
     metrics: Sequence[str | Path] = (),
     extra_run: dict[str, Any] | None = None,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
-    """Comparisons, the report dict and (with ``output``) profile.json, profile.md and the PNG plots."""
+    """Comparisons, the report dict and (with ``output``) profile.json, profile.md and the PNG plots (each plot
+    only while ``budget`` has time for it)."""
     comparisons = compute_comparisons(measurements)
     rows = [m.to_dict() for m in measurements]
     metric_records = [_read_metrics(path) for path in metrics]
@@ -177,7 +206,7 @@ def finish_report(
         metric_records,
     )
     if output is not None:
-        report["plots"] = _write_plots(report, Path(output), notes)
+        report["plots"] = _write_plots(report, Path(output), report["notes"], budget or Budget(None))
         report["files"] = {k: str(v) for k, v in write_report(report, output).items()}
     return report
 
@@ -192,27 +221,44 @@ def _read_metrics(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--metrics {path}: cannot read it as JSON from mtlora evaluate -o ({exc})") from exc
 
 
-def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str]) -> dict[str, str]:
+def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str], budget: Budget) -> dict[str, str]:
     from mtlora_deploy.profile import plots as draw
 
-    plots, rows = {}, report["measurements"]
+    rows, wanted = report["measurements"], {}
     if rows:
-        plots["latency_per_image"] = str(draw.plot_latency_per_image(rows, out_dir / "latency_per_image.png"))
-        plots["throughput_vs_batch"] = str(draw.plot_throughput_vs_batch(rows, out_dir / "throughput_vs_batch.png"))
+        wanted["latency_per_image"] = partial(draw.plot_latency_per_image, rows)
+        wanted["throughput_vs_batch"] = partial(draw.plot_throughput_vs_batch, rows)
     if any(m["gflops_per_s"] is not None for m in rows):
-        plots["gflops_per_variant"] = str(draw.plot_gflops_per_variant(rows, out_dir / "gflops_per_variant.png"))
+        wanted["gflops_per_variant"] = partial(draw.plot_gflops_per_variant, rows)
     if report["metrics"]:
         points = draw.accuracy_points(report["metrics"], rows)
         report["accuracy_vs_latency"] = points
         if points:
-            path = draw.plot_accuracy_vs_latency(points, out_dir / "accuracy_vs_latency.png")
-            plots["accuracy_vs_latency"] = str(path)
+            wanted["accuracy_vs_latency"] = partial(draw.plot_accuracy_vs_latency, points)
         else:
             notes.append(
                 "--metrics: no evaluate result matched a profiled artefact (by path) with a delta-m; "
                 "accuracy_vs_latency.png not drawn"
             )
+    plots = {}
+    for name, plot in wanted.items():
+        if not budget.has_time_for_a_plot():
+            notes.append(f"{name}.png not drawn: --budget {budget.seconds:g} s spent")
+            continue
+        plots[name] = str(plot(out_dir / f"{name}.png"))
     return plots
+
+
+def _import_early(plots: bool) -> None:
+    """Import scipy.stats (the intervals) and matplotlib (the plots) now: seconds each on a busy machine, inside the
+    budget before its shares are worked out rather than after a group's deadline."""
+    from mtlora_deploy.profile.stats import MIN_ROUNDS, interval_ranks
+
+    interval_ranks(MIN_ROUNDS)
+    if plots:
+        from mtlora_deploy.profile.plots import pyplot
+
+        pyplot()
 
 
 @contextlib.contextmanager
@@ -232,6 +278,19 @@ def _recompile_room(candidates: Sequence[Candidate]):
         yield
     finally:
         setattr(dynamo, name, previous)
+
+
+def _chosen_settings(settings: ProfileSettings, extra_run: dict[str, Any]) -> dict[str, Any]:
+    """What the report's ``run`` section records of ``settings`` besides the timing (and a driver's own)."""
+    return {
+        "backends": list(settings.backends),
+        "precisions": list(settings.precisions),
+        "comparisons": list(settings.comparisons),
+        "compile_options": dict(settings.compile_options),
+        "tensorrt_cuda_graph": settings.use_cuda_graph,
+        "budget_s": settings.budget_s,
+        **extra_run,
+    }
 
 
 def run_profile(
@@ -268,7 +327,10 @@ def run_profile(
         settings.seed,
         settings.memory and device.type == "cpu",
     )
-    notes: list[str] = []
+    budget = Budget(settings.budget_s, run.clock, report_reserve(settings.budget_s, output is not None, bool(metrics)))
+    if budget.limited:
+        _import_early(plots=output is not None)
+    notes = [note] if (note := busy_machine_note()) else []
     candidates = collect_candidates(
         inputs,
         settings.backends,
@@ -281,24 +343,18 @@ def run_profile(
     )
     if not candidates:
         raise ConfigError("nothing to profile: " + ("; ".join(notes) or "no inputs given"))
-    extra = {
-        "backends": list(settings.backends),
-        "precisions": list(settings.precisions),
-        "comparisons": list(settings.comparisons),
-        "compile_options": dict(settings.compile_options),
-        "tensorrt_cuda_graph": settings.use_cuda_graph,
-        "budget_s": settings.budget_s,
-        **(extra_run or {}),
-    }
+    extra = _chosen_settings(settings, extra_run or {})
     previous_threads = torch.get_num_threads()
     try:
         if settings.threads:
             torch.set_num_threads(int(settings.threads))
         with _recompile_room(candidates):
             measurements = measure_all(
-                candidates, settings.batches, run, notes, console, settings.budget_s, settings.keep_going
+                candidates, settings.batches, run, notes, console, keep_going=settings.keep_going, budget=budget
             )
-        report = finish_report(measurements, run, settings.batches, notes, output, metrics, extra)
+        notes += budget_notes(measurements, run, budget)
+        extra["measure_s"] = round(budget.elapsed(), 3)
+        report = finish_report(measurements, run, settings.batches, notes, output, metrics, extra, budget)
     finally:
         torch.set_num_threads(previous_threads)
     if console is not None:

@@ -3,7 +3,8 @@
 Every ratio is between measurements taken in the same process, on the same device, with the same settings, in
 interleaved rounds: (1) shared-encoder single pass vs one single-task model per task, (2) merged vs unmerged,
 (3) precisions, (4) batch sweep, (5) per-task head cost, and the deployed model against the bare backbone (target:
-within 1.05x of their FLOP ratio). Each carries a paired-bootstrap 95% interval, a verdict and the FLOP ratio.
+within 1.05x of their FLOP ratio). Each is a median over paired rounds with its 95% interval (``stats``), a verdict
+and the FLOP ratio.
 A task-conditioned ``mtl-lora`` model's merged variant is its T per-task merged encoders run one after another, and
 it is also put beside a merged MTLoRA single pass of the same backbone, tasks and heads (``mtl_lora_vs_mtlora``).
 """
@@ -18,7 +19,16 @@ from typing import Any
 import torch
 
 from mtlora_deploy.profile.runs import PRECISION_DTYPES, Candidate, Measurement, SequentialPredictors
-from mtlora_deploy.profile.stats import cost_verdict, difference_estimate, ratio_estimate, speed_verdict
+from mtlora_deploy.profile.stats import (
+    ADDS_TIME,
+    MET,
+    MISSED,
+    cost_verdict,
+    difference_estimate,
+    ratio_estimate,
+    speed_verdict,
+    target_verdict,
+)
 from mtlora_deploy.profile.variants import (
     bare_backbone,
     merged_model,
@@ -154,8 +164,9 @@ def _flop_ratio(baseline: Measurement, subject: Measurement) -> float | None:
 
 
 def speedup_row(subject: Measurement, baseline: Measurement, scale: float = 1.0, **extra: Any) -> dict[str, Any]:
-    """``value`` = baseline time / subject time (x ``scale``), its paired-bootstrap 95% interval, the verdict for the
-    subject, and ``flop_ratio`` = baseline GMAC / subject GMAC per image: the speedup the FLOPs alone predict."""
+    """``value`` = baseline time / subject time (x ``scale``; the median over paired rounds of the per-round ratio),
+    its 95% interval, the verdict for the subject, and ``flop_ratio`` = baseline GMAC / subject GMAC per image: the
+    speedup the FLOPs alone predict."""
     estimate = ratio_estimate(baseline.round_medians, subject.round_medians, scale)
     return _row(
         subject,
@@ -165,7 +176,7 @@ def speedup_row(subject: Measurement, baseline: Measurement, scale: float = 1.0,
         baseline_ms=baseline.latency.median,
         unit="x",
         **estimate,
-        verdict=speed_verdict(estimate["ci_low"], estimate["ci_high"]),
+        verdict=speed_verdict(estimate),
         flop_ratio=_flop_ratio(baseline, subject),
         **extra,
     )
@@ -217,10 +228,12 @@ def _vs_bare(singles, index):
             continue
         deployed = _other(m, index, "merged") or m
         row = speedup_row(bare, deployed, compared=deployed.candidate.role)
-        floor = row["flop_ratio"]
+        limit = None if row["flop_ratio"] is None else BARE_TARGET * row["flop_ratio"]
+        verdict = target_verdict(row, limit)
         row.update(
+            verdict=verdict,
             target=f"<= {BARE_TARGET} x the FLOP ratio",
-            meets_target=None if floor is None else row["value"] <= BARE_TARGET * floor,
+            meets_target={MET: True, MISSED: False}.get(verdict),
         )
         yield row
 
@@ -241,15 +254,15 @@ def _mtl_lora_vs_mtlora(singles, index):
 
 
 def _head_cost(singles, index):
-    """What each task adds: full pass minus the model without it (ms, paired bootstrap); an interval that includes
-    zero is below the noise, never a negative cost."""
+    """What each task adds: the median over paired rounds of full pass minus the model without it (ms), with its
+    interval; the verdict says whether it adds time, has no measurable cost or is below zero."""
     for m in singles:
         for key, other in index.items():
             role = key[4]
             if key[:4] != m.key()[:4] or not role.startswith("without:"):
                 continue
             estimate = difference_estimate(m.round_medians, other.round_medians)
-            verdict = cost_verdict(estimate["ci_low"])
+            verdict = cost_verdict(estimate)
             gmac = (
                 None
                 if m.gmac_per_image is None or other.gmac_per_image is None
@@ -265,7 +278,7 @@ def _head_cost(singles, index):
                 unit="ms",
                 **estimate,
                 verdict=verdict,
-                fraction_of_full=estimate["value"] / m.latency.median if verdict == "measurable" else None,
+                fraction_of_full=estimate["value"] / m.latency.median if verdict == ADDS_TIME else None,
                 flop_ratio=_flop_ratio(m, other),
                 head_gmac_per_image=gmac,
             )
@@ -298,10 +311,17 @@ def _precision(measurements: list[Measurement]) -> list[dict[str, Any]]:
     return rows
 
 
+SWEPT_ROLES = ("single_pass", "merged", "file", "bare_backbone", "mtlora_single_pass")
+"""The roles whose throughput is compared across batch sizes (the task subsets are there for the head costs)."""
+
+
 def _batch_sweep(measurements: list[Measurement]) -> list[dict[str, Any]]:
-    """Throughput at each batch size over the smallest batch's, for every candidate measured at two or more."""
+    """Throughput at each batch size over the smallest batch's, for every candidate of ``SWEPT_ROLES`` measured at two
+    or more."""
     groups: dict[tuple, list[Measurement]] = defaultdict(list)
     for m in measurements:
+        if m.candidate.role not in SWEPT_ROLES:
+            continue
         groups[(m.candidate.source, m.candidate.backend, m.candidate.precision, m.candidate.role)].append(m)
     rows = []
     for (_, _, _, role), group in groups.items():

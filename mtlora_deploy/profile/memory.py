@@ -31,7 +31,12 @@ CPU_METHOD = (
     "peak RSS of a fresh subprocess that opens the candidate and runs each batch size, above its "
     "baseline after importing torch and the toolkit"
 )
-CPU_OFF = "not measured on the CPU (pass memory=True / --memory: one fresh subprocess per candidate)"
+CPU_OFF = "not measured on the CPU (--memory measures it in one fresh subprocess per candidate)"
+
+
+SHORT_METHODS = {CUDA_METHOD: "torch allocator peak + weights", CPU_METHOD: "peak RSS in a subprocess"}
+SHORT_METHODS[CPU_OFF] = "not measured on the CPU (--memory)"
+"""Each method in a few words, for the console."""
 
 
 def memory_method(device: torch.device, cpu_subprocess: bool = False) -> str:
@@ -119,13 +124,17 @@ def _child(payload: bytes, batches: Sequence[int], include_copies: bool, connect
 
 
 def measure_cpu_peaks(
-    candidates: Sequence[Any], batches: Sequence[int], settings: Any, notes: list[str]
+    candidates: Sequence[Any], batches: Sequence[int], settings: Any, notes: list[str], until: float | None = None
 ) -> dict[tuple[int, int], int]:
-    """``{(id(candidate), batch): peak RSS bytes}``, one fresh (spawned) subprocess per candidate."""
+    """``{(id(candidate), batch): peak RSS bytes}``, one fresh (spawned) subprocess per candidate; none starts at
+    or after ``until`` (on ``settings.clock``: the time budget)."""
     import multiprocessing
 
     context, out = multiprocessing.get_context("spawn"), {}
     for candidate in candidates:
+        if until is not None and settings.clock() >= until:
+            notes.append(f"{candidate.label}: no peak RSS (--budget spent)")
+            continue
         try:
             payload = pickle.dumps(candidate.portable())
         except Exception as exc:  # noqa: BLE001

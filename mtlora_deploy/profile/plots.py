@@ -13,7 +13,8 @@ from mtlora_deploy.utils.atomic import atomic_path
 PLOTTED_ROLES = ("single_pass", "merged", "bare_backbone", "file", "per_task")
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -40,15 +41,15 @@ def _lines(measurements: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 def _per_batch_plot(measurements, path, ylabel: str, title: str, value, bounds) -> Path:
     """One line per backend x variant against the batch size (log2 axis), the 95% interval as error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     lines = _lines(measurements)
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, points in lines.items():
         values = [value(p) for p in points]
         low_high = [bounds(p) for p in points]
-        errors = [
-            [max(0.0, v - lo) for v, (lo, _) in zip(values, low_high, strict=False)],
-            [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high, strict=False)],
+        errors = [  # each median lies inside its interval (stats): never a negative bar
+            [v - lo for v, (lo, _) in zip(values, low_high, strict=True)],
+            [hi - v for v, (_, hi) in zip(values, low_high, strict=True)],
         ]
         ax.errorbar([p["batch"] for p in points], values, yerr=errors, marker="o", capsize=3, label=label)
     ax.set(xlabel="batch size", ylabel=ylabel, title=title)
@@ -72,7 +73,7 @@ def plot_latency_per_image(measurements: Sequence[dict[str, Any]], path: str | P
     return _per_batch_plot(
         measurements,
         path,
-        "latency per image (ms, median, 95% interval)",
+        "latency per image (ms, median over rounds, 95% interval)",
         "Latency per image vs batch size",
         lambda m: m["median_ms"] / m["batch"],
         lambda m: tuple(v / m["batch"] for v in _interval(m)),
@@ -89,7 +90,7 @@ def plot_throughput_vs_batch(measurements: Sequence[dict[str, Any]], path: str |
     return _per_batch_plot(
         measurements,
         path,
-        "images/s (at the median, 95% interval)",
+        "images/s (at the median over rounds, 95% interval)",
         "Throughput vs batch size",
         lambda m: m["throughput_images_per_s"],
         bounds,
@@ -98,7 +99,7 @@ def plot_throughput_vs_batch(measurements: Sequence[dict[str, Any]], path: str |
 
 def plot_gflops_per_variant(measurements: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Achieved GFLOP/s (2 x GMAC per image x images/s) per variant, one bar per batch size."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [m for m in measurements if m.get("gflops_per_s") is not None]
     labels = list(
         dict.fromkeys(f"{m['backend']} {m['precision']} {Path(str(m['source'])).name} [{m['role']}]" for m in rows)
@@ -155,7 +156,7 @@ def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[di
 
 def plot_accuracy_vs_latency(points: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """delta-m (%) against median latency, one marker per artefact, labelled with its precision and backend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for point in points:
         ax.scatter(point["latency_ms"], point["delta_m"], s=40)

@@ -1,23 +1,20 @@
-"""Profile reports: one JSON with everything (for machines), Markdown with the full tables and ratio lines, and a
-compact rich summary that fits 80 columns."""
+"""Profile reports: one JSON with everything (for machines) and Markdown with the full tables (the console summary:
+``console``). Every table cell is formatted here once, so the console, the Markdown and the report's ``ratios``
+lines show the same numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from mtlora_deploy.profile.stats import BELOW_NOISE
+from mtlora_deploy.profile.stats import STATISTIC
 from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
 
 REPORT_FORMAT = "mtlora-deploy-profile"
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 LATENCY_KEYS = ("min", "median", "mean", "p90", "p95", "p99", "max")
+NA = "n/a"
 
 
 def build_report(
@@ -43,69 +40,162 @@ def build_report(
     }
 
 
-def _where(row: dict[str, Any]) -> str:
-    return f"{Path(str(row['source'])).name}, {row['backend']} {row['precision']} b{row['batch']}"
+# -- cells -------------------------------------------------------------------------------------------------------
+def sig(value: float | None) -> str:
+    """Three significant digits without an exponent (12345 -> 12345, 67.61 -> 67.6, 0.01234 -> 0.0123)."""
+    if value is None:
+        return NA
+    size = abs(value)
+    decimals = 0 if size >= 100 else 1 if size >= 10 else 2 if size >= 1 or size == 0 else 3 if size >= 0.1 else 4
+    return f"{value:.{decimals}f}"
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
+def times(value: float | None) -> str:
+    """A ratio: ``1.23x``."""
+    return NA if value is None else f"{value:.2f}x"
 
 
-def _interval(row: dict[str, Any], spec: str = ".2f") -> str:
-    if row.get("ci_low") is None:
-        return "(one round, no interval)"
-    return f"[{format(row['ci_low'], spec)}, {format(row['ci_high'], spec)}]"
+def interval(low: float | None, high: float | None, fmt: Callable[[float | None], str] = sig) -> str:
+    """``[low, high]`` with the value's own format; n/a without an interval (too few rounds)."""
+    return NA if low is None or high is None else f"[{fmt(low).rstrip('x')}, {fmt(high).rstrip('x')}]"
 
 
-def _speedup(row: dict[str, Any], what: str) -> str:
-    flop = f"; FLOP ratio {_fmt(row['flop_ratio'])}x" if row.get("flop_ratio") is not None else ""
-    return f"{what} ({_where(row)}): {_fmt(row['value'])}x {_interval(row)} {row['verdict']}{flop}"
+def source_name(row: dict[str, Any]) -> str:
+    return Path(str(row["source"])).name
 
 
-def _bare_line(row: dict[str, Any]) -> str:
-    floor = row.get("flop_ratio")
-    target = (
-        ""
-        if row.get("meets_target") is None
-        else (f", target {row['target']}: {'met' if row['meets_target'] else 'not met'}")
+def group_label(row: dict[str, Any]) -> str:
+    """Where a row belongs: ``train: torch`` for a model on a torch backend, the file name for an ONNX file or a
+    plan (its backend follows from it), ``onnxruntime files`` for a comparison between files."""
+    if "subject_source" in row and str(row["family"]).endswith((" files", " plans")):
+        return row["family"]
+    return f"{source_name(row)}: {row['backend']}" if row["backend"].startswith("torch") else source_name(row)
+
+
+SHORT_ROLES = {
+    "single_pass": "single pass",
+    "bare_backbone": "bare backbone",
+    "mtlora_single_pass": "mtlora pass",
+}
+
+
+def short_role(role: str, tasks: Iterable[str] = ()) -> str:
+    if role == "per_task":
+        return f"{len(list(tasks))} x 1-task"
+    if role.startswith("without:"):
+        return "w/o " + role.split(":", 1)[1]
+    return SHORT_ROLES.get(role, role)
+
+
+def _label_per_task(row):
+    return f"single pass vs {len(row['tasks'])} x 1-task"
+
+
+def _label_precision(row):
+    role = "" if row["role"] == "file" else f", {short_role(row['role'])}"
+    return f"{row['precision']} vs {row['baseline_precision']}{role}"
+
+
+def _label_batch(row):
+    role = "" if row["role"] == "file" else f", {short_role(row['role'])}"
+    return f"img/s vs b{row['baseline_batch']}{role}"
+
+
+COMPARISON_LABELS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "shared_vs_per_task": _label_per_task,
+    "merged_vs_unmerged": lambda row: "merged vs unmerged",
+    "vs_bare_backbone": lambda row: f"{short_role(row['compared'])} / bare backbone",
+    "mtl_lora_vs_mtlora": lambda row: "mtlora pass vs task passes",
+    "precision": _label_precision,
+    "batch_sweep": _label_batch,
+}
+"""The comparisons of the ratio table, in order, and each row's name in it (head costs have their own table)."""
+
+COMPARISON_COLUMNS = ("comparison", "config", "ratio", "95% interval", "verdict", "FLOP ratio")
+HEAD_COST_COLUMNS = ("task", "config", "cost ms", "95% interval", "verdict", "of full", "GMAC")
+MEASUREMENT_COLUMNS = ("configuration", "median ms", "95% interval", "img/s", "GFLOP/s", "rounds", "timed s")
+
+
+def _config(row: dict[str, Any], precision: bool = True) -> str:
+    return f"{row['precision']} b{row['batch']}" if precision else f"b{row['batch']}"
+
+
+def comparison_cells(name: str, row: dict[str, Any]) -> list[str]:
+    """One ratio as the ratio table shows it (``COMPARISON_COLUMNS``)."""
+    return [
+        COMPARISON_LABELS[name](row),
+        _config(row, name != "precision"),
+        times(row["value"]),
+        interval(row["ci_low"], row["ci_high"], times),
+        row["verdict"],
+        times(row.get("flop_ratio")),
+    ]
+
+
+def head_cost_cells(row: dict[str, Any]) -> list[str]:
+    """One head cost as its table shows it (``HEAD_COST_COLUMNS``)."""
+    share = row.get("fraction_of_full")
+    return [
+        row["task"],
+        _config(row),
+        sig(row["value"]),
+        interval(row["ci_low"], row["ci_high"]),
+        row["verdict"],
+        NA if share is None else f"{100 * share:.1f}%",
+        sig(row.get("head_gmac_per_image")),
+    ]
+
+
+def measurement_cells(m: dict[str, Any]) -> list[str]:
+    """One measurement as the summary shows it (``MEASUREMENT_COLUMNS``)."""
+    config = f"{short_role(m['role'], m['tasks'])} {m['precision']} b{m['batch']}".removeprefix("file ")
+    return [
+        config,
+        sig(m["median_ms"]),
+        interval(m["ci_low_ms"], m["ci_high_ms"]),
+        sig(m["throughput_images_per_s"]),
+        sig(m["gflops_per_s"]),
+        str(m["rounds"]),
+        sig(m.get("timed_s")),
+    ]
+
+
+def grouped(rows: Iterable[tuple[str, list[str]]]) -> list[tuple[str, list[list[str]]]]:
+    """(group, cells) pairs gathered by group, in order of first appearance."""
+    groups: dict[str, list[list[str]]] = {}
+    for group, cells in rows:
+        groups.setdefault(group, []).append(cells)
+    return list(groups.items())
+
+
+def comparison_rows(comparisons: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[list[str]]]]:
+    return grouped(
+        (group_label(row), comparison_cells(name, row))
+        for name in COMPARISON_LABELS
+        for row in comparisons.get(name, [])
     )
-    return (
-        f"{row['compared'].replace('_', ' ')} / bare backbone ({_where(row)}): {_fmt(row['value'])}x "
-        f"{_interval(row)}; FLOP floor {_fmt(floor)}x{target}"
-    )
 
 
-def _head_line(row: dict[str, Any]) -> str:
-    head = f"head cost of {row['task']} ({_where(row)}): "
-    gmac = "" if row.get("head_gmac_per_image") is None else f", {row['head_gmac_per_image']:.3f} GMAC/image"
-    if row["verdict"] == BELOW_NOISE:
-        return head + f"below the noise (interval {_interval(row, '.3f')} ms){gmac}"
-    if row["fraction_of_full"] is None:
-        return head + f"{_fmt(row['value'], '.3f')} ms ({row['verdict']}){gmac}"
-    return (
-        head + f"{_fmt(row['value'], '.3f')} ms {_interval(row, '.3f')}, "
-        f"{100 * row['fraction_of_full']:.1f}% of the full pass{gmac}"
-    )
+def head_cost_rows(comparisons: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[list[str]]]]:
+    return grouped((group_label(row), head_cost_cells(row)) for row in comparisons.get("head_cost", []))
+
+
+def measurement_rows(measurements: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
+    return grouped((group_label(m), measurement_cells(m)) for m in measurements)
 
 
 def ratio_lines(comparisons: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """One sentence per ratio (value, 95% interval, verdict, FLOP ratio), as the Markdown report and console print."""
+    """One line per row of the ratio and head-cost tables, with the same cells (for drivers and the JSON)."""
     lines = [
-        _speedup(r, f"single pass vs {len(r['tasks'])} single-task models")
-        for r in comparisons.get("shared_vs_per_task", [])
+        f"{group}: {c[0]} {c[1]}: {c[2]} {c[3]} {c[4]}; FLOP ratio {c[5]}"
+        for group, rows in comparison_rows(comparisons)
+        for c in rows
     ]
-    lines += [_speedup(r, "merged vs unmerged") for r in comparisons.get("merged_vs_unmerged", [])]
-    lines += [_bare_line(r) for r in comparisons.get("vs_bare_backbone", [])]
     lines += [
-        _speedup(r, f"{r['precision']} vs {r['baseline_precision']} [{r['role'].replace('_', ' ')}]")
-        for r in comparisons.get("precision", [])
+        f"{group}: head cost of {c[0]} {c[1]}: {c[2]} ms {c[3]} {c[4]}; {c[5]} of the full pass; {c[6]} GMAC/image"
+        for group, rows in head_cost_rows(comparisons)
+        for c in rows
     ]
-    lines += [_head_line(r) for r in comparisons.get("head_cost", [])]
-    lines += [
-        _speedup(r, f"throughput at batch {r['batch']} vs batch {r['baseline_batch']} [{r['role'].replace('_', ' ')}]")
-        for r in comparisons.get("batch_sweep", [])
-    ]
-    lines += [_speedup(r, r["comparison"]) for r in comparisons.get("mtl_lora_vs_mtlora", [])]
     return lines
 
 
@@ -117,30 +207,38 @@ def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _grouped_markdown(header: Iterable[str], groups: list[tuple[str, list[list[str]]]]) -> str:
+    return markdown_table(["group", *header], ([group, *cells] for group, rows in groups for cells in rows))
+
+
 def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return NA if value is None else f"{value:.3f}"
 
 
 def _measurement_row(m: dict[str, Any], memory: bool) -> list[Any]:
     lat = m["latency_ms"]
     row = [
-        Path(str(m["source"])).name,
+        source_name(m),
         m["role"],
         m["backend"],
         m["precision"],
         m["batch"],
         m["n"],
         m["rounds"],
+        m.get("calls_per_round", NA),
+        sig(m.get("timed_s")),
+        sig(m.get("prepare_s")),
+        sig(m.get("open_s")),
         *(_ms(lat[k]) for k in ("min", "median")),
-        "n/a" if m["ci_low_ms"] is None else f"{m['ci_low_ms']:.3f}-{m['ci_high_ms']:.3f}",
+        interval(m["ci_low_ms"], m["ci_high_ms"], _ms),
         *(_ms(lat[k]) for k in ("mean", "p90", "p95", "p99", "max")),
         f"{m['median_ms_per_image']:.3f}",
         f"{m['throughput_images_per_s']:.1f}",
-        _fmt(m["gmac_per_image"], ".3f"),
-        _fmt(m["gflops_per_s"], ".1f"),
+        sig(m["gmac_per_image"]),
+        sig(m["gflops_per_s"]),
     ]
     if memory:
-        row.append("n/a" if m["peak_memory_bytes"] is None else f"{m['peak_memory_bytes'] / 2**20:.1f}")
+        row.append(NA if m["peak_memory_bytes"] is None else f"{m['peak_memory_bytes'] / 2**20:.1f}")
     return row
 
 
@@ -152,9 +250,13 @@ MEASUREMENT_HEADER = [
     "batch",
     "n",
     "rounds",
+    "calls/round",
+    "timed s",
+    "prepare s",
+    "open s",
     "min ms",
     "median ms",
-    "95% CI ms",
+    "95% interval ms",
     "mean ms",
     "p90 ms",
     "p95 ms",
@@ -185,31 +287,50 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+RATIOS_TEXT = (
+    "ratio: the subject's speed over its baseline's (> 1: faster), the median over paired rounds of the per-round "
+    "ratio; FLOP ratio: that ratio as the FLOP counts predict it. A bare-backbone row is the deployed model's time "
+    "over the bare backbone's; its target: <= 1.05 x the FLOP ratio."
+)
+HEAD_COST_TEXT = (
+    "cost: the full pass's time minus the time without the task (its head and task-specific layers), the median "
+    "over paired rounds; of full: its share of the full pass; GMAC: the task's multiply-accumulates per image."
+)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """The Markdown report: settings, every measurement, the ratio lines, each comparison's table, notes, plots."""
+    """The Markdown report: settings, every measurement, the ratio and head-cost tables, each comparison's full
+    table, notes, plots."""
     settings = {**report["environment"], **report["run"]}
     memory = _has_memory(report)
     header = MEASUREMENT_HEADER + (["peak MiB"] if memory else [])
+    comparisons = report["comparisons"]
+    percentiles = report["run"].get("percentiles", {})
     parts = [
         "# mtlora profile",
         "## Settings",
         markdown_table(["setting", "value"], [[k, _cell(v)] for k, v in settings.items()]),
         "## Measurements",
-        f"Percentiles need enough samples ({', '.join(f'{k} {v}' for k, v in report['run']['percentiles'].items())})"
-        "; n/a below that. 95% CI: bootstrap interval of the median over the interleaved rounds. GMAC per image "
-        "from FlopCounterMode (torch) or the graph's MatMul/Gemm/Conv shapes (ONNX); GFLOP/s = 2 x GMAC x images/s.",
+        f"Median and 95% interval: {STATISTIC}. min, mean, max and percentiles are over all timed calls; "
+        f"percentiles need enough calls ({', '.join(f'{k} {v}' for k, v in percentiles.items())}), n/a below "
+        "that. timed s: the seconds of the timed rounds; prepare s: the first call and warm-up; open s: opening "
+        "the candidate (shared by its batch sizes). GMAC per image from FlopCounterMode (torch) or the graph's "
+        "MatMul/Gemm/Conv shapes (ONNX); GFLOP/s = 2 x GMAC x images/s.",
         markdown_table(header, (_measurement_row(m, memory) for m in report["measurements"])),
-        "## Ratios",
-        "Each ratio: value, 95% paired-bootstrap interval over the interleaved rounds, verdict, and the ratio the "
-        "FLOP counts predict.",
-        "\n".join(f"- {line}" for line in report["ratios"]) or "_no comparison was measured_",
     ]
-    parts += [_comparison_section(name, rows) for name, rows in report["comparisons"].items() if rows]
+    ratios, costs = comparison_rows(comparisons), head_cost_rows(comparisons)
+    if ratios:
+        parts += ["## Ratios", RATIOS_TEXT, _grouped_markdown(COMPARISON_COLUMNS, ratios)]
+    if costs:
+        parts += ["## Head cost", HEAD_COST_TEXT, _grouped_markdown(HEAD_COST_COLUMNS, costs)]
+    details = [_comparison_section(name, rows) for name, rows in comparisons.items() if rows]
+    if details:
+        parts += ["## Comparison details", *details]
     if report["notes"]:
         parts += ["## Notes", "\n".join(f"- {note}" for note in report["notes"])]
     if report["plots"]:
         parts += ["## Plots", "\n".join(f"![{name}]({Path(path).name})" for name, path in report["plots"].items())]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(part for part in parts if part) + "\n"
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -219,70 +340,3 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     write_json_atomic(paths["json"], report)
     write_bytes_atomic(paths["markdown"], render_markdown(report).encode())
     return paths
-
-
-# -- console -----------------------------------------------------------------------------------------------------
-SHORT_ROLES = {"single_pass": "single pass", "bare_backbone": "bare backbone", "mtlora_single_pass": "mtlora pass"}
-
-
-def _short_role(m: dict[str, Any]) -> str:
-    role = m["role"]
-    if role == "per_task":
-        return f"{len(m['tasks'])} x 1-task"
-    if role.startswith("without:"):
-        return "w/o " + role.split(":", 1)[1]
-    return SHORT_ROLES.get(role, role)
-
-
-def summary_table(report: dict[str, Any]) -> Table:
-    """The compact summary: one row per measurement, grouped by source and backend, narrow enough for 80 columns."""
-    env, run = report["environment"], report["run"]
-    table = Table(
-        title=f"mtlora profile on {env.get('gpu') or env.get('cpu')} ({run['timer']})",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 1),
-    )
-    for column, justify in (
-        ("configuration", "left"),
-        ("median ms", "right"),
-        ("95% CI", "right"),
-        ("img/s", "right"),
-        ("GMAC", "right"),
-        ("GFLOP/s", "right"),
-    ):
-        table.add_column(column, justify=justify, overflow="fold")
-    group = None
-    for m in report["measurements"]:
-        here = f"{Path(str(m['source'])).name} ({m['backend']})"
-        if here != group:
-            group = here
-            table.add_row(f"[bold]{escape(here)}[/bold]", "", "", "", "", "")
-        ci = "n/a" if m["ci_low_ms"] is None else f"{m['ci_low_ms']:.3g}-{m['ci_high_ms']:.3g}"
-        table.add_row(
-            f" {_short_role(m)} {m['precision']} b{m['batch']}",
-            f"{m['median_ms']:.3g}",
-            ci,
-            f"{m['throughput_images_per_s']:.4g}",
-            _fmt(m["gmac_per_image"], ".3g"),
-            _fmt(m["gflops_per_s"], ".3g"),
-        )
-    return table
-
-
-def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    """The compact summary table, the settings line, the ratios and the notes (the full table is in profile.md)."""
-    console = console or Console()
-    env, run = report["environment"], report["run"]
-    console.print(summary_table(report))
-    console.print(
-        f"torch {env['torch']}, onnxruntime {env.get('onnxruntime')}, tensorrt {env.get('tensorrt')}, "
-        f"{env['torch_threads']} threads; per (candidate, batch): {run['warmup']} warm-up calls, then >= "
-        f"{run['duration_s']} s and >= {run['min_iterations']} calls in {run['rounds']} interleaved rounds; "
-        f"copies {'included' if run['include_copies'] else 'excluded'}; memory: {run['memory_method']}",
-        overflow="fold",
-    )
-    for line in report["ratios"]:
-        console.print(f"  {escape(line)}", overflow="fold")
-    for note in report["notes"]:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", overflow="fold")

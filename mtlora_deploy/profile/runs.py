@@ -1,14 +1,11 @@
-"""What is measured: candidates (a model on a backend at a precision), each timed at every batch size.
-
-Candidates that are compared with each other form a group (one source on one backend, or all ONNX files): a
-group opens together, and its (candidate, batch) pairs are timed in interleaved rounds A B ... B A, so that
-a ratio between two of them compares samples taken seconds apart, not minutes. A group is closed before the
-next one opens.
-"""
+"""What is measured: candidates (a model on a backend at a precision), each timed at every batch size (an arm),
+and the measurements they give (how the arms are timed: ``rounds``)."""
 
 from __future__ import annotations
 
+import os
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -16,8 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mtlora_deploy.profile.memory import PeakMemory, measure_cpu_peaks, memory_method, weight_bytes
-from mtlora_deploy.profile.timing import LatencyStats, TimingPolicy, make_timer, percentile, warm_up
+from mtlora_deploy.profile.timing import LatencyStats, TimingPolicy
 
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -80,13 +76,16 @@ class RunSettings:
     include_copies: bool = False
     seed: int = 0
     memory: bool = False  # CPU only: peak RSS of each candidate in a fresh subprocess (CUDA: always measured)
+    clock: Callable[[], float] = time.perf_counter  # wall clock of the budget and of CPU timing (tests: a fake one)
 
 
 @dataclass
 class Measurement:
     """The numbers for one candidate at one batch size, with the exact settings that produced them.
 
-    ``round_medians`` (one per interleaved round) are what the comparisons' paired bootstrap resamples.
+    ``round_medians`` (one per interleaved round): the latency is their median, a comparison pairs them round by
+    round. ``seconds``: what the arm got (``open``: opening its candidate, shared by its batch sizes; ``prepare``:
+    first call and warm-up; ``timed``: the timed rounds).
     """
 
     candidate: Candidate
@@ -96,6 +95,7 @@ class Measurement:
     settings: dict[str, Any] = field(default_factory=dict)
     round_medians: list[float] = field(default_factory=list)
     gmac_per_image: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -123,6 +123,8 @@ class Measurement:
             "batch": self.batch,
             "n": lat.count,
             "rounds": lat.rounds,
+            "calls_per_round": self.settings.get("calls_per_round"),
+            **{f"{k}_s": v for k, v in self.seconds.items()},
             "median_ms": lat.median,
             "ci_low_ms": lat.ci_low,
             "ci_high_ms": lat.ci_high,
@@ -178,154 +180,6 @@ def timed_call(predictor: Predictor, images: torch.Tensor, include_copies: bool)
     return lambda: {k: v.to("cpu") for k, v in predictor.infer(images).items()}
 
 
-@dataclass
-class _Arm:
-    """One (candidate, batch) inside an interleaved group, collecting its samples round by round."""
-
-    candidate: Candidate
-    predictor: Predictor
-    batch: int
-    call: Callable[[], object]
-    calls_per_round: int
-    gmac: float | None
-    described: dict[str, Any]
-    weights: int
-    samples: list[float] = field(default_factory=list)
-    round_medians: list[float] = field(default_factory=list)
-    peak: int | None = None
-
-    def add(self, samples: list[float], peak: int | None) -> None:
-        self.samples += samples
-        self.round_medians.append(percentile(samples, 50))
-        if peak is not None:
-            self.peak = max(self.peak or 0, peak)
-
-
-def _prepare_arm(
-    candidate: Candidate, predictor: Predictor, batch: int, settings: RunSettings, opened: OpenedInfo
-) -> _Arm:
-    """Inputs, the untimed first call (compilation, graph capture, allocation) and warm-up, which sizes a round."""
-    images = make_images(batch, int(predictor.image_size), settings)
-    call = timed_call(predictor, images, settings.include_copies)
-    call()
-    seconds = warm_up(call, settings.timing.warmup, predictor.synchronize)
-    return _Arm(candidate, predictor, batch, call, settings.timing.calls_per_round(seconds), opened[1], *opened[::2])
-
-
-OpenedInfo = tuple[dict[str, Any], float | None, int]
-
-
-def _open(
-    candidate: Candidate, notes: list[str], gmac_cache: dict[tuple[str, str], float | None]
-) -> tuple[Predictor, OpenedInfo]:
-    """The opened predictor with (its description, GMAC per image or None, bytes of its torch weights).
-
-    GMAC depend on the source and role only (not on backend or precision): ``gmac_cache`` counts each once.
-    """
-    predictor = candidate.open()
-    key = (candidate.source, candidate.role)
-    if key not in gmac_cache:
-        gmac_cache[key] = _count_gmac(candidate, predictor, notes)
-    return predictor, (predictor.describe(), gmac_cache[key], weight_bytes(predictor))
-
-
-def _count_gmac(candidate: Candidate, predictor: Predictor, notes: list[str]) -> float | None:
-    from mtlora_deploy.profile.flops import onnx_gmac, predictor_gmac
-
-    try:
-        gmac = predictor_gmac(predictor)
-        if gmac is None and candidate.backend == "onnxruntime":
-            gmac, unknown = onnx_gmac(candidate.source)
-            if unknown:
-                notes.append(
-                    f"{candidate.source}: {unknown} MatMul/Conv nodes without inferred shapes are not in its GMAC count"
-                )
-    except Exception as exc:  # noqa: BLE001  (a FLOP count is extra information; the timing goes on)
-        notes.append(f"{candidate.label}: no FLOP count ({type(exc).__name__}: {exc})")
-        gmac = None
-    return gmac
-
-
-def _interleave(arms: list[_Arm], settings: RunSettings) -> None:
-    """``rounds`` rounds over all arms, alternating the order (A B C, C B A, ...) so drift hits all alike."""
-    timer = make_timer(settings.device)
-    for index in range(settings.timing.rounds):
-        for arm in arms if index % 2 == 0 else arms[::-1]:
-            with PeakMemory(settings.device) as memory:
-                samples = timer.run(arm.call, arm.calls_per_round)
-            arm.add(samples, memory.peak_bytes)
-
-
-def _measurement(arm: _Arm, settings: RunSettings, cpu_peaks: dict[tuple[int, int], int]) -> Measurement:
-    timing = settings.timing
-    run = {
-        "device": str(settings.device),
-        "batch": arm.batch,
-        "warmup": timing.warmup,
-        "untimed_first_calls": 1,
-        "duration_s": timing.duration_s,
-        "min_iterations": timing.min_iterations,
-        "rounds": timing.rounds,
-        "calls_per_round": arm.calls_per_round,
-        "include_copies": settings.include_copies,
-        "timer": make_timer(settings.device).name,
-        "memory_method": memory_method(settings.device, settings.memory),
-        "backend": arm.described,
-    }
-    if settings.device.type == "cuda":
-        peak = None if arm.peak is None else arm.peak + arm.weights
-    else:
-        peak = cpu_peaks.get((id(arm.candidate), arm.batch))
-    stats = LatencyStats.from_samples(arm.samples, arm.round_medians)
-    return Measurement(arm.candidate, arm.batch, stats, peak, run, list(arm.round_medians), arm.gmac)
-
-
-def measure_group(
-    candidates: Sequence[Candidate],
-    batches: Sequence[int],
-    settings: RunSettings,
-    notes: list[str],
-    errors: tuple[type[BaseException], ...],
-    gmac_cache: dict[tuple[str, str], float | None] | None = None,
-) -> list[Measurement]:
-    """Open every candidate of a group, time all (candidate, batch) pairs in interleaved rounds, close them.
-
-    A candidate (or one of its batch sizes) that raises one of ``errors`` becomes a note and the rest go on.
-    ``gmac_cache`` ((source, role) -> GMAC per image) is shared between the groups of one run.
-    """
-    gmac_cache = {} if gmac_cache is None else gmac_cache
-    opened: list[tuple[Candidate, Predictor, OpenedInfo]] = []
-    arms: list[_Arm] = []
-    try:
-        for candidate in candidates:
-            try:
-                opened.append((candidate, *_open(candidate, notes, gmac_cache)))
-            except errors as exc:
-                notes.append(f"{candidate.label} ({candidate.backend} {candidate.precision}): skipped, {_why(exc)}")
-        for candidate, predictor, info in opened:
-            for batch in batches:
-                try:
-                    arms.append(_prepare_arm(candidate, predictor, batch, settings, info))
-                except errors as exc:
-                    notes.append(
-                        f"{candidate.label} ({candidate.backend} {candidate.precision}) batch {batch}: "
-                        f"skipped, {_why(exc)}"
-                    )
-        _interleave(arms, settings)
-    finally:
-        for _, predictor, _ in opened:
-            predictor.close()
-    cpu_peaks = measure_cpu_peaks([c for c, *_ in opened], batches, settings, notes) if settings.memory else {}
-    return [_measurement(arm, settings, cpu_peaks) for arm in arms]
-
-
-def _why(exc: BaseException) -> str:
-    from mtlora_deploy.errors import MTLoRAError
-
-    text = " ".join(str(exc).split())[:300]
-    return text if isinstance(exc, MTLoRAError) else f"{type(exc).__name__}: {text}"
-
-
 def _package_version(*names: str) -> str | None:
     for name in names:
         try:
@@ -333,6 +187,22 @@ def _package_version(*names: str) -> str | None:
         except importlib_metadata.PackageNotFoundError:
             continue
     return None
+
+
+def busy_machine_note() -> str | None:
+    """A note when more processes want the CPU than it has cores (Unix load average): timings are then inflated,
+    and torch with several threads most of all (a thread that waits for a descheduled one stalls the call)."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return None
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy when the profile started (1-minute load {load:.1f} on {cores} cores): absolute times "
+        "are inflated and noisy, ratios of one group's rounds less so; torch with several threads suffers most "
+        "(--threads 1 keeps its calls from stalling)"
+    )
 
 
 def environment_settings(device: torch.device) -> dict[str, Any]:
@@ -347,6 +217,7 @@ def environment_settings(device: torch.device) -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
         "tensorrt": _package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+        "tensorrt_rtx": _package_version("tensorrt-rtx", "tensorrt-rtx-cu13", "tensorrt-rtx-cu12"),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "cpu": platform.processor() or platform.machine(),

@@ -24,7 +24,7 @@ class ProfileSettings:
     duration: float = field(default=1.0, metadata={"help": "timed seconds per (candidate, batch)"})
     iterations: int = field(default=10, metadata={"help": "timed calls per (candidate, batch) at least"})
     warmup: int = field(default=10, metadata={"help": "untimed calls before timing"})
-    rounds: int = field(default=10, metadata={"help": "interleaved rounds (the bootstrap's unit)"})
+    rounds: int = field(default=10, metadata={"help": "interleaved rounds (the intervals' unit; >= 6 for one)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]"})
     include_copies: bool = field(default=False, metadata={"help": "time host<->device copies too"})
     comparisons: tuple[str, ...] = field(default=COMPARISONS, metadata={"help": "comparison variants of torch models"})
@@ -33,7 +33,10 @@ class ProfileSettings:
     memory: bool = field(default=False, metadata={"help": "CPU: peak RSS per candidate in a fresh subprocess"})
     seed: int = field(default=0, metadata={"help": "seed of the random input images"})
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads during the run"})
-    budget_s: float | None = field(default=None, metadata={"help": "start no new group after this many seconds"})
+    budget_s: float | None = field(
+        default=None,
+        metadata={"help": "hard limit on the whole profile (+ one call); calls and rounds shrink, nothing is dropped"},
+    )
     keep_going: bool = field(default=False, metadata={"help": "any error in a candidate is a note, not a stop"})
 
     def __post_init__(self) -> None:

@@ -1,92 +1,124 @@
-"""Bootstrap intervals and verdicts for latencies measured in interleaved rounds.
+"""The one statistic a profile reports, its 95% interval and the verdicts, for latencies measured in rounds.
 
-The resampled unit is the round: one median per candidate per round. Rounds of two candidates in the same group
-ran back to back (A B ... B A), so they are resampled in pairs; machine load that slows a whole round then
-cancels out of a ratio instead of widening it (or, without pairing, faking a difference).
+Every number is a **median over rounds**: a latency is the median of the per-round median call times; a ratio
+(or a difference) of two candidates is the median of the per-round ratios (differences) of their round medians.
+Rounds of one group ran back to back (A B ... B A), so they pair up: machine load that slows a whole round cancels
+out of that round's ratio instead of widening the interval (or faking a difference).
+
+The interval is the distribution-free one of a median (the sign-test interval, ``scipy.stats.quantile_test``):
+the order statistics ``[x_(k), x_(n+1-k)]`` with the smallest ``k`` whose binomial coverage is at least 95%. It
+holds for any distribution of round medians, its coverage is exact rather than asymptotic, it always contains the
+median it is about (``k <= n / 2``), and it does not exist below six rounds (``[min, max]`` of five rounds covers
+93.75%): there a profile says "too few rounds" instead of an interval and a verdict. A percentile bootstrap of a
+median, by contrast, can only return order statistics too, but with less than the stated coverage for few rounds
+(five rounds: the same ``[min, max]`` called 95%), and BCa's jackknife degenerates for a median.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 CONFIDENCE = 0.95
-RESAMPLES = 2000
-SEED = 0
-FASTER, SLOWER, SAME = "faster", "slower", "no measurable difference"
-BELOW_NOISE = "below the noise"
+MIN_ROUNDS = 6
+"""The fewest rounds with a 95% interval of a median: the [min, max] of n rounds covers 1 - 2 / 2**n."""
+STATISTIC = (
+    "median over rounds (a latency: of the per-round median call times; a ratio or difference: of the per-round "
+    "ratios or differences, rounds paired), 95% distribution-free interval of that median (sign test, "
+    f"scipy.stats.quantile_test); intervals and verdicts need >= {MIN_ROUNDS} rounds"
+)
+FASTER, SLOWER, SAME = "faster", "slower", "no difference"
+TOO_FEW = "too few rounds"
+UNPAIRED = "rounds not paired"
+ADDS_TIME, NO_COST, BELOW_ZERO = "adds time", "no measurable cost", "below zero"
+MET, MISSED, UNDECIDED = "target met", "target missed", "undecided"
 
 
-def _bootstrap(statistic, data: tuple[np.ndarray, ...], paired: bool) -> tuple[float, float]:
-    from scipy.stats import bootstrap
+@functools.cache
+def interval_ranks(n: int) -> tuple[int, int]:
+    """The 0-based ranks (in sorted order) of the interval's ends for ``n`` values: the order statistics that
+    ``scipy.stats.quantile_test`` returns (they depend on ``n`` only, so they are worked out once per ``n``)."""
+    from scipy.stats import quantile_test
 
-    if all(np.ptp(d) == 0 for d in data):  # no spread: every resample gives the point value
-        value = float(statistic(*data, axis=-1))
-        return value, value
-    result = bootstrap(
-        data,
-        statistic,
-        paired=paired,
-        vectorized=True,
-        n_resamples=RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng(SEED),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if n < MIN_ROUNDS:
+        raise ValueError(f"a 95% interval of a median needs at least {MIN_ROUNDS} values, got {n}")
+    interval = quantile_test(np.arange(n, dtype=float), q=0.0, p=0.5).confidence_interval(CONFIDENCE)
+    return int(interval.low), int(interval.high)
 
 
-def _median(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(values, axis=axis)
+def median_interval(values: Sequence[float]) -> tuple[float, float] | tuple[None, None]:
+    """95% distribution-free interval of the median of ``values``; (None, None) below ``MIN_ROUNDS`` values."""
+    data = np.sort(np.asarray(values, dtype=float))
+    if len(data) < MIN_ROUNDS:
+        return None, None
+    low, high = interval_ranks(len(data))
+    return float(data[low]), float(data[high])
 
 
-def median_interval(round_medians: Sequence[float]) -> tuple[float, float]:
-    """95% bootstrap interval of the median latency over the per-round medians."""
-    return _bootstrap(_median, (np.asarray(round_medians, dtype=float),), paired=False)
+def median_estimate(values: Sequence[float]) -> dict[str, Any]:
+    """``value`` (the median of ``values``), its 95% interval (``ci_low``/``ci_high``, None below ``MIN_ROUNDS``)
+    and ``rounds``."""
+    data = np.asarray(values, dtype=float)
+    low, high = median_interval(data)
+    return {"value": float(np.median(data)), "ci_low": low, "ci_high": high, "rounds": len(data)}
 
 
-def ratio_estimate(numerator: Sequence[float], denominator: Sequence[float], scale: float = 1.0) -> dict[str, float]:
-    """``scale * median(numerator) / median(denominator)`` over round medians with its 95% interval.
+def _paired(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and len(a) > 0
 
-    Rounds are paired when both sides have the same number of rounds (they were interleaved), else resampled
-    independently.
+
+def ratio_estimate(numerator: Sequence[float], denominator: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
+    """Median over paired rounds of ``scale * numerator_i / denominator_i`` with its interval.
+
+    Round lists of different lengths were not interleaved: the ratio of their medians, without an interval.
     """
     a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-
-    def statistic(x, y, axis=-1):
-        return scale * np.median(x, axis=axis) / np.median(y, axis=axis)
-
-    value = float(statistic(a, b))
-    low, high = _bootstrap(statistic, (a, b), paired=len(a) == len(b)) if min(len(a), len(b)) > 1 else (None, None)
-    return {"value": value, "ci_low": low, "ci_high": high}
+    if not _paired(a, b):
+        return {"value": scale * float(np.median(a) / np.median(b)), "ci_low": None, "ci_high": None, "rounds": 0}
+    return median_estimate(scale * a / b)
 
 
-def difference_estimate(minuend: Sequence[float], subtrahend: Sequence[float]) -> dict[str, float]:
-    """``median(minuend) - median(subtrahend)`` (ms) over round medians with its 95% interval (paired rounds)."""
+def difference_estimate(minuend: Sequence[float], subtrahend: Sequence[float]) -> dict[str, Any]:
+    """Median over paired rounds of ``minuend_i - subtrahend_i`` (ms) with its interval (unpaired: see ratio)."""
     a, b = np.asarray(minuend, dtype=float), np.asarray(subtrahend, dtype=float)
-
-    def statistic(x, y, axis=-1):
-        return np.median(x, axis=axis) - np.median(y, axis=axis)
-
-    value = float(statistic(a, b))
-    low, high = _bootstrap(statistic, (a, b), paired=len(a) == len(b)) if min(len(a), len(b)) > 1 else (None, None)
-    return {"value": value, "ci_low": low, "ci_high": high}
+    if not _paired(a, b):
+        return {"value": float(np.median(a) - np.median(b)), "ci_low": None, "ci_high": None, "rounds": 0}
+    return median_estimate(a - b)
 
 
-def speed_verdict(ci_low: float | None, ci_high: float | None) -> str:
+def _undecided(estimate: dict[str, Any]) -> str | None:
+    if estimate["ci_low"] is not None:
+        return None
+    return UNPAIRED if estimate["rounds"] == 0 else TOO_FEW
+
+
+def speed_verdict(estimate: dict[str, Any]) -> str:
     """For a speedup (baseline time / subject time): faster when the whole interval is above 1, slower below."""
-    if ci_low is None or ci_high is None:
-        return "not tested (one round)"
-    if ci_low > 1.0:
+    if (verdict := _undecided(estimate)) is not None:
+        return verdict
+    if estimate["ci_low"] > 1.0:
         return FASTER
-    if ci_high < 1.0:
-        return SLOWER
-    return SAME
+    return SLOWER if estimate["ci_high"] < 1.0 else SAME
 
 
-def cost_verdict(ci_low: float | None) -> str:
-    """For a cost (ms that a part adds): measurable only when its whole interval is above zero."""
-    if ci_low is None:
-        return "not tested (one round)"
-    return "measurable" if ci_low > 0 else BELOW_NOISE
+def cost_verdict(estimate: dict[str, Any]) -> str:
+    """For a cost (ms that a part adds): it adds time when the whole interval is above zero, and is below zero
+    (the model is faster with the part than without it) when the whole interval is below."""
+    if (verdict := _undecided(estimate)) is not None:
+        return verdict
+    if estimate["ci_low"] > 0.0:
+        return ADDS_TIME
+    return BELOW_ZERO if estimate["ci_high"] < 0.0 else NO_COST
+
+
+def target_verdict(estimate: dict[str, Any], limit: float | None) -> str:
+    """For a ratio that should stay at or below ``limit``: met when the whole interval is, missed when it is all
+    above, else undecided."""
+    if (verdict := _undecided(estimate)) is not None or limit is None:
+        return verdict or UNDECIDED
+    if estimate["ci_high"] <= limit:
+        return MET
+    return MISSED if estimate["ci_low"] > limit else UNDECIDED

@@ -39,9 +39,11 @@ def percentile_min_samples(q: float) -> int:
 class LatencyStats:
     """Latency summary in milliseconds over ``count`` timed calls.
 
-    ``p90``/``p95``/``p99`` are None when ``count`` is below ``percentile_min_samples`` (a p99 from 10 calls is
-    the maximum under another name). ``ci_low``/``ci_high``: bootstrap 95% interval of the median over the
-    per-round medians (None with a single round).
+    ``median`` is the median over rounds of the per-round medians (``stats.STATISTIC``; with no rounds given, the
+    median of all calls) and ``ci_low``/``ci_high`` its 95% interval (None below ``stats.MIN_ROUNDS`` rounds):
+    the median always lies inside its interval. ``min``, ``mean``, ``max`` and the percentiles describe all calls;
+    ``p90``/``p95``/``p99`` are None when ``count`` is below ``percentile_min_samples`` (a p99 from 10 calls is the
+    maximum under another name).
     """
 
     count: int
@@ -58,17 +60,22 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], round_medians: Sequence[float] = ()) -> LatencyStats:
-        """Summarise per-call latencies (ms); ``round_medians`` (one per interleaved round) give the interval."""
-        from mtlora_deploy.profile.stats import median_interval
+        """Summarise per-call latencies (ms); ``round_medians`` (one per interleaved round) give the median and
+        its interval."""
+        from mtlora_deploy.profile.stats import median_estimate
 
         samples = [float(s) for s in samples_ms]
         n = len(samples)
         tails = {f"p{q}": percentile(samples, q) if n >= percentile_min_samples(q) else None for q in PERCENTILES}
-        low, high = median_interval(round_medians) if len(round_medians) > 1 else (None, None)
+        if len(round_medians):
+            estimate = median_estimate(round_medians)
+            median, low, high = estimate["value"], estimate["ci_low"], estimate["ci_high"]
+        else:
+            median, low, high = percentile(samples, 50), None, None
         return cls(
             n,
             min(samples),
-            percentile(samples, 50),
+            median,
             sum(samples) / n,
             max(samples),
             **tails,
@@ -105,7 +112,7 @@ class TimingPolicy:
         warmup: untimed calls after the (also untimed) first call; they also estimate the call's duration.
         duration_s: timed seconds per (candidate, batch), split evenly over the rounds.
         min_iterations: timed calls per (candidate, batch) at least, however slow a call is.
-        rounds: interleaved rounds (A B ... B A): the unit the bootstrap intervals resample.
+        rounds: interleaved rounds (A B ... B A): one median per round is the unit of the intervals.
     """
 
     warmup: int = 10
@@ -119,19 +126,44 @@ class TimingPolicy:
         by_time = math.ceil(self.duration_s / self.rounds / seconds_per_call) if seconds_per_call > 0 else 1
         return max(1, by_count, min(by_time, 100_000))
 
+    def plan(self, seconds_per_call: Sequence[float], seconds: float | None = None) -> tuple[int, list[int]]:
+        """Rounds and timed calls per round for each arm of a group (one per entry of ``seconds_per_call``).
+
+        Without ``seconds``: ``rounds`` and ``calls_per_round``. When that plan would take longer than
+        ``seconds``, the calls per round shrink first by one factor for every arm (down to one call each: rounds
+        are what the intervals stand on), then the rounds (down to one): arms are never dropped.
+        """
+        rounds, calls = self.rounds, [self.calls_per_round(t) for t in seconds_per_call]
+        if seconds is None:
+            return rounds, calls
+        seconds = max(0.0, seconds)
+        per_round = sum(c * t for c, t in zip(calls, seconds_per_call, strict=True))
+        if rounds * per_round <= seconds:
+            return rounds, calls
+        factor = seconds / (rounds * per_round)
+        calls = [max(1, math.floor(c * factor)) for c in calls]
+        per_round = sum(c * t for c, t in zip(calls, seconds_per_call, strict=True))
+        fits = math.floor(seconds / per_round) if per_round > 0 else rounds
+        return max(1, min(rounds, fits)), calls
+
+
+Clock = Callable[[], float]
+
 
 class PerfCounterTimer:
     """Wall-clock timer (``time.perf_counter`` by default) with a synchronisation hook around each call."""
 
     name = "perf_counter"
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, clock: Clock = time.perf_counter, sync: Callable[[], None] = lambda: None) -> None:
         self.clock, self.sync = clock, sync
 
-    def run(self, fn: Callable[[], object], calls: int) -> list[float]:
-        """Time ``calls`` calls of ``fn`` one by one; each latency in ms."""
+    def run(self, fn: Callable[[], object], calls: int, until: float | None = None) -> list[float]:
+        """Time ``calls`` calls of ``fn`` one by one (each latency in ms); none starts at or after ``until``."""
         samples = []
         for _ in range(calls):
+            if until is not None and self.clock() >= until:
+                break
             self.sync()
             start = self.clock()
             fn()
@@ -146,20 +178,25 @@ class PerfCounterTimer:
 
 
 class CudaEventTimer:
-    """GPU timer: a CUDA event pair around each call on the device's current stream, synchronised per sample."""
+    """GPU timer: a CUDA event pair around each call on the device's current stream, synchronised per sample.
+
+    ``clock`` (host wall clock) only decides whether another call may start before ``until``.
+    """
 
     name = "cuda_events"
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, clock: Clock = time.perf_counter) -> None:
+        self.device, self.clock = device, clock
 
     def sync(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    def run(self, fn: Callable[[], object], calls: int) -> list[float]:
+    def run(self, fn: Callable[[], object], calls: int, until: float | None = None) -> list[float]:
         """Like ``PerfCounterTimer.run``, with elapsed times read from CUDA events."""
         samples = []
         for _ in range(calls):
+            if until is not None and self.clock() >= until:
+                break
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             self.sync()
             start.record()
@@ -181,16 +218,24 @@ def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) ->
     sync()
 
 
-def warm_up(fn: Callable[[], object], calls: int, sync: Callable[[], None]) -> float:
-    """Run ``calls`` untimed calls (at least one) and return the seconds one call took (wall clock, synchronised)."""
+def warm_up(
+    fn: Callable[[], object],
+    calls: int,
+    sync: Callable[[], None],
+    clock: Clock = time.perf_counter,
+    until: float | None = None,
+) -> float | None:
+    """Run up to ``calls`` untimed calls (one at least, to size the rounds), none starting at or after ``until``;
+    return the seconds one call took (wall clock, synchronised), None when ``until`` left room for none."""
     sync()
-    start = time.perf_counter()
-    for _ in range(max(1, calls)):
+    start, done = clock(), 0
+    while done < max(1, calls) and (until is None or clock() < until):
         fn()
+        done += 1
     sync()
-    return (time.perf_counter() - start) / max(1, calls)
+    return (clock() - start) / done if done else None
 
 
-def make_timer(device: torch.device) -> PerfCounterTimer | CudaEventTimer:
-    """CUDA events on a GPU, ``perf_counter`` (with nothing to synchronise) on the CPU."""
-    return CudaEventTimer(device) if device.type == "cuda" else PerfCounterTimer()
+def make_timer(device: torch.device, clock: Clock = time.perf_counter) -> PerfCounterTimer | CudaEventTimer:
+    """CUDA events on a GPU, ``clock`` (``perf_counter``; nothing to synchronise) on the CPU."""
+    return CudaEventTimer(device, clock) if device.type == "cuda" else PerfCounterTimer(clock)

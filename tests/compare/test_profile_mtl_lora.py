@@ -28,7 +28,7 @@ def profiled(mtl_model, tmp_path_factory):
         warmup=1,
         threads=1,
         duration=0.0,
-        rounds=2,
+        rounds=6,  # the fewest with a 95% interval
         comparisons=["merged"],
         output=out,
     )

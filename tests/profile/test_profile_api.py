@@ -13,6 +13,17 @@ from mtlora_deploy.model.checkpoint import save_checkpoint
 from mtlora_deploy.profile.api import run_profile
 from mtlora_deploy.profile.flops import torch_gmac
 from mtlora_deploy.profile.report import LATENCY_KEYS
+from mtlora_deploy.profile.stats import (
+    ADDS_TIME,
+    BELOW_ZERO,
+    FASTER,
+    MET,
+    MISSED,
+    NO_COST,
+    SAME,
+    SLOWER,
+    UNDECIDED,
+)
 from tests.conftest import randomize_lora, tiny_model
 
 TASKS = ("semseg", "sal", "normals")
@@ -33,10 +44,10 @@ def profiled(model, tmp_path_factory):
         [("tiny", model)],
         precisions=["fp32", "fp16", "bf16"],
         batches=BATCHES,
-        iterations=2,
+        iterations=6,
         warmup=1,
         duration=0.0,
-        rounds=2,
+        rounds=6,
         output=out,
         threads=1,
     )
@@ -84,14 +95,15 @@ def test_json_has_every_key(profiled):
         assert key in saved["run"]
     assert saved["run"]["timer"] == "perf_counter" and "not measured on the CPU" in saved["run"]["memory_method"]
     for m in saved["measurements"]:
-        assert set(LATENCY_KEYS) <= set(m["latency_ms"]) and m["latency_ms"]["count"] == 2 == m["n"]
-        assert m["latency_ms"]["min"] <= m["median_ms"] <= m["latency_ms"]["max"]
-        assert m["latency_ms"]["p90"] is None and m["latency_ms"]["p99"] is None  # 2 calls: no percentiles
+        assert set(LATENCY_KEYS) <= set(m["latency_ms"]) and m["latency_ms"]["count"] == 6 == m["n"]
+        assert m["latency_ms"]["min"] <= m["ci_low_ms"] <= m["median_ms"] <= m["ci_high_ms"] <= m["latency_ms"]["max"]
+        assert m["rounds"] == 6 and m["calls_per_round"] == 1 and m["timed_s"] > 0 and m["open_s"] > 0
+        assert m["latency_ms"]["p90"] is None and m["latency_ms"]["p99"] is None  # 6 calls: no percentiles
         assert m["throughput_images_per_s"] > 0 and m["batch"] in BATCHES and m["peak_memory_bytes"] is None
         assert m["gmac_per_image"] > 0 and m["gflops_per_s"] == pytest.approx(
             2 * m["gmac_per_image"] * m["throughput_images_per_s"]
         )
-        assert m["settings"]["min_iterations"] == 2 and m["settings"]["warmup"] == 1
+        assert m["settings"]["min_iterations"] == 6 and m["settings"]["warmup"] == 1
         assert m["settings"]["backend"]["backend"]
     roles = {m["role"] for m in saved["measurements"]}
     assert roles == {"single_pass", "merged", "bare_backbone", "per_task", *(f"without:{t}" for t in TASKS)}
@@ -134,8 +146,8 @@ def test_every_ratio_carries_the_json_contract(profiled):
     }
     for row in rows:
         assert {"value", "ci_low", "ci_high", "verdict", "flop_ratio"} <= set(row), row
-        assert row["ci_low"] <= row["ci_high"]
-        assert row["verdict"] in ("faster", "slower", "no measurable difference", "measurable", "below the noise")
+        assert row["ci_low"] <= row["value"] <= row["ci_high"] and row["rounds"] == 6
+        assert row["verdict"] in (FASTER, SLOWER, SAME, ADDS_TIME, NO_COST, BELOW_ZERO, MET, MISSED, UNDECIDED)
 
 
 def test_head_cost_rows_for_every_task(profiled):
@@ -145,28 +157,29 @@ def test_head_cost_rows_for_every_task(profiled):
             got = {r["task"] for r in rows if r["precision"] == precision and r["batch"] == batch}
             assert got == set(TASKS), (precision, batch)
     assert all(r["full_ms"] > 0 and r["without_task_ms"] > 0 for r in rows)
-    for row in rows:  # a cost whose interval reaches zero is never printed as a (negative) cost
-        assert (row["verdict"] == "below the noise") == (row["ci_low"] <= 0)
-        assert row["fraction_of_full"] is None or row["fraction_of_full"] > 0
+    for row in rows:  # the verdict follows the whole interval; a share of the full pass only for a real cost
+        assert (row["verdict"] == ADDS_TIME) == (row["ci_low"] > 0) and (row["verdict"] == BELOW_ZERO) == (
+            row["ci_high"] < 0
+        )
+        assert (row["fraction_of_full"] is not None) == (row["verdict"] == ADDS_TIME)
 
 
 def test_markdown_has_tables_and_ratio_lines(profiled):
     report, out = profiled
     text = (out / "profile.md").read_text()
-    for heading in ("# mtlora profile", "## Settings", "## Measurements", "## Ratios", "### head cost", "## Notes"):
+    for heading in ("# mtlora profile", "## Settings", "## Measurements", "## Ratios", "## Head cost", "## Notes"):
         assert heading in text
     for phrase in (
-        "single pass vs 3 single-task models",
-        "merged vs unmerged",
-        "merged / bare backbone",
-        "FLOP floor",
-        "bf16 vs fp32",
-        "head cost of normals",
+        "| tiny: torch | single pass vs 3 x 1-task | fp32 b1 |",
+        "| tiny: torch | merged vs unmerged | bf16 b2 |",
+        "| tiny: torch | merged / bare backbone | fp32 b1 |",
+        "| tiny: torch | bf16 vs fp32, single pass | b1 |",
+        "| tiny: torch | normals | fp32 b2 |",
         "GMAC/image",
-        "95% CI ms",
+        "95% interval ms",
     ):
         assert phrase in text, phrase
-    assert all(line in text for line in report["ratios"])
+    assert len(report["ratios"]) == sum(len(rows) for rows in report["comparisons"].values())
     assert "peak MiB" not in text  # no CPU memory column unless measured in subprocesses
     for name in ("latency_per_image", "throughput_vs_batch", "gflops_per_variant"):
         assert f"![{name}]({name}.png)" in text

@@ -12,7 +12,9 @@ from mtlora_deploy.profile.timing import (
     make_timer,
     percentile,
     percentile_min_samples,
+    warm_up,
 )
+from tests.profile.fakes import FakeClock
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])
@@ -35,8 +37,18 @@ def test_latency_stats_on_1_to_100():
 
 def test_percentiles_need_enough_samples():
     assert [percentile_min_samples(q) for q in (90, 95, 99)] == [100, 200, 1000]
-    small = LatencyStats.from_samples([1.0] * 99, round_medians=[1.0, 1.0])
-    assert small.p90 is None and (small.ci_low, small.ci_high, small.rounds) == (1.0, 1.0, 2)
+    small = LatencyStats.from_samples([1.0] * 99, round_medians=[1.0] * 6)
+    assert small.p90 is None and (small.ci_low, small.ci_high, small.rounds) == (1.0, 1.0, 6)
+
+
+def test_the_median_is_the_median_over_rounds_and_lies_in_its_interval():
+    """One slow round of ten (a stall): the pooled median of all calls moves, the median of round medians is the
+    statistic the interval is about."""
+    rounds = [[10.0, 10.2, 10.1]] * 5 + [[30.0, 31.0, 29.0]] * 4 + [[12.0, 12.0, 12.0]]
+    samples = [s for r in rounds for s in r]
+    stats = LatencyStats.from_samples(samples, [float(np.median(r)) for r in rounds])
+    assert stats.median == 11.05 and stats.ci_low <= stats.median <= stats.ci_high
+    assert (stats.min, stats.max, stats.count, stats.rounds) == (10.0, 31.0, 30, 10)
 
 
 def test_calls_per_round_meet_the_duration_and_the_minimum():
@@ -53,29 +65,37 @@ def test_single_sample_and_empty():
         percentile([], 50)
 
 
-class FakeClock:
-    """Each call to ``fn`` advances time by the next duration; the clock only reads it."""
-
-    def __init__(self, durations):
-        self.now, self.durations, self.calls = 0.0, list(durations), 0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def work(self) -> None:
-        self.now += self.durations[self.calls]
-        self.calls += 1
-
-
 def test_perf_counter_timer_with_a_fake_clock_skips_warmup_and_syncs():
-    clock = FakeClock([5.0, 5.0, 0.001, 0.003, 0.002])  # two warm-up calls (slow: first-call effects), three timed
-    syncs = []
-    timer = PerfCounterTimer(clock=clock, sync=lambda: syncs.append(clock.calls))
-    samples = timer.time(clock.work, iterations=3, warmup=2)
+    clock, durations = FakeClock(), iter([5.0, 5.0, 0.001, 0.003, 0.002])  # two slow warm-up calls, three timed
+    syncs, calls = [], []
+
+    def work():
+        clock.advance(next(durations))
+        calls.append(clock.now)
+
+    timer = PerfCounterTimer(clock=clock, sync=lambda: syncs.append(len(calls)))
+    samples = timer.time(work, iterations=3, warmup=2)
     assert samples == pytest.approx([1.0, 3.0, 2.0])  # milliseconds
-    assert clock.calls == 5
+    assert len(calls) == 5
     assert syncs == [2, 2, 3, 3, 4, 4, 5]  # after warm-up, then before and after every timed call
     assert LatencyStats.from_samples(samples).median == pytest.approx(2.0)
+
+
+def test_no_timed_call_starts_at_or_after_until():
+    clock = FakeClock(0.0)
+    timer = PerfCounterTimer(clock=clock)
+    samples = timer.run(lambda: clock.advance(0.3), calls=10, until=1.0)
+    assert samples == pytest.approx([300.0] * 4) and clock.now == pytest.approx(1.2)  # 4th call started at 0.9
+
+
+def test_warm_up_stops_at_until_and_returns_seconds_per_call():
+    clock = FakeClock(0.0)
+    assert warm_up(lambda: clock.advance(0.5), 10, lambda: None, clock, until=1.2) == pytest.approx(0.5)
+    assert clock.now == pytest.approx(1.5)  # calls at 0, 0.5, 1.0; none at 1.5
+    assert warm_up(lambda: clock.advance(2.0), 0, lambda: None, clock) == pytest.approx(2.0)  # one, to size rounds
+    clock = FakeClock(5.0)
+    assert warm_up(lambda: clock.advance(2.0), 10, lambda: None, clock, until=1.0) is None  # no time: no call
+    assert clock.now == 5.0
 
 
 def test_cpu_uses_perf_counter_and_no_in_process_memory():
