@@ -63,7 +63,8 @@ from benchmarks.gpu_session import (  # noqa: E402
 )
 from mtlora_deploy.model import DEFAULT_TASKS, build_model, resolve_config  # noqa: E402
 from mtlora_deploy.profile.api import _recompile_room, collect_candidates, finish_report  # noqa: E402
-from mtlora_deploy.profile.runs import Measurement, RunSettings, environment_settings, measure_group  # noqa: E402
+from mtlora_deploy.profile.rounds import measure_group  # noqa: E402
+from mtlora_deploy.profile.runs import Measurement, RunSettings, environment_settings  # noqa: E402
 from mtlora_deploy.profile.timing import TimingPolicy  # noqa: E402
 from mtlora_deploy.utils.atomic import write_json_atomic  # noqa: E402
 
@@ -198,6 +199,7 @@ def measure_training(run: Run, compiled: bool) -> dict[str, Any]:
 
 
 def _time_training(run: Run, compiled: bool) -> dict[str, Any]:
+    from mtlora_deploy.profile.stats import MIN_ROUNDS
     from mtlora_deploy.profile.timing import LatencyStats, make_timer, percentile
     from mtlora_deploy.trainer.config import TrainConfig
     from mtlora_deploy.trainer.data_setup import make_loader
@@ -222,7 +224,7 @@ def _time_training(run: Run, compiled: bool) -> dict[str, Any]:
         setup = replace(setup, wrapped=torch.compile(setup.model, backend=run.args.compile_backend or "inductor"))
     data = next(iter(make_loader(setup.train_set, None, batch, 0, True, device)))
     steps, timer = iter(range(10**6)), make_timer(device)
-    rounds, per_round, warmup = (2, 1, 1) if smoke else (5, 4, 5)
+    rounds, per_round, warmup = (2, 1, 1) if smoke else (MIN_ROUNDS, 4, 5)  # an interval needs MIN_ROUNDS
     with StepPeak(run.memory()) as peak, CudagraphSkips() as skips:
         timer.time(lambda: trainer._train_step(setup, data, next(steps)), 0, warmup)
         samples = [timer.run(lambda: trainer._train_step(setup, data, next(steps)), per_round) for _ in range(rounds)]
