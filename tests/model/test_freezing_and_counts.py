@@ -7,7 +7,7 @@ import torch
 
 from mtlora_deploy.model import build_model, resolve_config
 from mtlora_deploy.model.params import count_parameters
-from mtlora_deploy.model.reference import ours_to_reference
+from mtlora_deploy.model.reference.keys import ours_to_reference
 from tests.conftest import tiny_model
 
 REFERENCE_KEYS = Path(__file__).parents[1] / "data" / "reference_keys.tsv"
