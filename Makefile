@@ -30,7 +30,7 @@ test-fast: test
 # any two modules (lazy imports and the package root included), format, lint.
 check: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:xdist tests/test_import_graph.py
+	$(PY) -m pytest -q -p no:xdist --noconftest tests/test_import_graph.py
 	$(VENV)/bin/ruff format --check mtlora_deploy tests benchmarks
 	$(VENV)/bin/ruff check mtlora_deploy tests benchmarks
 
