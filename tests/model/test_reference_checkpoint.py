@@ -235,7 +235,6 @@ def test_export_refuses_what_the_reference_cannot_express(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.slow  # full size: Swin-T mtlora-r64 built with its weights (reference_state_dict copies values)
 def test_swin_t_export_has_exactly_the_reference_keys():
     model = build_model(resolve_config("mtlora-r64"), warn_without_weights=False)
     rows = [line.split("\t") for line in REFERENCE_KEYS.read_text().splitlines()[1:]]
