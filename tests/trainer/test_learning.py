@@ -9,7 +9,7 @@ from tests.conftest import train_tiny_run
 MARGINS = {"semseg": 2.0, "human_parts": 3.0, "sal": 5.0, "normals": 10.0, "edge": 3.0}
 
 
-@pytest.mark.slow  # a 40-step training run and two evaluations
+@pytest.mark.slow  # a 40-step training run and two evaluations (~130 CPU-s)
 def test_short_cpu_training_beats_the_untrained_model_on_every_task(tmp_path):
     train_tiny_run(
         tmp_path / "run",
