@@ -26,9 +26,11 @@ test: $(VENV)/.installed check
 test-fast: PYTEST_ARGS = -n 2 -m "not slow"
 test-fast: test
 
-# House rules, run before the tests: layered imports (pyproject's import-linter contract), format, lint.
+# House rules, run before the tests: layered imports (pyproject's import-linter contracts), no import cycle between
+# any two modules (lazy imports and the package root included), format, lint.
 check: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:xdist --noconftest tests/test_import_graph.py
 	$(VENV)/bin/ruff format --check mtlora_deploy tests benchmarks
 	$(VENV)/bin/ruff check mtlora_deploy tests benchmarks
 

@@ -24,6 +24,12 @@ TINY_CLI = [
 ]
 
 
+# The model of the tiny training runs (train_tiny_run): heads wider than TINY's so that a few dozen steps learn.
+TRAIN_MODEL = dict(
+    backbone="swin_test_tiny", image_size=64, decoder_widths=(8, 8, 16, 16), head_channels=64, task_agnostic_rank=8
+)
+
+
 def tiny_config(preset: str = "mtlora-r16", **overrides) -> ModelConfig:
     """A preset on the tiny Swin (embed 24, depths 1,1,2,1, window 2) at 64x64 with small heads."""
     overrides = (
@@ -42,6 +48,13 @@ def tiny_model(preset: str = "mtlora-r16", seed: int = 0, **overrides):
         return build_model(tiny_config(preset, **overrides), warn_without_weights=False)
 
 
+def full_size_structure(preset: str = "mtlora-r64"):
+    """A full-size model (Swin-T at 448) on the meta device: every module and parameter shape, no memory, no init
+    time (a second instead of ~10 on a loaded CPU). For counts and key sets; it cannot run or hold values."""
+    with torch.device("meta"):
+        return build_model(resolve_config(preset), warn_without_weights=False)
+
+
 def randomize_lora(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
     """Give every LoRA B (zero at init) random values so the adapters actually change outputs."""
     generator = torch.Generator().manual_seed(seed)
@@ -49,6 +62,28 @@ def randomize_lora(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> 
         for name, param in model.named_parameters():
             if "lora_" in name and "_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def train_tiny_run(run_dir, model: dict | None = None, stop_after: int | None = None, **train):
+    """Train ``mtlora-r16`` on TRAIN_MODEL (updated with ``model``) and the in-memory synthetic set, through the
+    library (``start_run``), with library warnings silenced; ``train`` overrides the training config's fields."""
+    from mtlora_deploy.trainer.api import start_run
+
+    overrides = {
+        "data": "synthetic",
+        "synthetic_images": 24,
+        "batch_size": 4,
+        "num_workers": 0,
+        "base_lr": 0.2,
+        "warmup_steps": 1,
+        "log_every": 1,
+        **train,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return start_run(
+            "mtlora-r16", None, {**TRAIN_MODEL, **(model or {})}, overrides, run_dir, stop_after=stop_after
+        )
 
 
 def run_ort(path, images) -> dict:

@@ -19,7 +19,7 @@ def export_reference(source, output) -> None:
     """
     from rich.console import Console
 
-    from mtlora_deploy.model.reference_export import export_reference_run
+    from mtlora_deploy.model.reference.export import export_reference_run
 
     pth, cfg, config = export_reference_run(source, output)
     console = Console()

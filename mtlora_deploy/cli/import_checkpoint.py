@@ -50,8 +50,8 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
 
     from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.model.checkpoint import save_checkpoint
-    from mtlora_deploy.model.reference_checkpoint import describe_detected, import_reference
-    from mtlora_deploy.model.weights import check_weights_file
+    from mtlora_deploy.model.reference.checkpoint import describe_detected, import_reference
+    from mtlora_deploy.model.state_io import check_weights_file
 
     check_weights_file(Path(reference))
     check_output_dir(output)

@@ -5,8 +5,7 @@ Attributes import lazily so ``import mtlora_deploy.compare`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mtlora_deploy.utils.imports import lazy_exports
 
 _EXPORTS = {
     "run_comparison": "mtlora_deploy.compare.api",
@@ -16,11 +15,4 @@ _EXPORTS = {
     "render_markdown": "mtlora_deploy.compare.report",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mtlora_deploy.compare' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -5,8 +5,7 @@ Attributes import lazily so that loading a merged checkpoint does not pull in th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mtlora_deploy.utils.imports import lazy_exports
 
 _EXPORTS = {
     "merge_task_agnostic": "mtlora_deploy.deploy.merge",
@@ -19,11 +18,4 @@ _EXPORTS = {
     "read_onnx_metadata": "mtlora_deploy.deploy.metadata",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mtlora_deploy.deploy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

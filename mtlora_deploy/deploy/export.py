@@ -32,9 +32,10 @@ from mtlora_deploy.deploy.onnx_checks import (
 )
 from mtlora_deploy.deploy.postprocess import ExportHead
 from mtlora_deploy.errors import ConfigError, WeightsError
-from mtlora_deploy.model.checkpoint import load_state_strict
+from mtlora_deploy.model.checkpoint import load_checkpoint
 from mtlora_deploy.model.config import ModelConfig, check_window_tiling
 from mtlora_deploy.model.multitask import MultiTaskModel
+from mtlora_deploy.model.state_io import load_state_strict
 from mtlora_deploy.utils.atomic import atomic_path
 from mtlora_deploy.utils.noise import quiet_known_noise
 
@@ -78,9 +79,7 @@ def resolve_model(source: str | Path | nn.Module) -> tuple[MultiTaskModel | PerT
         raise ConfigError(f"{path}: already an ONNX file; export takes a checkpoint, run folder or merged folder")
     if not path.exists():
         raise WeightsError(f"{path}: checkpoint does not exist (expected a run folder, checkpoint or merged folder)")
-    from mtlora_deploy import load
-
-    model = load(path)
+    model = load_checkpoint(path)  # every kind: this package's merge module registers "merged"
     if not isinstance(model, MultiTaskModel):
         raise WeightsError(f"{path}: expected a multi-task model checkpoint, got {type(model).__name__}")
     return merge_task_agnostic(model), str(path)

@@ -29,6 +29,7 @@ from mtlora_deploy.deploy.merge_mtl import (
     needs_per_task_merge,
 )
 from mtlora_deploy.errors import ConfigError, WeightsError
+from mtlora_deploy.model.checkpoint import load_checkpoint, read_checkpoint_info
 from mtlora_deploy.model.multitask import MultiTaskModel
 
 
@@ -50,8 +51,6 @@ def needs_per_task_export(source: str | Path | nn.Module) -> bool:
     path = Path(source)
     if path.suffix == ".onnx" or not path.exists():
         return False
-    from mtlora_deploy.model.checkpoint import read_checkpoint_info
-
     try:
         info = read_checkpoint_info(path)
     except WeightsError:
@@ -65,11 +64,9 @@ def _load_task_conditioned(source: str | Path | nn.Module) -> tuple[MultiTaskMod
     if isinstance(source, nn.Module):
         model, name = source, f"<in-memory {type(source).__name__}>"
     else:
-        from mtlora_deploy import load
-
         if not Path(source).exists():
             raise WeightsError(f"{source}: checkpoint does not exist (expected a run folder or checkpoint)")
-        model, name = load(source), str(source)
+        model, name = load_checkpoint(source), str(source)
     if not isinstance(model, MultiTaskModel) or not is_task_conditioned(model):
         raise ConfigError(f"{name}: expected an unmerged {TASK_CONDITIONED} model to export per task")
     return model, name

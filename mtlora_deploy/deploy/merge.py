@@ -29,7 +29,7 @@ from mtlora_deploy.deploy.merge_mtl import (
 )
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
-from mtlora_deploy.model.checkpoint import register_builder, save_checkpoint
+from mtlora_deploy.model.checkpoint import load_checkpoint, register_builder, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.decoders import TaskBatchedHeads
 from mtlora_deploy.model.deployed import replace_submodule
@@ -103,11 +103,9 @@ def merge_checkpoint(source: str | Path, output_dir: str | Path) -> MergeReport:
         output_dir: folder for the merged checkpoint; a new folder appears in one rename, an existing one
             gets its two files replaced (tensors first, then the JSON that makes them loadable).
     """
-    from mtlora_deploy import load
-
     if not Path(source).exists():
         raise WeightsError(f"{source}: does not exist (expected a run folder, checkpoint folder or checkpoint file)")
-    model = load(source)
+    model = load_checkpoint(source)  # this module registered the merged kind, so merged sources load too
     if not isinstance(model, MultiTaskModel):
         raise WeightsError(f"{source}: expected a multi-task model checkpoint, got {type(model).__name__}")
     before, merged = count_parameters(model), merge_task_agnostic(model)

@@ -85,7 +85,7 @@ def _cuda_facts(device: int) -> dict[str, Any]:
 
 def build_manifest(environment: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """The manifest dict: format header, the build environment, then the build's own fields (precision, I/O...)."""
-    from mtlora_deploy import __version__
+    from mtlora_deploy._version import __version__
 
     header = {"format": MANIFEST_FORMAT, "manifest_version": MANIFEST_VERSION, "toolkit_version": __version__}
     environment = _upgrade(environment)

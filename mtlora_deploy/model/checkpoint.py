@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.state_io import CORRUPT_HINT, load_state_strict, read_tensors
 from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
 
 FORMAT = "mtlora-deploy-checkpoint"
-# kind -> builder(config) producing an empty module of the right structure (the merge module adds "merged").
+# kind -> builder(config) producing an empty module of the right structure. Each kind registers itself where it is
+# defined: "multitask" in model.multitask (imported by the package ``mtlora_deploy.model``, so always present),
+# "merged" in deploy.merge (``mtlora_deploy.load`` imports it).
 BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
 
@@ -69,18 +72,6 @@ def checkpoint_bytes(
     return {".safetensors": save(tensors, metadata={"format": FORMAT}), ".json": info.encode()}
 
 
-CORRUPT_HINT = "re-export or re-merge it; in a run folder, --resume RUN falls back to the previous checkpoint"
-
-
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a truncated or corrupt one is a one-line WeightsError naming it."""
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers and sizes
-        detail = " ".join(str(exc).split())[:200]
-        raise WeightsError(f"{path} is truncated or corrupt ({detail}); {CORRUPT_HINT}") from exc
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """Map a run folder, checkpoint folder, .safetensors or .json path to the checkpoint's stem."""
     path = Path(path)
@@ -110,32 +101,6 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def check_state_keys(
-    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str, hint: str = ""
-) -> list[str]:
-    """Raise on the first missing or mis-shaped key (named, with ``hint``); return the unexpected keys, sorted."""
-    for key, tensor in expected.items():
-        if key not in state:
-            raise WeightsError(f"{source}: missing key {key} (shape {tuple(tensor.shape)}){hint}")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(
-                f"{source}: key {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}{hint}"
-            )
-    return sorted(set(state) - set(expected))
-
-
-def refuse_unexpected(unexpected: list[str], source: str) -> None:
-    """Keys that fit nowhere are an error, never silently dropped."""
-    if unexpected:
-        raise WeightsError(f"{source}: unexpected key {unexpected[0]} ({len(unexpected)} unexpected in all)")
-
-
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load tensors, failing on the first missing, unexpected or mis-shaped key with its name."""
-    refuse_unexpected(check_state_keys(state, model.state_dict(), source), source)
-    model.load_state_dict(state, strict=True)
-
-
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model a checkpoint describes, load its tensors, return it in eval mode."""
     stem = resolve_checkpoint(path)
@@ -143,15 +108,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     config = ModelConfig.from_dict({**info["model_config"], "pretrained": None}, source=f"{stem}.json")
     kind = info.get("kind", "multitask")
     if kind not in BUILDERS:
-        _register_defaults()
-    if kind not in BUILDERS:
         raise WeightsError(f"{stem}.json: unknown model kind {kind!r}; expected one of {', '.join(BUILDERS)}")
     model = BUILDERS[kind](config)
     load_state_strict(model, read_tensors(stem.with_suffix(".safetensors")), f"{stem}.safetensors")
     return model.to(device).eval()
-
-
-def _register_defaults() -> None:
-    from mtlora_deploy.model.multitask import build_model
-
-    register_builder("multitask", lambda config: build_model(config, warn_without_weights=False))

@@ -1,4 +1,8 @@
-"""The multi-task model: MTLoRA Swin encoder + one decoder per task, logits at input size."""
+"""The multi-task model: MTLoRA Swin encoder + one decoder per task, logits at input size.
+
+Importing this module registers the ``multitask`` checkpoint kind (``checkpoint.load_checkpoint`` rebuilds it);
+the package ``mtlora_deploy.model`` imports it, so the kind is there whenever anything in ``model`` is.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import torch
 from torch import nn
 
 from mtlora_deploy.model.backbone import MultiTaskSwin, create_timm_swin, warn_no_weights
+from mtlora_deploy.model.checkpoint import register_builder
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.decoders import HRNetHead, TaskBatchedHeads
 
@@ -58,3 +63,11 @@ def build_model(config: ModelConfig, warn_without_weights: bool = True) -> Multi
     model = MultiTaskModel(config, MultiTaskSwin(config, swin))
     apply_trainable(model, config)
     return model
+
+
+def _build_empty(config: ModelConfig) -> MultiTaskModel:
+    """The ``multitask`` checkpoint builder: the structure only (no ImageNet weights, no warning); tensors follow."""
+    return build_model(config, warn_without_weights=False)
+
+
+register_builder("multitask", _build_empty)

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.model.checkpoint import load_state_strict
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.deployed import linear_with_weight, replace_submodule
 from mtlora_deploy.model.mtl_lora import MTLLoRALinear
 from mtlora_deploy.model.multitask import MultiTaskModel, build_model
+from mtlora_deploy.model.state_io import load_state_strict
 
 TASK_CONDITIONED = "mtl-lora"
 

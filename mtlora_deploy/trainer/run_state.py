@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from mtlora_deploy.errors import MTLoRAError, WeightsError
-from mtlora_deploy.model.checkpoint import checkpoint_bytes, load_state_strict, read_tensors
+from mtlora_deploy.model.checkpoint import checkpoint_bytes
+from mtlora_deploy.model.state_io import load_state_strict, read_tensors
 from mtlora_deploy.trainer import checkpoint_set
 from mtlora_deploy.trainer.checkpoint_set import Generation
 

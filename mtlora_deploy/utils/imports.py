@@ -1,9 +1,12 @@
-"""Lazy imports of optional packages with a one-line install hint (the Polygraphy importer idea)."""
+"""Lazy imports: optional packages with a one-line install hint (the Polygraphy importer idea), and a package's
+attributes imported from their submodules on first use (PEP 562)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from mtlora_deploy.errors import MissingDependencyError
 
@@ -27,3 +30,18 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         root = module.split(".")[0]
         hint = _INSTALL_HINTS.get(root) or (f"pip install 'mtlora-deploy[{extra}]'" if extra else f"pip install {root}")
         raise MissingDependencyError(f"'{module}' is not importable ({exc}); install it with: {hint}") from exc
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A package's PEP 562 ``__getattr__`` and its ``__all__``: each name imports its submodule on first access.
+
+    ``__getattr__, __all__ = lazy_exports(__name__, {"merge_checkpoint": "mtlora_deploy.deploy.merge", ...})`` keeps
+    ``import mtlora_deploy.deploy`` cheap (no ONNX stack until an export function is asked for).
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    return __getattr__, list(exports)

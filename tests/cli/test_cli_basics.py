@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mtlora_deploy.cli.main import COMMANDS, cli
-from mtlora_deploy.model.reference import save_reference_checkpoint
+from mtlora_deploy.model.reference.keys import save_reference_checkpoint
 from tests.conftest import randomize_lora, tiny_model
 
 TINY_SET = ["--set", "backbone=swin_test_tiny", "--set", "image_size=64", "--set", "task_agnostic_rank=4"]

@@ -153,10 +153,14 @@ def test_task_batched_heads_with_shared_features_equal_the_heads(images):
         assert _relative_error(model(images), merged(images)) <= 1e-5
 
 
-def test_model_layer_does_not_import_deploy():
+def test_model_layer_does_not_import_deploy(tmp_path):
+    """``model`` loads its own checkpoints (the builder registers the multitask kind) without importing ``deploy``."""
+    save_checkpoint(tiny_model("mtlora-r16"), tmp_path / "ckpt")
     code = (
-        "import sys, mtlora_deploy.model.checkpoint, mtlora_deploy.model.multitask, mtlora_deploy.model.per_task;"
-        "sys.exit(any(m.startswith('mtlora_deploy.deploy') for m in sys.modules))"
+        "import sys; from mtlora_deploy.model.checkpoint import load_checkpoint; import mtlora_deploy.model.per_task;"
+        f"model = load_checkpoint({str(tmp_path / 'ckpt')!r});"
+        "deploy = [m for m in sys.modules if m.startswith('mtlora_deploy.deploy')];"
+        "sys.exit(type(model).__name__ != 'MultiTaskModel' or bool(deploy))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

@@ -8,7 +8,7 @@ import torch
 import mtlora_deploy
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.checkpoint import save_checkpoint
-from mtlora_deploy.model.reference import import_reference_checkpoint, ours_to_reference, save_reference_checkpoint
+from mtlora_deploy.model.reference.keys import import_reference_checkpoint, ours_to_reference, save_reference_checkpoint
 from tests.conftest import randomize_lora, tiny_config, tiny_model
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlora_deploy.model import build_model, resolve_config
 from mtlora_deploy.model.params import count_parameters
-from mtlora_deploy.model.reference import ours_to_reference
-from tests.conftest import tiny_model
+from mtlora_deploy.model.reference.keys import ours_to_reference
+from tests.conftest import full_size_structure, tiny_model
+from tests.model.param_formulas import decoder_params, stage_widths, swin_backbone_params
 
 REFERENCE_KEYS = Path(__file__).parents[1] / "data" / "reference_keys.tsv"
 
@@ -52,7 +52,7 @@ def test_freezing_rules_per_preset():
 
 
 def test_swin_t_mtlora_r64_trainable_set_is_the_reference_set():
-    model = build_model(resolve_config("mtlora-r64"), warn_without_weights=False)
+    model = full_size_structure("mtlora-r64")
     rows = [line.split("\t") for line in REFERENCE_KEYS.read_text().splitlines()[1:]]
     reference_trainable = {key for key, _, _, flag in rows if flag == "yes"}
     ours = set(ours_to_reference({n: p for n, p in model.named_parameters() if p.requires_grad}))
@@ -68,13 +68,19 @@ def _lora_formula(dims, depths, rank, task_rank, tasks):
 
 @pytest.mark.parametrize("rank", [16, 32, 64])
 def test_swin_t_counts_match_the_paper(rank):
-    model = build_model(resolve_config(f"mtlora-r{rank}"), warn_without_weights=False)
+    model = full_size_structure(f"mtlora-r{rank}")
     table = count_parameters(model)
     assert table.lora_trainable == _lora_formula([96, 192, 384, 768], [2, 2, 6, 2], rank, 4, 4)
-    assert table.decoders_trainable == 1_946_624
-    assert table.lora_frozen + table.backbone_trainable + table.backbone_frozen == 27_517_818
-    paper = {16: 4.95e6, 32: 6.08e6, 64: 8.34e6}[rank]
+    assert table.decoders_trainable == decoder_params(model.config) == 1_946_624  # param_formulas: Swin-T's
+    backbone = table.lora_frozen + table.backbone_trainable + table.backbone_frozen
+    assert backbone == swin_backbone_params(model.config) == 27_517_818  # timm Swin-T less head and final norm
+    paper = {16: 4.95e6, 32: 6.08e6, 64: 8.34e6}[rank]  # docs/training.md: the MTLoRA paper's trainable counts
     assert abs(table.trainable_params - paper) < 0.005e6
+    # merging folds the shared pair of every adapter without task branches (16 r C per block), except in each
+    # stage-final block, whose proj/fc1/fc2 keep theirs for the task branches (only qkv's 4 r C folds)
+    widths, depths = stage_widths(model.config), model.config.arch["depths"]
+    folded = sum(16 * rank * c * (d - 1) + 4 * rank * c for c, d in zip(widths, depths, strict=True))
+    assert table.deployed_params == table.total_params - folded
     if rank == 64:  # docs/deploy.md, "Merge": about 34.3 M as trained, about 30.9 M deployed
         assert round(table.total_params / 1e6, 1) == 34.3
         assert round(table.deployed_params / 1e6, 1) == 30.8 or round(table.deployed_params / 1e6, 1) == 30.9
@@ -83,4 +89,7 @@ def test_swin_t_counts_match_the_paper(rank):
 def test_tiny_counts_match_the_formula():
     model = tiny_model("mtlora-r16", task_agnostic_rank=8, task_specific_rank=2, tasks=("semseg", "sal", "edge"))
     table = count_parameters(model)
+    assert stage_widths(model.config) == [24, 48, 96, 192]
     assert table.lora_trainable == _lora_formula([24, 48, 96, 192], [1, 1, 2, 1], 8, 2, 3)
+    assert table.lora_frozen + table.backbone_trainable + table.backbone_frozen == swin_backbone_params(model.config)
+    assert table.decoders_trainable == decoder_params(model.config)

@@ -9,13 +9,14 @@ from torch import nn
 
 from mtlora_deploy.cli.main import cli
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.model import build_model, resolve_config
+from mtlora_deploy.model import resolve_config
 from mtlora_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig, load_yaml, save_yaml
 from mtlora_deploy.model.mtl_lora import MTLLoRALinear, MTLoRAMTLLinear, task_routing
 from mtlora_deploy.model.multistream import multistream_block_forward
 from mtlora_deploy.model.params import count_parameters
-from tests.conftest import tiny_model
+from tests.conftest import full_size_structure, tiny_model
+from tests.model.param_formulas import decoder_params, stage_widths, swin_backbone_params
 from tests.model.test_lora_math import _attention_output_before_proj, _plain_copy_of, _shared
 
 TASKS = ("semseg", "human_parts", "sal")
@@ -263,7 +264,7 @@ def _block_linears(c: int) -> list[tuple[int, int]]:
 def _expected_counts(config: ModelConfig) -> tuple[int, int]:
     """(LoRA parameters, deployed-minus-total) from docs/mtl_lora.md, "Layer", per preset."""
     arch, tasks = config.arch, len(config.tasks)
-    dims = [arch["embed_dim"] * 2**i for i in range(4)]
+    dims = stage_widths(config)
     r, n, ta = config.mtl_rank, config.mtl_num_b, config.task_agnostic_rank
     lora = deployed = 0
     for c, depth in zip(dims, arch["depths"], strict=True):
@@ -289,12 +290,12 @@ def test_tiny_counts_match_the_shapes(preset):
 
 @pytest.mark.parametrize("preset", ["mtl-lora", "mtlora-mtl"])
 def test_swin_t_counts(preset):
-    model = build_model(resolve_config(preset), warn_without_weights=False)
+    model = full_size_structure(preset)
     table = count_parameters(model)
     lora, deployed = _expected_counts(model.config)
     assert table.lora_trainable == lora and table.deployed_params - table.total_params == deployed
-    assert table.decoders_trainable == 1_946_624
-    assert table.lora_frozen + table.backbone_trainable + table.backbone_frozen == 27_517_818
+    assert table.decoders_trainable == decoder_params(model.config)
+    assert table.lora_frozen + table.backbone_trainable + table.backbone_frozen == swin_backbone_params(model.config)
 
 
 @pytest.mark.parametrize("preset", ["mtl-lora", "mtlora-mtl"])

@@ -13,12 +13,13 @@ from mtlora_deploy.cli.main import cli
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model import build_model, resolve_config
 from mtlora_deploy.model.checkpoint import save_checkpoint
-from mtlora_deploy.model.reference_checkpoint import import_reference, load_torch_file
-from mtlora_deploy.model.reference_export import (
+from mtlora_deploy.model.reference.checkpoint import import_reference
+from mtlora_deploy.model.reference.export import (
     export_reference_checkpoint,
     reference_model_section,
     reference_state_dict,
 )
+from mtlora_deploy.model.state_io import load_torch_file
 from tests.conftest import randomize_lora, tiny_model
 
 REFERENCE_KEYS = Path(__file__).parents[1] / "data" / "reference_keys.tsv"
@@ -189,7 +190,7 @@ def test_bare_state_dict_needs_options(tmp_path):
 
 
 def test_unsupported_reference_options_are_named(tmp_path):
-    from mtlora_deploy.model.reference_checkpoint import detect_model_config
+    from mtlora_deploy.model.reference.checkpoint import detect_model_config
 
     cfg = _reference_config()
     cfg["MODEL"]["MTLORA"]["R"] = [8, 8, 16, 16]

@@ -38,6 +38,7 @@ def test_decoder_inputs_have_the_spec_widths_and_strides(images):
         assert [f.shape[-1] for f in task_feats] == [8, 4, 2, 2]
 
 
+@pytest.mark.slow  # full size: Swin-T mtlora-r64 built and run at 448 (~9 CPU-s)
 def test_full_swin_t_448_forward_once():
     model = build_model(resolve_config("mtlora-r64"), warn_without_weights=False).eval()
     feats_shapes = []

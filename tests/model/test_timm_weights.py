@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.backbone import create_timm_swin
-from mtlora_deploy.model.reference_export import reference_state_dict
+from mtlora_deploy.model.reference.export import reference_state_dict
 from tests.conftest import tiny_config, tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

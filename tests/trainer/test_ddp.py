@@ -3,10 +3,12 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 
+@pytest.mark.slow  # torchrun: two processes that each import torch and train (~20 CPU-s)
 def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
     cmd = [
         sys.executable,

@@ -10,32 +10,9 @@ from safetensors.torch import load_file
 
 from mtlora_deploy.errors import ConfigError, DataError
 from mtlora_deploy.trainer import losses as losses_module
-from mtlora_deploy.trainer.api import resume_run, start_run
+from mtlora_deploy.trainer.api import resume_run
 from mtlora_deploy.trainer.run_state import TrainingError
-
-MODEL = {
-    "backbone": "swin_test_tiny",
-    "image_size": 64,
-    "decoder_widths": (8, 8, 16, 16),
-    "head_channels": 64,
-    "task_agnostic_rank": 8,
-}
-
-
-def _train(run_dir, stop_after=None, **train):
-    overrides = {
-        "data": "synthetic",
-        "synthetic_images": 24,
-        "batch_size": 4,
-        "num_workers": 0,
-        "base_lr": 0.2,
-        "warmup_steps": 1,
-        "log_every": 1,
-        **train,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return start_run("mtlora-r16", None, dict(MODEL), overrides, run_dir, stop_after=stop_after)
+from tests.conftest import train_tiny_run
 
 
 def _weights(run_dir):
@@ -44,8 +21,8 @@ def _weights(run_dir):
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     # 18 train images / batch 4 -> 4 steps per epoch; stop at 6 = in the middle of epoch 2
-    _train(tmp_path / "straight", max_steps=10, eval_every=100)
-    _train(tmp_path / "split", max_steps=10, eval_every=100, stop_after=6)
+    train_tiny_run(tmp_path / "straight", max_steps=10, eval_every=100)
+    train_tiny_run(tmp_path / "split", max_steps=10, eval_every=100, stop_after=6)
     assert json.loads((tmp_path / "split" / "checkpoints" / "last.json").read_text())["metadata"]["step"] == 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,7 +34,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 
 def test_run_folder_contents(tmp_path):
-    _train(tmp_path / "run", max_steps=4, eval_every=1)
+    train_tiny_run(tmp_path / "run", max_steps=4, eval_every=1)
     run = tmp_path / "run"
     for name in (
         "config.yaml",
@@ -93,21 +70,21 @@ def test_nan_loss_stops_naming_the_task_and_keeps_the_last_good_checkpoint(tmp_p
 
     monkeypatch.setattr(losses_module.MultiTaskLoss, "forward", poisoned)
     with pytest.raises(TrainingError, match=r"step 6: the sal loss is nan"):
-        _train(tmp_path / "run", max_steps=10, eval_every=100)
+        train_tiny_run(tmp_path / "run", max_steps=10, eval_every=100)
     info = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
     assert info["metadata"]["step"] == 4
     assert all(torch.isfinite(v.float()).all() for v in _weights(tmp_path / "run").values())
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
-    _train(tmp_path / "run", max_steps=1, eval_every=100)
+    train_tiny_run(tmp_path / "run", max_steps=1, eval_every=100)
     with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
-        _train(tmp_path / "run", max_steps=1)
+        train_tiny_run(tmp_path / "run", max_steps=1)
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="nope"):
-        _train(tmp_path / "run", data=str(tmp_path / "nope"), max_steps=1)
+        train_tiny_run(tmp_path / "run", data=str(tmp_path / "nope"), max_steps=1)
 
 
 def test_resume_without_a_run_folder(tmp_path):

@@ -1,18 +1,15 @@
-"""Whole checkpoints of the reference MTLoRA code: read them safely, detect their model config, write them back.
+"""Whole checkpoints of the reference MTLoRA code: read them safely, detect their model config, import them.
 
 The reference ``utils.save_checkpoint`` writes ``{model, optimizer, lr_scheduler, max_accuracy, scaler, epoch,
-config}`` with ``config`` a pickled yacs ``CfgNode``. Reading goes through torch's weights-only unpickler with
-``OrderedDict`` (the one dict type it both fills and builds) registered under the name ``yacs.config.CfgNode``, so
-yacs need not be installed and no pickled code runs: any other global is refused with one line naming it. Every
-mapping comes back as a plain dict. The stored config's keys (``TASKS``, ``DATA.IMG_SIZE``, ``MODEL.SWIN.*``,
-``MODEL.MTLORA.*``, ``MODEL.DECODER_*``) map to our :class:`ModelConfig` fields.
+config}`` with ``config`` a pickled yacs ``CfgNode``. Reading goes through ``state_io.load_torch_file``: torch's
+weights-only unpickler with ``OrderedDict`` (the one dict type it both fills and builds) registered under the name
+``yacs.config.CfgNode``, so yacs need not be installed and no pickled code runs: any other global is refused with one
+line naming it. Every mapping comes back as a plain dict. The stored config's keys (``TASKS``, ``DATA.IMG_SIZE``,
+``MODEL.SWIN.*``, ``MODEL.MTLORA.*``, ``MODEL.DECODER_*``) map to our :class:`ModelConfig` fields.
 """
 
 from __future__ import annotations
 
-import pickle
-import re
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,47 +17,9 @@ import torch
 
 from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.model.config import BACKBONE_ARCHS, TASK_OUTPUT_CHANNELS, ModelConfig
-
-CFGNODE_NAME = "yacs.config.CfgNode"
-
-
-def _plain(obj: Any) -> Any:
-    """Config nodes (unpickled as OrderedDicts, at any depth) -> plain dicts; everything else unchanged."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
-def load_torch_file(path: str | Path) -> Any:
-    """``torch.load`` restricted to tensors, plain containers and yacs config nodes (as plain dicts).
-
-    Raises:
-        WeightsError: the file is missing or unreadable, or it pickles any other global (named in the message).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    try:
-        # torch's unpickler fills and BUILDs only exact dict types; OrderedDict takes a CfgNode's items and flags
-        with torch.serialization.safe_globals([(OrderedDict, CFGNODE_NAME)]):
-            return _plain(torch.load(path, map_location="cpu", weights_only=True))
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        if found:
-            raise WeightsError(
-                f"weights file {path}: refusing to unpickle {found.group(1)} (only tensors, plain containers and "
-                "yacs configs are read; no pickled code runs)"
-            ) from exc
-        raise WeightsError(f"weights file {path} could not be read: {_first_line(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the same user problem
-        raise WeightsError(f"weights file {path} could not be read: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+from mtlora_deploy.model.reference.keys import load_reference_state
+from mtlora_deploy.model.reference.options import FIXED_MTLORA_OPTIONS
+from mtlora_deploy.model.state_io import load_torch_file, unwrap_state_dict
 
 
 # ----------------------------------------------------------------------------------------------- config detection
@@ -101,19 +60,6 @@ def _backbone_for(swin: dict, source: str) -> str:
         if {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in known.items()} == arch:
             return name
     raise WeightsError(f"{source}: config MODEL.SWIN {arch} matches no known backbone ({', '.join(BACKBONE_ARCHS)})")
-
-
-_REFUSED_MTLORA = {  # reference option -> value this toolkit implements
-    "TRAINABLE_SCALE_SHARED": False,
-    "TRAINABLE_SCALE_PER_TASK": False,
-    "INTERMEDIATE_SPECIALIZATION": False,
-    "SPLIT_QKV": False,
-    "SHARED_MODE": "matrix",
-    "QKV_ENABLED": True,
-    "PROJ_ENABLED": True,
-    "FC1_ENABLED": True,
-    "FC2_ENABLED": True,
-}
 
 
 def detect_model_config(cfg: dict, source: str) -> dict[str, tuple[Any, str]]:
@@ -162,7 +108,7 @@ def _mtlora(cfg: dict, tasks: list, stages: int, source: str) -> dict[str, tuple
     if not mtlora.get("ENABLED", False):
         trainable = "decoders" if _get(cfg, "MODEL.FREEZE_BACKBONE", False) else "full"
         return {"adapter": ("none", "MODEL.MTLORA.ENABLED"), "trainable": (trainable, "MODEL.FREEZE_BACKBONE")}
-    for key, wanted in _REFUSED_MTLORA.items():
+    for key, wanted in FIXED_MTLORA_OPTIONS.items():
         if key in mtlora and mtlora[key] != wanted:
             raise WeightsError(
                 f"{source}: config MODEL.MTLORA.{key} = {mtlora[key]!r} is not supported (expected {wanted!r})"
@@ -251,8 +197,6 @@ def describe_detected(detected: dict[str, tuple[Any, str]]) -> str:
 # ----------------------------------------------------------------------------------------------- whole files
 def read_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None, dict[str, Any]]:
     """A reference ``.pth`` -> (model state dict, stored config as a plain dict or None, ``{'epoch': ...}``)."""
-    from mtlora_deploy.model.weights import unwrap_state_dict
-
     raw = load_torch_file(path)
     config = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
     extras = {k: raw[k] for k in ("epoch", "max_accuracy") if isinstance(raw, dict) and k in raw}
@@ -267,8 +211,6 @@ def import_reference(
     Returns:
         (model in eval mode, reference keys that fit nowhere, what the stored config gave or None).
     """
-    from mtlora_deploy.model.reference import load_reference_state
-
     state, stored, _ = read_reference_checkpoint(path)
     detected = detect_model_config(stored, str(path)) if stored is not None else None
     config = resolve_import_config(detected, given, str(path))

@@ -16,8 +16,11 @@ from torch import nn
 
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.model.config import ModelConfig
+from mtlora_deploy.model.multitask import build_model
+from mtlora_deploy.model.state_io import check_state_keys, read_state_dict
+from mtlora_deploy.utils.atomic import atomic_path
 
-_REFERENCE_BUFFERS = ("attn_mask", "relative_position_index")
+REFERENCE_BUFFERS = ("attn_mask", "relative_position_index")  # recomputable buffers the reference stores
 _RULES_TO_OURS: list[tuple[re.Pattern, object]] = [
     (
         re.compile(r"^backbone\.layers\.(\d+)\.downsample\."),
@@ -46,7 +49,7 @@ def _rename(key: str, rules: list) -> str:
 
 def reference_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename reference keys to ours; the reference's recomputable buffers are dropped."""
-    return {_rename(k, _RULES_TO_OURS): v for k, v in state.items() if not k.endswith(_REFERENCE_BUFFERS)}
+    return {_rename(k, _RULES_TO_OURS): v for k, v in state.items() if not k.endswith(REFERENCE_BUFFERS)}
 
 
 def ours_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,8 +59,6 @@ def ours_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def check_against_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> list[str]:
     """Return the keys of ``state`` that fit nowhere; raise on missing or mis-shaped keys (named)."""
-    from mtlora_deploy.model.checkpoint import check_state_keys
-
     return check_state_keys(state, model.state_dict(), source, hint="; check --preset (rank) and --tasks")
 
 
@@ -68,8 +69,6 @@ def import_reference_checkpoint(
 
     Returns the model and the reference keys that did not fit (an error unless ``allow_unused``).
     """
-    from mtlora_deploy.model.weights import read_state_dict
-
     return load_reference_state(read_state_dict(path), config, str(path), allow_unused)
 
 
@@ -77,8 +76,6 @@ def load_reference_state(
     reference_state: dict[str, torch.Tensor], config: ModelConfig, source: str, allow_unused: bool = False
 ) -> tuple[nn.Module, list[str]]:
     """Build our model for ``config`` and load a state dict in the reference layout into it (eval mode)."""
-    from mtlora_deploy.model.multitask import build_model
-
     model = build_model(config.replace(pretrained=None), warn_without_weights=False)
     state = reference_to_ours(reference_state)
     unused = check_against_model(state, model, source)
@@ -93,8 +90,6 @@ def load_reference_state(
 
 def save_reference_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Write ``{'model': state_dict}`` in the reference layout (what the reference code would load)."""
-    from mtlora_deploy.utils.atomic import atomic_path
-
     state = ours_to_reference({k: v.detach().cpu() for k, v in model.state_dict().items()})
     with atomic_path(path) as tmp:
         torch.save({"model": state}, tmp)

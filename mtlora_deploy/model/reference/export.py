@@ -16,12 +16,13 @@ import yaml
 from torch import nn
 
 from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.model.checkpoint import load_checkpoint, read_checkpoint_info
 from mtlora_deploy.model.config import ModelConfig
-from mtlora_deploy.model.reference import ours_to_reference
+from mtlora_deploy.model.reference.keys import REFERENCE_BUFFERS, ours_to_reference
+from mtlora_deploy.model.reference.options import FIXED_MTLORA_OPTIONS
 from mtlora_deploy.utils.atomic import atomic_path, write_bytes_atomic
 
 EXPORTABLE_ADAPTERS = ("mtlora", "none")
-_REFERENCE_BUFFERS = ("attn_mask", "relative_position_index")
 
 
 def check_exportable(config: ModelConfig) -> None:
@@ -71,16 +72,8 @@ def _mtlora_section(config: ModelConfig, stages: int) -> dict[str, Any]:
         "SHARED_SCALE": each(float(config.lora_scale)),
         "TASK_SCALE": each(float(config.task_specific_scale)),
         "DROPOUT": each(float(config.lora_dropout)),
-        "TRAINABLE_SCALE_SHARED": False,
-        "TRAINABLE_SCALE_PER_TASK": False,
-        "INTERMEDIATE_SPECIALIZATION": False,
+        **FIXED_MTLORA_OPTIONS,
         "FREEZE_PRETRAINED": True,
-        "SPLIT_QKV": False,
-        "SHARED_MODE": "matrix",
-        "QKV_ENABLED": True,
-        "PROJ_ENABLED": True,
-        "FC1_ENABLED": True,
-        "FC2_ENABLED": True,
         "DOWNSAMPLER_ENABLED": bool(config.lora_on_reductions),
         "R_PER_TASK": {
             **{t: each(int(config.task_specific_rank)) for t in config.tasks},
@@ -103,7 +96,7 @@ def reference_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our tensors in the reference layout, plus the buffers the reference stores (attention masks, rel-pos index)."""
     state = model.state_dict()
     buffers = {
-        name: buf for name, buf in model.named_buffers() if name not in state and name.endswith(_REFERENCE_BUFFERS)
+        name: buf for name, buf in model.named_buffers() if name not in state and name.endswith(REFERENCE_BUFFERS)
     }
     merged = {**state, **buffers}
     return {k: v.detach().cpu().contiguous() for k, v in ours_to_reference(merged).items()}
@@ -129,8 +122,6 @@ def export_reference_checkpoint(model: nn.Module, path: str | Path, epoch: int =
 
 def export_reference_run(source: str | Path, output: str | Path) -> tuple[Path, Path, ModelConfig]:
     """A run folder / checkpoint of ours -> the reference ``.pth`` + ``--cfg`` YAML; returns both and the config."""
-    from mtlora_deploy.model.checkpoint import load_checkpoint, read_checkpoint_info
-
     info = read_checkpoint_info(source)
     if info.get("kind", "multitask") != "multitask":
         raise ConfigError(
