@@ -236,12 +236,15 @@ class TritonServer:
         from mtlora_deploy.serve.client import TritonClient
 
         client, deadline = TritonClient(self.url, timeout=5.0), time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ConfigError(f"tritonserver exited with code {self.process.returncode}: {self.first_error()}")
-            if client.ready(self.manifest["models"]["ensemble"]):
-                return
-            time.sleep(0.25)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ConfigError(f"tritonserver exited with code {self.process.returncode}: {self.first_error()}")
+                if client.ready(self.manifest["models"]["ensemble"]):
+                    return
+                time.sleep(0.25)
+        finally:
+            client.close()
         self.stop()
         raise ConfigError(f"tritonserver was not ready in {self.ready_timeout:.0f} s: {self.first_error()}")
 

@@ -34,7 +34,8 @@ class TritonPythonModel:
         for array in arrays:
             stop = start + len(array)
             tensors = [
-                pb_utils.Tensor(n, np.ascontiguousarray(o[start:stop])) for n, o in zip(self.output_names, outputs, strict=True)
+                pb_utils.Tensor(n, np.ascontiguousarray(o[start:stop]))
+                for n, o in zip(self.output_names, outputs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(tensors))
             start = stop
