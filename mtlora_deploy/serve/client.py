@@ -116,8 +116,8 @@ class TritonClient:
 
     def infer(self, model: str, inputs: list[Input], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run ``model`` on ``inputs``; returns every (or each named) output as a numpy array."""
-        headers, blobs = zip(*(item.encode() for item in inputs), strict=True)
-        request: dict = {"inputs": list(headers)}
+        encoded = [item.encode() for item in inputs]
+        request: dict = {"inputs": [header for header, _ in encoded]}
         if outputs:
             request["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in outputs]
         else:
@@ -126,7 +126,7 @@ class TritonClient:
         response, body = self._request(
             "POST",
             f"/v2/models/{model}/infer",
-            header + b"".join(blobs),
+            header + b"".join(blob for _, blob in encoded),
             {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"},
         )
         if response.status != 200:
