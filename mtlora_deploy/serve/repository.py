@@ -214,8 +214,11 @@ def _write_model(folder: Path, config, files: dict[str, Path]) -> None:
         shutil.copyfile(path, version / name)
 
 
-def write_repository(source: ModelSource, output: Path, options: RepositoryOptions) -> RepositoryReport:
-    """Write the five models and the manifest into ``output`` (a new folder)."""
+def write_repository(
+    source: ModelSource, output: Path, options: RepositoryOptions, origin: Path | None = None
+) -> RepositoryReport:
+    """Write the five models and the manifest into ``output`` (a new folder); ``origin``: what the user named, when
+    the graph was exported from it first."""
     names, max_batch = model_names(options.name), _max_batch(source, options.max_batch)
     imaging_file = Path(__file__).parents[1] / "utils" / "imaging.py"
     python_files = {IMAGING_MODULE: imaging_file}
@@ -241,6 +244,8 @@ def write_repository(source: ModelSource, output: Path, options: RepositoryOptio
         _write_model(output / names[role], ensemble_config(source, names, role, image, max_batch), {})
     check_repository(output)
     manifest = repository_manifest(source, names, max_batch, options)
+    if origin is not None and origin != source.path:
+        manifest["source"]["exported_from"] = str(origin)
     (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return RepositoryReport(output, names, manifest, list(source.notes))
 
@@ -254,7 +259,7 @@ def repository_manifest(
     return {
         "format": "mtlora-deploy-triton-repository",
         "toolkit_version": __version__,
-        "source": {"path": str(source.path), "kind": source.kind, "sha256": file_sha256(source.path)},
+        "source": {"path": str(source.path.resolve()), "kind": source.kind, "sha256": file_sha256(source.path)},
         "models": names,
         "platform": source.platform,
         "tasks": source.tasks,
@@ -291,7 +296,7 @@ def export_triton(model: str | Path, output: str | Path, options: RepositoryOpti
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         source = read_source(_exported(model, Path(tmp)) if model.is_dir() else model)
         staging = Path(tmp) / "repository"
-        report = write_repository(source, staging, options)
+        report = write_repository(source, staging, options, origin=model)
         if output.exists():
             output.rmdir()
         staging.rename(output)
