@@ -123,7 +123,7 @@ def servable_repository(repository: Path, install: ServerInstall, run_dir: Path)
     step = manifest["models"]["model"]
     backend = NATIVE_BACKENDS.get(configs[step].platform, configs[step].backend)
     if backend in install.native_backends():
-        return repository, []
+        return repository.resolve(), []
     if configs[step].platform != "onnxruntime_onnx":
         raise ConfigError(
             f"{repository}: its model step is a {configs[step].platform} and this server ({install.origin}) has no "
@@ -131,7 +131,7 @@ def servable_repository(repository: Path, install: ServerInstall, run_dir: Path)
         )
     copy = run_dir / "repository"
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(repository, copy, copy_function=os.symlink)
+    shutil.copytree(repository.resolve(), copy, copy_function=os.symlink)
     config = configs[step]
     config.ClearField("platform")
     config.ClearField("optimization")
@@ -195,7 +195,7 @@ class TritonServer:
         ready_timeout: float = 180.0,
     ) -> None:
         self.install = find_server(triton_env)
-        self.run_dir, self.ports, self.address = Path(run_dir), ports or Ports(), address
+        self.run_dir, self.ports, self.address = Path(run_dir).resolve(), ports or Ports(), address
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.repository, self.notes = servable_repository(Path(repository), self.install, self.run_dir)
         self.manifest = read_repository_manifest(repository)
