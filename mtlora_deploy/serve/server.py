@@ -40,6 +40,7 @@ class ServerInstall:
     origin: str
     library_paths: list[Path] = field(default_factory=list)
     python_bin: Path | None = None
+    stub_version: str | None = None  # PyTriton ships one Python-backend stub per Python version
 
     def native_backends(self) -> set[str]:
         return {p.name for p in self.backends.iterdir() if p.is_dir()} if self.backends.is_dir() else set()
@@ -86,6 +87,7 @@ def _pytriton_install(env: Path, how: str) -> ServerInstall:
         origin=f"nvidia-pytriton's tritonserver in {env} (Python {version} backend stub)",
         library_paths=[root.parents[1] / "nvidia_pytriton.libs", *([home.parent / "lib"] if home else [])],
         python_bin=env / "bin",
+        stub_version=version,
     )
 
 
@@ -102,9 +104,15 @@ def backend_folder(install: ServerInstall, run_dir: Path) -> Path:
     """The backends folder to pass: PyTriton's, with the stub for its Python version linked in (as PyTriton does
     at start); a container's as it is."""
     stubs = install.backends.parent / "python_backend_stubs"
-    if not stubs.is_dir():
+    if install.stub_version is None or not stubs.is_dir():
         return install.backends
-    version = install.origin.split("Python ")[-1].split(" ")[0]
+    version = install.stub_version
+    if not (stubs / version / "triton_python_backend_stub").is_file():
+        shipped = ", ".join(sorted(p.name for p in stubs.iterdir()))
+        raise MissingDependencyError(
+            f"{install.origin}: nvidia-pytriton has no Python-backend stub for Python {version} (it ships {shipped}); "
+            "make the serving environment with one of those Python versions"
+        )
     folder = run_dir / "backends" / "python"
     folder.mkdir(parents=True, exist_ok=True)
     for source in (*sorted((install.backends / "python").iterdir()), stubs / version / "triton_python_backend_stub"):
