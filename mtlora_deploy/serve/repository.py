@@ -291,6 +291,8 @@ def export_triton(model: str | Path, output: str | Path, options: RepositoryOpti
     options, output, model = options or RepositoryOptions(), Path(output), Path(model)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"-o {output} already exists; choose a new folder (nothing is overwritten)")
+    if (model / MANIFEST).is_file():
+        raise ConfigError(f"MODEL {model} is already a Triton repository; serve it with: mtlora serve {model}")
     model_config_pb2()  # the schema is needed: fail before any export
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
