@@ -164,3 +164,21 @@ def test_a_client_killed_mid_request_disturbs_nobody(served, tmp_path):
     client = TritonClient(served.url)
     assert client.ready("mtlora") and client.infer("mtlora", [Input("image_bytes", [image_bytes(20, 30)])])
     client.close()
+
+
+def test_bench_serve_reports_throughput_percentiles_and_batches(served, tmp_path):
+    import json
+
+    from mtlora_deploy.cli.main import cli
+
+    (tmp_path / "photo.jpg").write_bytes(image_bytes(48, 64))
+    args = ["bench-serve", "--server", served.url, "--image", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "b")]
+    result = CliRunner().invoke(cli, [*args, "--concurrency", "1,4", "--duration", "1.5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "bench_serve.json").read_text())
+    assert [row["clients"] for row in report["results"]] == [1, 4]
+    for row in report["results"]:
+        assert row["errors"] == 0 and row["requests"] > 0
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] <= row["latency_ms"]["p99"]
+        assert sum(int(size) * n for size, n in row["batch_executions"].items()) >= row["requests"]
+    assert "| 4 |" in (tmp_path / "b" / "bench_serve.md").read_text()
