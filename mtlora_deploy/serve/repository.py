@@ -220,12 +220,13 @@ def write_repository(
     """Write the five models and the manifest into ``output`` (a new folder); ``origin``: what the user named, when
     the graph was exported from it first."""
     names, max_batch = model_names(options.name), _max_batch(source, options.max_batch)
-    imaging_file = Path(__file__).parents[1] / "utils" / "imaging.py"
-    python_files = {IMAGING_MODULE: imaging_file}
+    from mtlora_deploy.utils import imaging
+
+    python_files = {IMAGING_MODULE: Path(imaging.__file__)}
     _write_model(
         output / names["model"],
         model_step_config(source, names["model"], max_batch, options),
-        {source.file_name: source.path},
+        {source.file_name: source.path, **{f.name: f for f in source.external_files}},
     )
     _write_model(
         output / names["preprocess"],

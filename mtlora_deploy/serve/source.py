@@ -73,6 +73,7 @@ class ModelSource:
     max_batch: int | None = None  # a plan's batch profile maximum
     tensorrt: str | None = None  # a plan's TensorRT release
     notes: list[str] = field(default_factory=list)
+    external_files: list[Path] = field(default_factory=list)  # an ONNX graph's external weight files
 
     @property
     def platform(self) -> str:
@@ -116,6 +117,10 @@ def _onnx_source(path: Path) -> ModelSource:
 
     if len(inputs) != 1:
         raise ConfigError(f"{path}: {len(inputs)} graph inputs; the served model takes one image input")
+    locations = {e.value for i in graph.initializer for e in i.external_data if e.key == "location"}
+    missing = [name for name in sorted(locations) if not (path.parent / name).is_file()]
+    if missing:
+        raise ConfigError(f"{path}: its external weights {missing[0]} are not beside it; export the graph again")
     return ModelSource(
         path,
         "onnx",
@@ -124,6 +129,7 @@ def _onnx_source(path: Path) -> ModelSource:
         list(metadata["tasks"]),
         int(metadata["image_size"]),
         metadata,
+        external_files=[path.parent / name for name in sorted(locations)],
     )
 
 
