@@ -1,15 +1,18 @@
 """Served load against the same backend in-process, on one machine, side by side.
 
 For a graph: ``export-triton`` -> a real tritonserver (this machine: nvidia-pytriton's, model step = ONNX Runtime
-in a Python-backend model) -> 16 closed-loop clients sending a 640 x 480 JPEG through the ensemble (decode, resize,
-model, maps at 640 x 480) -> the batch sizes Triton formed (its statistics). In-process: the same steps in this
-process (``utils.imaging`` pre/post-step, an ONNX Runtime session with its default threads) at that batch size.
+in a Python-backend model) -> 16 closed-loop clients sending a JPEG through the ensemble (decode, resize, model,
+maps at the JPEG's size; by default the JPEG is at the model's input size, so resizing costs nothing and what is
+compared is serving itself; ``--photo 640x480`` adds the resizing of real photos) -> the batch sizes Triton formed
+(its statistics). In-process: the same steps in this process, one after another (``utils.imaging`` pre/post-step,
+an ONNX Runtime session with its default threads) at that batch size.
 Served and in-process rounds are interleaved (A B A B ..., 5 each) so load drifting on this shared machine hits
 both; the ratio's interval pairs them. Then a steady open-loop rate at half the served saturation: p50/p95/p99.
 Targets (issue 21): served >= 0.9x in-process throughput; p99 <= 2x p50 below saturation. GMAC per image beside
 (the FLOP floor: achieved GFLOP/s).
 
     python benchmarks/serve_load.py --tiny --label "demo model (tiny Swin 64)" -o benchmarks/results/serve_load.json
+    python benchmarks/serve_load.py --tiny --photo 640x480 --label "demo model, 640 x 480 photos" -o ...
     python benchmarks/full_size_graph.py -o /tmp/full/swin_t.onnx
     python benchmarks/serve_load.py --graph /tmp/full/swin_t.onnx --label "Swin-T 448 mtlora-r64 4 tasks" \\
         --gmac 26.88 --duration 30 --steady-requests 40 -o benchmarks/results/serve_load.json
@@ -44,9 +47,9 @@ from mtlora_deploy.utils.onnx_info import read_onnx_metadata  # noqa: E402
 ROUNDS = 5
 
 
-def photo(height: int = 480, width: int = 640) -> bytes:
-    """A smooth 640 x 480 JPEG (what a camera client would send)."""
-    small = np.random.default_rng(0).integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+def photo(height: int, width: int) -> bytes:
+    """A smooth JPEG of height x width."""
+    small = np.random.default_rng(0).integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(small).resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
@@ -82,13 +85,17 @@ class InProcess:
         return count / (time.perf_counter() - start)
 
 
-def measure(graph: Path, label: str, duration: float, clients: int, steady_requests: int, gmac: float | None) -> dict:
+def measure(
+    graph: Path, label: str, duration: float, clients: int, steady_requests: int, gmac: float | None, size: tuple | None
+) -> dict:
     """Served rounds and in-process rounds interleaved (A B A B ...), so machine load that drifts hits both sides;
     then the steady open-loop rate."""
     from mtlora_deploy.serve.client import TritonClient
     from mtlora_deploy.serve.load import Sample
 
-    data, load_before = photo(), os.getloadavg()
+    side = read_onnx_metadata(graph)["image_size"]
+    height, width = size or (side, side)
+    data, load_before = photo(height, width), os.getloadavg()
     gmac = gmac or onnx_gmac(graph)[0]
     local = InProcess(graph, data)
     with tempfile.TemporaryDirectory(prefix="serve_load_") as tmp:
@@ -121,7 +128,7 @@ def measure(graph: Path, label: str, duration: float, clients: int, steady_reque
         "label": label,
         "graph": str(graph),
         "gmac_per_image": gmac,
-        "image": "640 x 480 JPEG, maps returned at 640 x 480",
+        "image": f"{width} x {height} JPEG, maps returned at {width} x {height}",
         "rounds": ROUNDS,
         "round_s": duration,
         "served_saturation": {
@@ -194,11 +201,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--steady-requests", type=int, default=120, help="requests of the steady phase")
     parser.add_argument("--gmac", type=float, default=None, help="GMAC per image (default: counted from the graph)")
+    parser.add_argument("--photo", default=None, help="WIDTHxHEIGHT of the JPEG sent [default: the model's size]")
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSON file; results are merged by label")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="serve_load_graph_") as tmp:
         graph, gmac = tiny_graph(Path(tmp) / "tiny.onnx") if args.tiny else (args.graph, args.gmac)
-        result = measure(graph, args.label, args.duration, args.clients, args.steady_requests, gmac)
+        size = tuple(int(v) for v in reversed(args.photo.split("x"))) if args.photo else None
+        result = measure(graph, args.label, args.duration, args.clients, args.steady_requests, gmac, size)
         result = {"command": " ".join(sys.argv), **result}
     results = json.loads(args.output.read_text()) if args.output.is_file() else {}
     results[args.label] = result
