@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mtlora_deploy.serve.client import InferenceError, Input, TritonClient
-from mtlora_deploy.serve.repository import BYTES_INPUT
+from mtlora_deploy.serve.repository import BYTES_INPUT, model_names
 from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
 
 PERCENTILES = (50, 95, 99)
@@ -170,9 +170,8 @@ def bench_serve(
 
     client = TritonClient(url)
     ensemble, _ = served_ensemble(client, served_model)
-    steps = client.model_config(ensemble)["ensemble_scheduling"]["step"]
-    model_step = steps[1]["model_name"]
     client.close()
+    model_step = model_names(ensemble)["model"]
     data = Path(image).read_bytes()
     report = {
         "settings": {
