@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -226,7 +227,7 @@ def main() -> None:
         size = tuple(int(v) for v in reversed(args.photo.split("x"))) if args.photo else None
         steady = (args.steady_requests, args.steady_fraction)
         result = measure(graph, args.label, args.duration, args.clients, steady, gmac, size)
-        result = {"command": " ".join(sys.argv), **result}
+        result = {"command": shlex.join(["python", *sys.argv]), **result}
     results = json.loads(args.output.read_text()) if args.output.is_file() else {}
     results[args.label] = result
     args.output.write_text(json.dumps(results, indent=2) + "\n")
