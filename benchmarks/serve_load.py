@@ -129,7 +129,7 @@ def measure(
             rate = steady_fraction * float(np.median(served_rounds))
             steady_s = steady_requests / rate
             steady_sample = open_loop(server.url, "mtlora", data, rate, steady_s)
-            steady = summarize(steady_sample, steady_s, ROUNDS)
+            steady = summarize(steady_sample, ROUNDS)
             done = np.asarray(steady_sample.started) + np.asarray(steady_sample.latencies)
             achieved = float((len(done) - 1) / (done.max() - done.min())) if len(done) > 1 else 0.0
             client.close()

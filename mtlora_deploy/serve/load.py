@@ -1,9 +1,9 @@
 """Served load: closed-loop clients (each sends its next request when the last is answered) or an open-loop steady
 rate, latency percentiles, errors, and the batch sizes Triton's dynamic batcher formed (from its statistics).
 
-Each client thread has its own HTTP connection. Throughput comes with a 95% interval over rounds (the run is cut
-into equal time windows; ``profile.stats.median_interval`` over the per-window throughputs), and the point value is
-the median of those windows, the statistic the interval is about. Latencies are measured from the moment a request
+Each client thread has its own HTTP connection. Throughput counts answers: the time from the first request to the
+last answer is cut into equal windows (rounds), ``profile.stats.median_interval`` gives the 95% interval over the
+per-window throughputs, and the point value is the median of those windows, the statistic the interval is about. Latencies are measured from the moment a request
 was due (open loop: its scheduled time), so a client that falls behind is not hidden.
 """
 
@@ -94,18 +94,18 @@ def _run_threads(threads: list[threading.Thread]) -> None:
         thread.join()
 
 
-def summarize(sample: Sample, duration: float, rounds: int = 5) -> dict[str, Any]:
-    """Requests, errors, throughput (median over ``rounds`` time windows, with its 95% interval) and latency
-    percentiles in ms."""
+def summarize(sample: Sample, rounds: int = 5) -> dict[str, Any]:
+    """Requests, errors, throughput (answers per second: the median over ``rounds`` equal windows from the first
+    request to the last answer, with its 95% interval) and latency percentiles in ms."""
     from mtlora_deploy.profile.stats import median_interval
 
-    started = np.asarray(sample.started) - (min(sample.started) if sample.started else 0.0)
-    windows = np.linspace(0.0, duration, rounds + 1)
-    per_round = [
-        float(np.sum((started >= a) & (started < b)) / (b - a)) for a, b in zip(windows, windows[1:], strict=False)
-    ]
+    origin = min(sample.started) if sample.started else 0.0
+    done = np.asarray(sample.started) + np.asarray(sample.latencies) - origin
+    edges = np.linspace(0.0, float(done.max()) if done.size else 1.0, rounds + 1)
+    edges[-1] += 1e-9  # the last answer falls inside the last window
+    per_round = [float(np.sum((done >= a) & (done < b)) / (b - a)) for a, b in zip(edges, edges[1:], strict=False)]
     latencies = np.asarray(sample.latencies) * 1e3
-    low, high = median_interval(per_round) if len(per_round) > 1 else (None, None)
+    low, high = median_interval(per_round) if done.size > 1 else (None, None)
     return {
         "requests": len(sample.latencies),
         "errors": len(sample.errors),
@@ -145,7 +145,7 @@ def measure(
         rows.append(
             {
                 "clients": clients,
-                **summarize(sample, duration),
+                **summarize(sample),
                 "batch_executions": executions,
                 "mean_batch": mean_batch(executions),
             }
