@@ -3,8 +3,9 @@ rate, latency percentiles, errors, and the batch sizes Triton's dynamic batcher 
 
 Each client thread has its own HTTP connection. Throughput counts answers: the time from the first request to the
 last answer is cut into equal windows (rounds), ``profile.stats.median_interval`` gives the 95% interval over the
-per-window throughputs, and the point value is the median of those windows, the statistic the interval is about. Latencies are measured from the moment a request
-was due (open loop: its scheduled time), so a client that falls behind is not hidden.
+per-window throughputs, and the point value is the median of those windows, the statistic the interval is about.
+Latencies are measured from the moment a request was due (open loop: its scheduled time), so a client that falls
+behind is not hidden.
 """
 
 from __future__ import annotations
