@@ -4,14 +4,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?= -n 2
+# The serving environment (mtlora serve, tests/serve): nvidia-pytriton's tritonserver and the python3 its Python
+# backend stub runs, which needs numpy < 2 (the toolkit's .venv keeps numpy 2). Pillow and ONNX Runtime are pinned to
+# the toolkit's versions so served answers are bit-equal to local ones. Only PyTriton's bundled server, backends and
+# stubs are used, not its Python API, so it goes in last without its API's dependencies.
+TRITON_VENV ?= $(VENV)-triton
 
-.PHONY: venv demo test test-fast check lint clean
+.PHONY: venv triton-venv demo test test-fast check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,tensorrt-rtx]'
+	$(PY) -m pip install -q -e '.[dev,tensorrt-rtx,serve]'
+	$(MAKE) --no-print-directory triton-venv
 	touch $@
+
+triton-venv:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q 'numpy<2' \
+		$$($(PY) -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('pillow', 'onnxruntime')))")
+	$(TRITON_VENV)/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
 
 venv: $(VENV)/.installed
 
@@ -37,4 +49,4 @@ check: $(VENV)/.installed
 lint: check
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs .pytest_cache

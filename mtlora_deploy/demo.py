@@ -232,6 +232,33 @@ def profile_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, cons
     return output
 
 
+def serve_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any] | None:
+    """Serve the fp32 graph through Triton for a few seconds: the val images through the ensemble, served maps
+    against local predict's, served latency; skipped (with the reason) where no tritonserver is installed."""
+    from mtlora_deploy.errors import MissingDependencyError
+    from mtlora_deploy.serve.agreement import served_vs_local
+    from mtlora_deploy.trainer.data.layout import PascalLayout
+    from mtlora_deploy.trainer.data.pascal import read_split
+
+    console.rule("6. serve the fp32 graph with Triton (ensemble: image file -> per-task maps)")
+    layout = PascalLayout(run_dir / "data")
+    images = [layout.path("image", i) for i in read_split(layout, "val")]
+    try:
+        result = served_vs_local(artefacts["fp32"], images, workdir)
+    except MissingDependencyError as exc:
+        console.print(f"skipped: {exc}")
+        return None
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+    console.print(
+        f"served {result['images']} val images (ready in {result['ready_s']:.1f} s): {result['bit_equal_maps']} of "
+        f"{result['maps']} maps bit-equal to local predict (largest difference {result['max_abs_difference']:g}); "
+        f"latency at 1 client p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms; "
+        f"serve it yourself: mtlora serve {result['repository']}"
+    )
+    return result
+
+
 def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) -> dict[str, Any]:
     """Run every stage and return a summary (paths and results)."""
     console = console or Console()
@@ -247,6 +274,7 @@ def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) 
     artefacts["plan"] = engine_stage(artefacts, workdir, console)
     summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console, baselines)
     report = profile_stage(run_dir, artefacts, workdir, console)
+    summary["serving"] = serve_stage(run_dir, artefacts, workdir, console)
     console.rule("done")
     console.print(
         f"run folder: {run_dir}\nONNX graphs: {workdir / 'onnx'}\nprofile report: {report / 'profile.md'} "

@@ -37,7 +37,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("mtlora_deploy.cli.export", "export", "Export one ONNX graph with one output per task."),
     "calibrate": ("mtlora_deploy.cli.calibrate", "calibrate", "Draw INT8 calibration inputs from a dataset."),
     "build-engine": ("mtlora_deploy.cli.build_engine", "build_engine", "Build a TensorRT engine from an ONNX graph."),
+    "export-triton": (
+        "mtlora_deploy.cli.export_triton",
+        "export_triton",
+        "Write a Triton model repository (model step, pre/post steps, ensemble).",
+    ),
+    "serve": ("mtlora_deploy.cli.serve", "serve", "Serve a model or repository on a real tritonserver."),
     "profile": ("mtlora_deploy.cli.profile", "profile", "Multi-task latency/throughput reports."),
+    "bench-serve": (
+        "mtlora_deploy.cli.bench_serve",
+        "bench_serve",
+        "Served throughput, latency percentiles and formed batch sizes.",
+    ),
     "compare": (
         "mtlora_deploy.cli.compare",
         "compare",

@@ -8,20 +8,39 @@ from pathlib import Path
 from PIL import Image
 
 from mtlora_deploy.errors import DataError
+from mtlora_deploy.utils import imaging
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """The file suffixes PIL can open here (``.jpg``, ``.png``, ``.tif``, ``.webp``, ...), lower case."""
+    return tuple(sorted(suffix for suffix, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+
+
+def collect_images(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for its image files (by suffix, sorted, not recursive). An empty folder is a
+    DataError; a missing path is left for :func:`check_images` to name."""
+    suffixes, out = image_suffixes(), []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if not found:
+            raise DataError(f"folder {path} holds no image files (looked for {', '.join(suffixes[:8])}, ...)")
+        out += found
+    return out
 
 
 def check_images(images: list[Path]) -> None:
-    """Every input exists and is a readable image; the first bad one is a one-line DataError (nothing written)."""
+    """Every input exists and decodes to RGB (any PIL mode the pre-step handles); the first bad one is a one-line
+    DataError, before anything is written."""
     for path in images:
         if not path.is_file():
             raise DataError(f"image {path} does not exist ({len(images)} inputs checked before any is predicted)")
         try:
-            with Image.open(path) as img:
-                img.verify()
-        except Exception as exc:  # noqa: BLE001 - PIL raises several types for a bad file
-            raise DataError(
-                f"image {path} could not be read ({type(exc).__name__}: {exc}); expected a jpg/png file"
-            ) from exc
+            imaging.decode_image(path)
+        except imaging.ImageError as exc:
+            raise DataError(f"image {path} could not be read: {exc}; expected an image file (jpg, png, ...)") from exc
 
 
 def output_names(images: list[Path]) -> list[str]:

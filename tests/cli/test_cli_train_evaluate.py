@@ -76,10 +76,11 @@ def test_predict_writes_pngs(run_dir, tmp_path):
     image = sorted((run_dir / "data" / "JPEGImages").iterdir())[0]
     result = CliRunner().invoke(cli, ["predict", str(image), "-m", str(run_dir), "-o", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
+    width, height = Image.open(image).size  # every output at the input's own size, not the model's 64 x 64
     for task in ("semseg", "sal", "normals"):
         png = Image.open(tmp_path / "pred" / f"{image.stem}_{task}.png")
-        assert png.size == (64, 64) and png.mode == "RGB"
-    assert Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size == (64 * 4 + 3 * 4, 64)
+        assert png.size == (width, height) and png.mode == "RGB"
+    assert Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size == (width * 4 + 3 * 4, height)
 
 
 def test_make_dataset_is_deterministic(tmp_path):
