@@ -334,7 +334,21 @@ def make_precision_variant(
     """
     source, output = Path(fp32_onnx), Path(output)
     model = _check_source(source, output, precision)
-    options = _options(precision, calibration, locals())
+    options = {
+        "calibration_method": calibration_method or DEFAULT_CALIBRATION_METHODS.get(precision, "entropy"),
+        "keep_fp32_ops": keep_fp32_ops,
+        "data_max": data_max,
+        "nodes_to_exclude": tuple(nodes_to_exclude),
+        "exclude_head_layers": exclude_head_layers,
+        "calibration_cache": calibration_cache,
+        "cache": cache,
+        "per_channel": per_channel,
+        "block_size": block_size,
+        "fidelity_images": fidelity_images,
+        "holdout": holdout,
+        "show_progress": show_progress,
+    }
+    _check_options(precision, calibration, options)
     calibration = Path(calibration) if calibration is not None else None
     if precision == "fp32":
         _save(model, model, precision_record(source, "fp32", None, None, 0), output)
@@ -358,35 +372,18 @@ def make_precision_variant(
     return output
 
 
-def _options(precision: str, calibration: Any, given: dict[str, Any]) -> dict[str, Any]:
-    """The conversion options of ``make_precision_variant``'s arguments, checked before any work."""
-    method = given["calibration_method"] or DEFAULT_CALIBRATION_METHODS.get(precision, "entropy")
+def _check_options(precision: str, calibration: Any, options: dict[str, Any]) -> None:
+    """The options ``precision`` needs, checked before any work: a range method and images (or a range cache) for
+    int8/fp8, a block size for int4-wo."""
     if precision in CALIBRATED_PRECISIONS:
-        int8.check_method(method)
-        if calibration is None and given["calibration_cache"] is None:
+        int8.check_method(options["calibration_method"])
+        if calibration is None and options["calibration_cache"] is None:
             raise ConfigError(
                 f"{precision} needs calibration images: pass --calib FILE.npz "
                 "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)"
             )
     if precision == "int4-wo":
-        weight_only.check_block_size(given["block_size"])
-    keys = (
-        "keep_fp32_ops",
-        "data_max",
-        "exclude_head_layers",
-        "calibration_cache",
-        "cache",
-        "per_channel",
-        "block_size",
-        "fidelity_images",
-        "holdout",
-        "show_progress",
-    )
-    return {
-        **{key: given[key] for key in keys},
-        "calibration_method": method,
-        "nodes_to_exclude": tuple(given["nodes_to_exclude"]),
-    }
+        weight_only.check_block_size(options["block_size"])
 
 
 def _tool_for(precision: str, tool: str) -> str:

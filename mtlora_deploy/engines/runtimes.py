@@ -193,7 +193,7 @@ def target_enum(trt, capability: str):
     if name not in offered:
         listed = ", ".join(m.lower() for m in offered)
         raise ConfigError(
-            f"--target: TensorRT-RTX {trt.__version__} cannot build for sm{capability.replace('.', '')} "
+            f"--target: TensorRT-RTX {trt.__version__} cannot build for {sm(capability)} "
             f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
         )
     return trt.ComputeCapability.__members__[name]
@@ -234,10 +234,6 @@ PRECISION_SUPPORT: dict[tuple[str, str], PrecisionSupport] = {
 }
 
 
-def _capability(text: str) -> tuple[int, ...]:
-    return version_tuple(text)
-
-
 def sm(capability: str) -> str:
     """``"8.9"`` -> ``"sm89"`` (the spelling of ``--target``)."""
     return "sm" + capability.replace(".", "")
@@ -252,7 +248,7 @@ def precision_support(runtime: str, precision: str) -> PrecisionSupport:
 
 def runs_on(runtime: str, precision: str, capability: str) -> bool:
     """Whether ``runtime`` runs ``precision`` on a GPU of compute capability ``capability`` ("8.6")."""
-    return _capability(capability) >= _capability(precision_support(runtime, precision).min_capability)
+    return version_tuple(capability) >= version_tuple(precision_support(runtime, precision).min_capability)
 
 
 def rtx_targets(precision: str, offered: tuple[str, ...] = RTX_TARGETS) -> tuple[str, ...]:
