@@ -24,8 +24,8 @@ from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, open_calibration
 from mtlora_deploy.calib.graph import (
     batched_weight_matmuls,
     count_qdq_nodes,
+    head_layers,
     io_dtypes,
-    last_gemm_nodes,
     layernorm_input_dtypes,
     select_nodes,
     zero_points_nonzero,
@@ -110,7 +110,7 @@ def _excluded(model: onnx.ModelProto, options: dict[str, Any], batched: bool = T
     rank-3 weights, which have no per-column int8/fp8 Q/DQ (weight-only dequantizes them per channel all the same)."""
     excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     if options["exclude_head_layers"]:
-        excluded = [*excluded, *last_gemm_nodes(model).values()]
+        excluded = [*excluded, *head_layers(model)]
     return sorted({*excluded, *(batched_weight_matmuls(model) if batched else [])})
 
 

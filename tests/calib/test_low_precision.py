@@ -19,7 +19,7 @@ from onnx import TensorProto, numpy_helper
 
 from mtlora_deploy.calib import make_precision_variant, read_precision_metadata, zero_points_nonzero
 from mtlora_deploy.calib.dataset import load_calibration
-from mtlora_deploy.calib.graph import last_gemm_nodes, producers
+from mtlora_deploy.calib.graph import head_layers, producers
 from mtlora_deploy.calib.ranges import gemm_activation_inputs
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.onnx_info import detect_onnx_precision
@@ -74,7 +74,7 @@ def _attribute(node: onnx.NodeProto, name: str, default: int = 0) -> int:
 
 def test_weight_only_graphs_hold_int8_channels_and_int4_blocks(variants, source):
     fp32 = onnx.load(source)
-    heads = set(last_gemm_nodes(fp32).values())
+    heads = set(head_layers(fp32))
     for precision, weight_type in (("int8-wo", TensorProto.INT8), ("int4-wo", TensorProto.INT4)):
         model = onnx.load(variants[precision])
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
