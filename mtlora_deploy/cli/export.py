@@ -61,10 +61,9 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 )
 @click.option(
     "--block-size",
-    default=32,
-    show_default=True,
+    default=None,
     type=int,
-    help="int4-wo: int4 weights per scale along the reduction axis (16, 32, 64, 128 or 256).",
+    help="int4-wo: int4 weights per scale along the reduction axis (16, 32, 64, 128 or 256) [default: 32].",
 )
 @click.option("--exclude", multiple=True, help="Keep these nodes in fp32: node name, op type or regex (repeatable).")
 @click.option(
@@ -119,7 +118,7 @@ def export(
 
     check_output_file(output)
     check_calibration_file(calib, precision)
-    if precision == "int4-wo":
+    if block_size is not None:
         from mtlora_deploy.calib.weight_only import check_block_size
 
         check_block_size(block_size)
@@ -148,7 +147,7 @@ def export(
         "calibration": Path(calib) if calib else None,
         "calibration_method": calib_method,
         "calibration_cache": calib_cache,
-        "block_size": block_size,
+        **({"block_size": block_size} if block_size is not None else {}),
         "nodes_to_exclude": tuple(exclude),
         "fidelity_images": fidelity_images,
         "holdout": holdout,
