@@ -1,8 +1,9 @@
-"""Accuracy by precision: PyTorch fp32 vs ONNX Runtime fp32 / fp16 / int8 of one trained model, per task.
+"""Accuracy by precision: PyTorch fp32 vs ONNX Runtime fp32 / fp16 / int8 / fp8 / int8-wo / int4-wo, per task.
 
 Trains a small MTLoRA model on the synthetic set (or loads ``--run DIR``), exports the fp32 ONNX graph,
-draws calibration images from the TRAIN split, makes the fp16 and int8 variants, evaluates everything on
-the VAL split with ``evaluate_artifact`` and prints each variant's per-task metric delta against PyTorch fp32.
+draws calibration images from the TRAIN split, makes the fp16, int8 (one per ``--methods``), fp8 (max ranges) and
+weight-only variants (``--extra``), evaluates everything on the VAL split with ``evaluate_artifact`` and prints each
+variant's per-task metric delta against PyTorch fp32.
 
 Example: python benchmarks/accuracy_by_precision.py --out runs/precision_bench --steps 300
 """
@@ -59,9 +60,10 @@ def train_small_model(run_dir: Path, steps: int, images: int, image_size: int, s
 
 
 def make_variants(
-    run_dir: Path, out: Path, methods: list[str], calib_images: int, legacy: bool, tool: str
+    run_dir: Path, out: Path, methods: list[str], calib_images: int, legacy: bool, tool: str, extra: list[str]
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """fp32 export, a train-split calibration draw, fp16 and one int8 variant per method; files and seconds."""
+    """fp32 export, a train-split calibration draw, fp16, one int8 variant per method and the ``extra`` precisions
+    (fp8: max ranges; fp16 and weight-only use the images for their fp16 overflow scan); files and seconds."""
     fp32 = out / "model_fp32.onnx"
     report = export_onnx(run_dir, fp32, legacy=legacy)
     calib = draw_calibration_set(
@@ -69,6 +71,7 @@ def make_variants(
     )
     jobs = {"ort fp16": ("fp16", "model_fp16.onnx", "entropy")}
     jobs.update({f"ort int8 ({m})": ("int8", f"model_int8_{m}.onnx", m) for m in methods})
+    jobs.update({f"ort {p}": (p, f"model_{p}.onnx", "max" if p == "fp8" else None) for p in extra})
     variants, seconds = {"ort fp32": fp32}, {}
     for name, (precision, file_name, method) in jobs.items():
         start = time.perf_counter()
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="Model input size.")
     parser.add_argument("--calib-images", type=int, default=64, help="Calibration images drawn from train.")
     parser.add_argument("--methods", default="max,entropy", help="int8 calibration methods, comma-separated.")
+    parser.add_argument("--extra", default="fp8,int8-wo,int4-wo", help="more precisions, comma-separated ('' none).")
     parser.add_argument("--legacy-export", action="store_true", help="TorchScript exporter instead of torch.export.")
     parser.add_argument("--tool", default="auto", help="auto, modelopt or onnxruntime (precision converters).")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,7 +127,13 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         variants, seconds = make_variants(
-            run_dir, args.out, args.methods.split(","), args.calib_images, args.legacy_export, args.tool
+            run_dir,
+            args.out,
+            args.methods.split(","),
+            args.calib_images,
+            args.legacy_export,
+            args.tool,
+            [p for p in args.extra.split(",") if p],
         )
     for name, path in variants.items():
         record = read_precision_metadata(path)

@@ -18,15 +18,20 @@ from mtlora_deploy.engines.tensorrt_build import (
     check_build_requirements,
 )
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
+from mtlora_deploy.utils.artifacts import CALIBRATED_PRECISIONS, PLAN_SUFFIXES
 from mtlora_deploy.utils.onnx_info import detect_onnx_precision, engine_fields
 
 
 def prepare_onnx(
-    source: Path, precision: str, workdir: Path, calib: str | Path | None = None, image_size: int | None = None
+    source: Path,
+    precision: str,
+    workdir: Path,
+    calib: str | Path | None = None,
+    image_size: int | None = None,
+    block_size: int | None = None,
 ) -> Path:
     """The ONNX graph to build from: ``source`` itself, or exported from a run folder, then turned into the
-    ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32."""
+    ``precision`` variant (AutoCast, PTQ or weight-only quantization via ``mtlora_deploy.calib``) when it is fp32."""
     if source.suffix == ".onnx":
         onnx_path = source
     else:
@@ -39,12 +44,13 @@ def prepare_onnx(
         return onnx_path
     if have != "fp32":
         raise ConfigError(f"{onnx_path} is a {have} graph; --precision {precision} is made from the fp32 export")
-    if precision == "int8" and calib is None:
-        raise ConfigError("--precision int8 needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
+    if precision in CALIBRATED_PRECISIONS and calib is None:
+        raise ConfigError(f"--precision {precision} needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
     from mtlora_deploy.calib.precision import make_precision_variant
 
     variant = workdir / f"{onnx_path.stem}_{precision}.onnx"
-    return Path(make_precision_variant(onnx_path, precision, variant, calib) or variant)
+    options = {"block_size": block_size} if block_size is not None else {}
+    return Path(make_precision_variant(onnx_path, precision, variant, calib, **options) or variant)
 
 
 def _name(source: Path) -> str:
@@ -65,6 +71,7 @@ def build_engine(
     verbose: bool = False,
     runtime: str = "auto",
     targets: str | tuple[str, ...] | None = None,
+    block_size: int | None = None,
 ) -> BuildResult:
     """Build a TensorRT or TensorRT-RTX plan (and its manifest) from an ONNX file or a run/checkpoint folder.
 
@@ -72,10 +79,13 @@ def build_engine(
         runtime: ``auto`` (TensorRT with a CUDA GPU, else TensorRT-RTX, which builds without a GPU),
             ``tensorrt`` or ``tensorrt-rtx``.
         targets: TensorRT-RTX only: compute capabilities to build for (``"sm86,sm89,sm120"``); default its
-            portable set.
+            portable set less the targets that cannot run ``precision`` (fp8: sm89, sm120). A target that cannot
+            run it is refused before anything is written.
+        block_size: int4-wo from an fp32 graph: int4 weights per scale (default 32).
         optimization_level, timing_cache: TensorRT only.
 
-    Nothing is written unless the runtime (and, for TensorRT, a CUDA GPU) is present: requirements come first.
+    Nothing is written unless the runtime (and, for TensorRT, a CUDA GPU that runs ``precision``) is present:
+    requirements come first.
 
     Returns:
         The plan path, the manifest path (``PLAN.json``) and the manifest.
@@ -100,6 +110,6 @@ def build_engine(
     output = Path(output) if output else Path("engines") / f"{_name(source)}_{precision}{suffix}.plan"
     if output.suffix not in PLAN_SUFFIXES:
         raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
-    check_build_requirements(chosen)
-    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size)
+    check_build_requirements(chosen, precision=precision)
+    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size, block_size)
     return build_plan(onnx_path, output, settings, extra=engine_fields(onnx_path))

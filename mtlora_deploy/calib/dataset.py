@@ -160,7 +160,7 @@ def _check_images(
     if shape[0] < RECOMMENDED_IMAGES:
         warnings.warn(
             f"calibration file {path} has {shape[0]} images; TensorRT recommends at least "
-            f"{RECOMMENDED_IMAGES} for INT8 scales",
+            f"{RECOMMENDED_IMAGES} for INT8 (and FP8) scales",
             stacklevel=3,
         )
 

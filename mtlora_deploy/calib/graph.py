@@ -115,25 +115,33 @@ def batched_weight_matmuls(model: onnx.ModelProto) -> list[str]:
 
 def last_gemm_nodes(
     model: onnx.ModelProto, outputs: Iterable[str] | None = None, op_types: tuple[str, ...] = GEMM_OPS
-) -> dict[str, str]:
-    """``{output: name of the last MatMul/Gemm/Conv on its path}``: each task head's final layer.
+) -> dict[str, list[str]]:
+    """``{output: names of the last MatMul/Gemm/Conv on its paths}``: each task head's final layer(s).
 
-    Found by walking back from the graph output through non-GEMM ops (Resize, Add, activations...), so
-    it does not depend on how an exporter names nodes.
+    Found by walking back from the graph output through non-GEMM ops (Resize, Concat, Slice, activations...) and
+    stopping at every GEMM reached, so it does not depend on how an exporter names nodes, and a merged model whose
+    per-task final layers are concatenated before one shared resize names all of them for every output. Shape
+    computations (``Shape``/``Size``) are not followed: they read no values.
     """
     by_output, found = producers(model), {}
     for output in outputs or [o.name for o in model.graph.output]:
-        frontier, seen = [output], set()
+        frontier, seen, last = [output], set(), []
         while frontier:
             node = by_output.get(frontier.pop(0))
-            if node is None or node.name in seen:
+            if node is None or id(node) in seen:
                 continue
-            seen.add(node.name)
+            seen.add(id(node))
             if node.op_type in op_types:
-                found[output] = node.name
-                break
-            frontier.extend(i for i in node.input if i)
+                last.append(node.name)
+            elif node.op_type not in ("Shape", "Size"):
+                frontier.extend(i for i in node.input if i)
+        found[output] = last
     return found
+
+
+def head_layers(model: onnx.ModelProto) -> list[str]:
+    """Every task head's final GEMM/Conv (:func:`last_gemm_nodes` of all outputs), sorted."""
+    return sorted({name for names in last_gemm_nodes(model).values() for name in names})
 
 
 def ops_without_dtype(model: onnx.ModelProto, elem_type: int) -> list[str]:

@@ -116,14 +116,15 @@ def _ort_method(method: str):
     }[method]
 
 
-def write_ort_ranges(ranges: dict[str, list[float]], method: str, path: Path) -> Path:
-    """The ranges as ONNX Runtime's own calibration cache (``TensorsData`` JSON), which ``quantize_static`` reads."""
+def write_ort_ranges(ranges: dict[str, list[float]], method: str, path: Path, ort_method: Any = None) -> Path:
+    """The ranges as ONNX Runtime's own calibration cache (``TensorsData`` JSON), which ``quantize_static`` reads;
+    ``ort_method`` labels it with another of its methods (its FP8 mode accepts only ``Distribution``)."""
     calibrate = require("onnxruntime.quantization.calibrate")
     data = {
         name: calibrate.TensorData(lowest=np.float32(low), highest=np.float32(high))
         for name, (low, high) in ranges.items()
     }
-    calibrate.save_tensors_data(calibrate.TensorsData(_ort_method(method), data), path)
+    calibrate.save_tensors_data(calibrate.TensorsData(ort_method or _ort_method(method), data), path)
     return path
 
 

@@ -1,9 +1,11 @@
-"""``make_precision_variant``: fp32 / fp16 / bf16 / int8 ONNX files from the exported fp32 graph.
+"""``make_precision_variant``: fp32 / fp16 / bf16 / int8 / fp8 / int8-wo / int4-wo ONNX files from the fp32 graph.
 
 TensorRT 11 builds strongly typed networks only, so the precision of every layer is decided here, in
 the ONNX graph, and each variant is an ONNX file ONNX Runtime can run on a CPU (bf16 aside: ORT has no
 CPU bf16 kernels for MatMul/Add/Conv) so its accuracy is measured without a GPU. The tool and settings
-that produced a variant are written into its ``metadata_props``.
+that produced a variant are written into its ``metadata_props``. int8 and fp8 quantize activations and weights
+from calibrated ranges (``int8``, ``fp8``); int8-wo and int4-wo quantize only the weights of the fp16 variant
+(``weight_only``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from typing import Any
 
 import onnx
 
-from mtlora_deploy.calib import autocast, fidelity, int8
+from mtlora_deploy.calib import autocast, fidelity, fp8, int8, weight_only
 from mtlora_deploy.calib.cleanup import topological_sort
 from mtlora_deploy.calib.dataset import DEFAULT_MIN_IMAGES, open_calibration
 from mtlora_deploy.calib.graph import (
     batched_weight_matmuls,
     count_qdq_nodes,
+    head_layers,
     io_dtypes,
-    last_gemm_nodes,
     layernorm_input_dtypes,
     select_nodes,
     zero_points_nonzero,
@@ -32,7 +34,7 @@ from mtlora_deploy.calib.ranges import ArrayReader, RangeSettings, random_images
 from mtlora_deploy.calib.tools import CastResult
 from mtlora_deploy.deploy.metadata import attach_metadata, metadata_from_proto
 from mtlora_deploy.errors import ConfigError, MTLoRAError, WeightsError
-from mtlora_deploy.utils.artifacts import PRECISIONS
+from mtlora_deploy.utils.artifacts import CALIBRATED_PRECISIONS, PRECISIONS, WEIGHT_ONLY_PRECISIONS
 from mtlora_deploy.utils.atomic import atomic_path
 from mtlora_deploy.utils.hashing import file_sha256
 
@@ -46,8 +48,11 @@ METADATA_KEYS = (
     "precision_source_sha256",
     "calibration",
     "int8_ranges",
+    "fp8_ranges",
     "fidelity",
 )
+# The activation ranges each calibrated precision uses unless told otherwise.
+DEFAULT_CALIBRATION_METHODS = {"int8": "entropy", "fp8": fp8.DEFAULT_METHOD}
 
 
 def pick_tool(tool: str) -> str:
@@ -100,17 +105,26 @@ def _images(calibration: Path | None, input_name: str, side: int, min_images: in
     return random_images((3, side, side))
 
 
-def _excluded(model: onnx.ModelProto, options: dict[str, Any]) -> list[str]:
+def _excluded(model: onnx.ModelProto, options: dict[str, Any], batched: bool = True) -> list[str]:
+    """The GEMMs left unquantized: ``--exclude``, each head's last layer, and (``batched``) the task-batched
+    rank-3 weights, which have no per-column int8/fp8 Q/DQ (weight-only dequantizes them per channel all the same)."""
     excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     if options["exclude_head_layers"]:
-        excluded = [*excluded, *last_gemm_nodes(model).values()]
-    return sorted({*excluded, *batched_weight_matmuls(model)})
+        excluded = [*excluded, *head_layers(model)]
+    return sorted({*excluded, *(batched_weight_matmuls(model) if batched else [])})
 
 
-def _convert_int8(
-    source: Path, model: onnx.ModelProto, tool: str, images: Any, calibration: Path | None, options: dict[str, Any]
+def _convert_calibrated(
+    source: Path,
+    model: onnx.ModelProto,
+    precision: str,
+    tool: str,
+    images: Any,
+    calibration: Path | None,
+    options: dict[str, Any],
 ) -> tuple[CastResult, dict[str, Any]]:
-    """Ranges (cached or one streaming pass) -> Q/DQ graph; returns it and the ranges' record."""
+    """Ranges (cached or one streaming pass, shared by int8 and fp8) -> int8 or fp8 Q/DQ graph; returns it and the
+    ranges' record."""
     input_name, side = graph_input(model)
     settings = RangeSettings(method=options["calibration_method"])
     explicit = options["calibration_cache"] is not None
@@ -126,7 +140,9 @@ def _convert_int8(
         options["show_progress"],
     )
     excluded = _excluded(model, options)
-    if tool == "modelopt":
+    if precision == "fp8":
+        result = fp8.with_onnxruntime(source, cache.ranges, settings.method, excluded)
+    elif tool == "modelopt":
         sample = images[:4] if images is not None else random_images((3, side, side))
         result = int8.with_modelopt(source, input_name, sample, cache.ranges, settings.method, excluded)
     else:
@@ -159,6 +175,28 @@ def _convert(
     )
 
 
+def _convert_weight_only(
+    source: Path,
+    model: onnx.ModelProto,
+    precision: str,
+    tool: str,
+    images: Any,
+    calibration: Path | None,
+    options: dict[str, Any],
+) -> CastResult:
+    """The fp16 variant (same rules as ``fp16``), then its GEMM/conv weights in int8 or int4."""
+    half = _convert(source, model, "fp16", tool, images, calibration, options)
+    excluded = _excluded(model, options, batched=False)
+    weights = weight_only.quantize_weights(half.model, precision, excluded, options["block_size"])
+    return CastResult(
+        weights.model,
+        f"{half.tool} + {weights.tool}",
+        f"{half.tool_version} + {weights.tool_version}",
+        {"fp16": half.settings, "weights": weights.settings},
+        sorted({*half.high_precision_nodes, *weights.high_precision_nodes}),
+    )
+
+
 def verify_variant(model: onnx.ModelProto, source: onnx.ModelProto, precision: str, tool: str) -> None:
     """The checks TensorRT and accuracy need: same I/O dtypes, zero points 0, LayerNorm inputs in fp32."""
     try:
@@ -169,9 +207,9 @@ def verify_variant(model: onnx.ModelProto, source: onnx.ModelProto, precision: s
     problems = []
     if io_dtypes(model) != io_dtypes(source):
         problems.append(f"graph I/O dtypes changed from {io_dtypes(source)} to {io_dtypes(model)}")
-    if precision == "int8" and (bad := zero_points_nonzero(model)):
+    if precision not in ("fp32", "fp16", "bf16") and (bad := zero_points_nonzero(model)):
         problems.append(f"{len(bad)} Q/DQ nodes have non-zero zero points (TensorRT refuses them), e.g. {bad[0]}")
-    if precision in ("fp16", "bf16"):
+    if precision in ("fp16", "bf16", *WEIGHT_ONLY_PRECISIONS):
         low = [n for n, dtype in layernorm_input_dtypes(model).items() if dtype != "float32"]
         if low:
             problems.append(f"{len(low)} LayerNormalization nodes take {precision} inputs, e.g. {low[0]}")
@@ -245,7 +283,7 @@ def make_precision_variant(
     calibration: str | Path | None = None,
     *,
     tool: str = "auto",
-    calibration_method: str = "entropy",
+    calibration_method: str | None = None,
     keep_fp32_ops: tuple[str, ...] = autocast.KEEP_FP32_OPS,
     nodes_to_exclude: tuple[str, ...] = (),
     exclude_head_layers: bool = True,
@@ -254,6 +292,7 @@ def make_precision_variant(
     calibration_cache: str | Path | None = None,
     cache: bool = True,
     per_channel: bool = True,
+    block_size: int = weight_only.DEFAULT_BLOCK_SIZE,
     fidelity_images: int = fidelity.DEFAULT_FIDELITY_IMAGES,
     holdout: str | Path | None = None,
     show_progress: bool = True,
@@ -262,24 +301,29 @@ def make_precision_variant(
 
     Args:
         fp32_onnx: the exported fp32 graph (input ``[N, 3, S, S]`` float32, one output per task).
-        precision: ``fp32`` (a copy), ``fp16`` / ``bf16`` (mixed precision, I/O stay float32) or ``int8``.
+        precision: ``fp32`` (a copy), ``fp16`` / ``bf16`` (mixed precision, I/O stay float32), ``int8`` / ``fp8``
+            (Q/DQ of GEMM inputs: activations and weights) or ``int8-wo`` / ``int4-wo`` (the fp16 variant with its
+            GEMM/conv weights in int8 per output channel / int4 blocks; no calibration images needed).
         output: the new ``.onnx`` file (written atomically).
-        calibration: a ``.npz`` from ``mtlora calibrate``; required for int8 (unless ``calibration_cache``
-            matches), used by fp16/bf16 to find nodes that overflow (random inputs otherwise). Read batch
-            by batch: memory does not grow with its image count.
-        tool: ``auto`` (ModelOpt when installed, else ONNX Runtime), ``modelopt`` or ``onnxruntime``.
-        calibration_method: int8 activation ranges, ``entropy`` (KL), ``max`` or ``percentile``.
-        keep_fp32_ops: op types kept in float32 in fp16/bf16 graphs.
+        calibration: a ``.npz`` from ``mtlora calibrate``; required for int8 and fp8 (unless ``calibration_cache``
+            matches), used by fp16/bf16/weight-only to find nodes that overflow fp16 (random inputs otherwise). Read
+            batch by batch: memory does not grow with its image count.
+        tool: ``auto`` (ModelOpt when installed, else ONNX Runtime), ``modelopt`` or ``onnxruntime``; fp8 and the
+            weight-only formats are always written with ONNX Runtime's quantizer (their fp16 base with ``tool``).
+        calibration_method: activation ranges, ``entropy`` (KL), ``max`` or ``percentile``; default entropy for
+            int8, max for fp8.
+        keep_fp32_ops: op types kept in float32 in fp16/bf16/weight-only graphs.
         nodes_to_exclude: node names, op types or regexes (whole names) kept in float32 / not quantized, on
             top of the automatic ones; one that matches nothing is an error.
-        exclude_head_layers: int8 only: leave each task head's last GEMM/Conv unquantized.
-        data_max: fp16/bf16: nodes with |output| above this stay float32 (AutoCast's rule).
+        exclude_head_layers: int8/fp8/weight-only: leave each task head's last GEMM/Conv unquantized.
+        data_max: fp16/bf16/weight-only: nodes with |output| above this stay float32 (AutoCast's rule).
         min_images: refuse calibration files with fewer images.
-        calibration_cache: int8: the range cache to use (refused when made for another graph, calibration
+        calibration_cache: int8/fp8: the range cache to use (refused when made for another graph, calibration
             set or method) or to create. Default: ``<fp32 stem>.ranges-<method>.json`` beside the graph,
-            reused when it matches and recomputed otherwise.
+            reused when it matches and recomputed otherwise (int8 and fp8 with one method share it).
         cache: False: neither read nor write the default cache.
         per_channel: int8 weights per output channel (False: one scale per tensor; for comparisons only).
+        block_size: int4-wo: int4 weights per scale along the reduction axis (16, 32, 64, 128 or 256).
         fidelity_images: held-out images on which the variant is compared with fp32 per task (0: skip);
             the result goes into the metadata (``fidelity``).
         holdout: a ``.npz`` of held-out images (default: the other split of the calibration set's dataset).
@@ -290,16 +334,8 @@ def make_precision_variant(
     """
     source, output = Path(fp32_onnx), Path(output)
     model = _check_source(source, output, precision)
-    if precision == "int8":
-        int8.check_method(calibration_method)
-    calibration = Path(calibration) if calibration is not None else None
-    if precision == "fp32":
-        _save(model, model, precision_record(source, "fp32", None, None, 0), output)
-        return output
-    tool = pick_tool(tool)
-    input_name, side = graph_input(model)
     options = {
-        "calibration_method": calibration_method,
+        "calibration_method": calibration_method or DEFAULT_CALIBRATION_METHODS.get(precision, "entropy"),
         "keep_fp32_ops": keep_fp32_ops,
         "data_max": data_max,
         "nodes_to_exclude": tuple(nodes_to_exclude),
@@ -307,32 +343,73 @@ def make_precision_variant(
         "calibration_cache": calibration_cache,
         "cache": cache,
         "per_channel": per_channel,
+        "block_size": block_size,
         "fidelity_images": fidelity_images,
         "holdout": holdout,
         "show_progress": show_progress,
     }
-    if precision == "int8" and calibration is None and calibration_cache is None:
-        raise ConfigError(
-            "int8 needs calibration images: pass --calibration FILE.npz "
-            "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)"
-        )
+    _check_options(precision, calibration, options)
+    calibration = Path(calibration) if calibration is not None else None
+    if precision == "fp32":
+        _save(model, model, precision_record(source, "fp32", None, None, 0), output)
+        return output
+    tool = _tool_for(precision, tool)
+    input_name, side = graph_input(model)
     images = _images(calibration, input_name, side, min_images)
     with contextlib.closing(images) if hasattr(images, "close") else contextlib.nullcontext():
         count = len(images)
-        if precision == "int8":
-            result, ranges_record = _convert_int8(
-                source, model, tool, images if calibration else None, calibration, options
-            )
-        else:
-            result, ranges_record = _convert(source, model, precision, tool, images, calibration, options), None
+        result, ranges_record = _convert_variant(source, model, precision, tool, images, calibration, options)
     topological_sort(result.model)
     verify_variant(result.model, model, precision, result.tool)
     record = precision_record(source, precision, result, calibration, count)
     if ranges_record is not None:
-        record["int8_ranges"] = ranges_record
+        record[f"{precision}_ranges"] = ranges_record
         record.setdefault(
             "calibration",
             {k: ranges_record["calibration"].get(k) for k in ("file", "sha256", "images", "split", "array_sha256")},
         )
     _save(result.model, model, record, output, _fidelity_check(source, model, precision, calibration, options))
     return output
+
+
+def _check_options(precision: str, calibration: Any, options: dict[str, Any]) -> None:
+    """The options ``precision`` needs, checked before any work: a range method and images (or a range cache) for
+    int8/fp8, a block size for int4-wo."""
+    if precision in CALIBRATED_PRECISIONS:
+        int8.check_method(options["calibration_method"])
+        if calibration is None and options["calibration_cache"] is None:
+            raise ConfigError(
+                f"{precision} needs calibration images: pass --calib FILE.npz "
+                "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)"
+            )
+    if precision == "int4-wo":
+        weight_only.check_block_size(options["block_size"])
+
+
+def _tool_for(precision: str, tool: str) -> str:
+    """The tool that writes ``precision``: fp8 is ONNX Runtime's quantizer only (ModelOpt's FP8 path is not wired)."""
+    chosen = pick_tool(tool)
+    if precision == "fp8" and tool == "modelopt":
+        raise ConfigError(
+            "tool: fp8 graphs are written with ONNX Runtime's quantizer; use tool='onnxruntime' or 'auto'"
+        )
+    return "onnxruntime" if precision == "fp8" else chosen
+
+
+def _convert_variant(
+    source: Path,
+    model: onnx.ModelProto,
+    precision: str,
+    tool: str,
+    images: Any,
+    calibration: Path | None,
+    options: dict[str, Any],
+) -> tuple[CastResult, dict[str, Any] | None]:
+    """The converted graph and, for int8/fp8, the record of the ranges it was made from."""
+    if precision in CALIBRATED_PRECISIONS:
+        return _convert_calibrated(
+            source, model, precision, tool, images if calibration else None, calibration, options
+        )
+    if precision in WEIGHT_ONLY_PRECISIONS:
+        return _convert_weight_only(source, model, precision, tool, images, calibration, options), None
+    return _convert(source, model, precision, tool, images, calibration, options), None

@@ -14,7 +14,8 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     "--precision",
     required=True,
     type=click.Choice(PRECISIONS),
-    help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first).",
+    help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first). fp8 runs on "
+    "sm89 and later, int8-wo/int4-wo (weight-only) on sm80 and later.",
 )
 @click.option(
     "--runtime",
@@ -31,7 +32,9 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     help="Plan file to write [default: engines/NAME_PRECISION[_rtx].plan]; the manifest goes to PLAN.json.",
 )
 @click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
-@click.option("--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8.")
+@click.option(
+    "--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8 and fp8."
+)
 @click.option(
     "--workspace-gib",
     default=None,
@@ -42,7 +45,8 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     "--target",
     "targets",
     default=None,
-    help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set].",
+    help="TensorRT-RTX: compute capabilities to build for, e.g. sm86,sm89,sm120 [default: its portable set "
+    "sm86,sm89,sm120 less those that cannot run the precision: fp8 sm89,sm120].",
 )
 @click.option(
     "--opt-level",
@@ -59,6 +63,12 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.option(
     "--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder."
 )
+@click.option(
+    "--block-size",
+    default=None,
+    type=int,
+    help="int4-wo from an fp32 graph: int4 weights per scale (16, 32, 64, 128, 256) [default: 32].",
+)
 @click.option("--verbose", is_flag=True, help="The builder's verbose log.")
 def build_engine(
     model_path,
@@ -72,13 +82,14 @@ def build_engine(
     opt_level,
     timing_cache,
     image_size,
+    block_size,
     verbose,
 ) -> None:
     """Build a TensorRT or TensorRT-RTX engine from MODEL_PATH (an .onnx file, or a run/checkpoint folder exported
     first).
 
     TensorRT needs a CUDA GPU to build; TensorRT-RTX builds on any machine (running its plan needs an RTX-class GPU).
-    Without either it stops before writing anything.
+    Without either it stops before writing anything, as it does for a precision the targets (or the GPU) cannot run.
 
     Example: mtlora build-engine runs/demo/onnx/model.fp16.onnx --precision fp16 --batch 1:8:32 -o engines/demo_fp16.plan
     """
@@ -88,6 +99,10 @@ def build_engine(
 
     from mtlora_deploy.build_engine import build_engine as build
 
+    if block_size is not None:
+        from mtlora_deploy.calib.weight_only import check_block_size
+
+        check_block_size(block_size)
     console = Console()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the precision notes are printed below, once
@@ -104,6 +119,7 @@ def build_engine(
             verbose,
             runtime,
             targets,
+            block_size,
         )
     manifest = result.manifest
     where = (
@@ -117,10 +133,22 @@ def build_engine(
         f"{manifest['runtime']} {manifest['runtime_version']} {where})"
     )
     for note in manifest.get("precision_notes") or []:
-        console.print(f"[yellow]warning:[/] {note}")
+        console.print(f"[yellow]warning:[/] {note}" if manifest["precision"] == "int8" else f"plan: {note}")
+    _print_fidelity(console, manifest)
     if manifest["runtime"] == "tensorrt-rtx":
         console.print(
             "running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); "
             "its kernels compile on the first load and are kept in PLAN.rtxcache"
         )
     console.print(f"manifest: {result.manifest_path}")
+
+
+def _print_fidelity(console, manifest: dict) -> None:
+    """The accuracy cost the graph carries (its per-task agreement with fp32, measured when it was made)."""
+    record = (manifest.get("onnx_metadata") or {}).get("fidelity") or {}
+    if "tasks" in record:
+        from mtlora_deploy.calib.fidelity import fidelity_table
+
+        console.print(fidelity_table(manifest["precision"], record))
+    elif manifest["precision"] != "fp32":
+        console.print(f"accuracy vs fp32: {record.get('skipped', 'not measured for this graph (made elsewhere)')}")

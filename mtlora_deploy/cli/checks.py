@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from mtlora_deploy.errors import ConfigError
-from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
+from mtlora_deploy.utils.artifacts import CALIBRATED_PRECISIONS, PLAN_SUFFIXES
 
 
 def _first_existing(path: Path) -> Path:
@@ -46,11 +46,11 @@ def check_output_dir(path: str | Path, option: str = "-o/--output") -> None:
 
 
 def check_calibration_file(path: str | Path | None, precision: str, option: str = "--calib") -> None:
-    """int8 needs ``--calib``; a given file must be an .npz archive of plain arrays."""
+    """int8 and fp8 need ``--calib``; a given file must be an .npz archive of plain arrays."""
     if path is None:
-        if precision == "int8":
+        if precision in CALIBRATED_PRECISIONS:
             raise ConfigError(
-                f"--precision int8 needs {option} FILE.npz; draw one with: mtlora calibrate --data DIR "
+                f"--precision {precision} needs {option} FILE.npz; draw one with: mtlora calibrate --data DIR "
                 "--split train --model MODEL -o calib/train.npz"
             )
         return

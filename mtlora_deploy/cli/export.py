@@ -38,21 +38,32 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     default="fp32",
     show_default=True,
     type=click.Choice(PRECISIONS),
-    help="Also write a reduced-precision variant (the fp32 graph is kept beside it).",
+    help="Also write a reduced-precision variant (the fp32 graph is kept beside it): fp16/bf16, int8/fp8 (Q/DQ, "
+    "calibrated), int8-wo/int4-wo (weights only, fp16 activations).",
 )
-@click.option("--calib", default=None, type=click.Path(), help="Calibration .npz for --precision int8.")
+@click.option(
+    "--calib",
+    default=None,
+    type=click.Path(),
+    help="Calibration .npz: needed for int8 and fp8 (fp16, bf16, weight-only: optional, for the overflow scan).",
+)
 @click.option(
     "--calib-method",
-    default="entropy",
-    show_default=True,
+    default=None,
     type=click.Choice(["entropy", "max", "percentile"]),
-    help="int8 activation ranges.",
+    help="int8/fp8 activation ranges [default: entropy for int8, max for fp8].",
 )
 @click.option(
     "--calib-cache",
     default=None,
     type=click.Path(dir_okay=False),
-    help="int8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].",
+    help="int8/fp8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].",
+)
+@click.option(
+    "--block-size",
+    default=None,
+    type=int,
+    help="int4-wo: int4 weights per scale along the reduction axis (16, 32, 64, 128 or 256) [default: 32].",
 )
 @click.option("--exclude", multiple=True, help="Keep these nodes in fp32: node name, op type or regex (repeatable).")
 @click.option(
@@ -81,6 +92,7 @@ def export(
     calib,
     calib_method,
     calib_cache,
+    block_size,
     exclude,
     fidelity_images,
     holdout,
@@ -90,6 +102,10 @@ def export(
     Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
     config, tasks, classes and mean/std in the ONNX metadata. An mtl-lora model is task-conditioned: it is
     merged per task and written as one graph per task, OUTPUT's name with the task inserted (model.semseg.onnx).
+
+    Low precision: --precision fp8 --calib calib/train.npz (FP8 Q/DQ, runs on sm89 and later), --precision
+    int8-wo or int4-wo (weights only, fp16 activations, no images needed); the per-task agreement with fp32 is
+    printed and stored in the graph.
 
     Example: mtlora export runs/demo/merged -o runs/demo/model.onnx --outputs logits
     """
@@ -102,6 +118,10 @@ def export(
 
     check_output_file(output)
     check_calibration_file(calib, precision)
+    if block_size is not None:
+        from mtlora_deploy.calib.weight_only import check_block_size
+
+        check_block_size(block_size)
     console = Console()
     fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
     options = {
@@ -127,6 +147,7 @@ def export(
         "calibration": Path(calib) if calib else None,
         "calibration_method": calib_method,
         "calibration_cache": calib_cache,
+        **({"block_size": block_size} if block_size is not None else {}),
         "nodes_to_exclude": tuple(exclude),
         "fidelity_images": fidelity_images,
         "holdout": holdout,
@@ -167,10 +188,10 @@ def _write_precision_variant(console, fp32_path: Path, precision: str, output: P
     console.print(f"writing the {precision} variant")
     path = make_precision_variant(fp32_path, precision, output, **variant)
     record = read_precision_metadata(path)
-    if ranges := record.get("int8_ranges"):
+    if ranges := record.get(f"{precision}_ranges"):
         how = "reused" if ranges["reused"] else f"computed in {ranges['seconds']:.0f} s"
         console.print(
-            f"int8 ranges ({ranges['settings']['method']}, {ranges['images']} images, "
+            f"{precision} ranges ({ranges['settings']['method']}, {ranges['images']} images, "
             f"{ranges['tensors']} tensors): {how}, cache {ranges['cache']}"
         )
     if "tasks" in record.get("fidelity", {}):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtlora_deploy.engines.runtimes import FLAVOURS, RTX_DEFAULT_TARGETS, RTX_TARGETS, TENSORRT, TENSORRT_RTX
+from mtlora_deploy.engines.runtimes import FLAVOURS, RTX_DEFAULT_TARGETS, RTX_TARGETS, TENSORRT, TENSORRT_RTX, sm
 from mtlora_deploy.errors import WeightsError
 from mtlora_deploy.utils.atomic import write_json_atomic
 from mtlora_deploy.utils.hashing import file_sha256
@@ -198,10 +198,7 @@ def _check_rtx(manifest: dict[str, Any], environment: dict[str, Any], plan: str 
         return
     gpu = f"{environment.get('gpu_name') or 'this GPU'} (compute capability {here})"
     if here in RTX_TARGETS:
-        fix = (
-            f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx "
-            f"--target sm{here.replace('.', '')}"
-        )
+        fix = f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx --target {sm(here)}"
     else:
         fix = "TensorRT-RTX has no kernels for it; build with full TensorRT there: --runtime tensorrt"
     raise EngineMismatchError(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
+from mtlora_deploy.utils.artifacts import PRECISIONS
 
 TENSORRT, TENSORRT_RTX = "tensorrt", "tensorrt-rtx"
 RUNTIMES = (TENSORRT, TENSORRT_RTX)
@@ -192,10 +193,103 @@ def target_enum(trt, capability: str):
     if name not in offered:
         listed = ", ".join(m.lower() for m in offered)
         raise ConfigError(
-            f"--target: TensorRT-RTX {trt.__version__} cannot build for sm{capability.replace('.', '')} "
+            f"--target: TensorRT-RTX {trt.__version__} cannot build for {sm(capability)} "
             f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
         )
     return trt.ComputeCapability.__members__[name]
+
+
+# -- which precision runs where: one table, read before anything is built ------------------------------------------
+@dataclass(frozen=True)
+class PrecisionSupport:
+    """The lowest compute capability on which a flavour runs a precision, and where that comes from."""
+
+    min_capability: str
+    why: str
+
+
+_AMPERE_WOQ = "the support matrix lists {what} weight-only GEMMs from Ampere (8.x), none on Turing"
+# TensorRT-RTX 1.7: its support matrix (FP32/FP16/BF16/INT8 WoQ GEMM/INT4 WoQ GEMM/FP8/FP4 GEMM per GPU family) and
+# what its builder refuses on this CPU ("Cannot compile for target(s) ..., because the model contains HW-specific
+# datatypes: ..."). Full TensorRT builds on the GPU it runs on: the row is checked against that GPU.
+PRECISION_SUPPORT: dict[tuple[str, str], PrecisionSupport] = {
+    (TENSORRT_RTX, "fp32"): PrecisionSupport("7.5", "every RTX target"),
+    (TENSORRT_RTX, "fp16"): PrecisionSupport("7.5", "every RTX target"),
+    (TENSORRT_RTX, "bf16"): PrecisionSupport("8.0", "no BF16 on Turing; the builder refuses sm75 (b16)"),
+    (TENSORRT_RTX, "int8"): PrecisionSupport("8.0", _AMPERE_WOQ.format(what="INT8")),
+    (TENSORRT_RTX, "int8-wo"): PrecisionSupport("8.0", _AMPERE_WOQ.format(what="INT8")),
+    (TENSORRT_RTX, "int4-wo"): PrecisionSupport(
+        "8.0", _AMPERE_WOQ.format(what="INT4") + "; the builder refuses sm75 (int4)"
+    ),
+    (TENSORRT_RTX, "fp8"): PrecisionSupport(
+        "8.9", "FP8 tensor cores: Ada (sm89) and Blackwell (sm120); the builder refuses older targets (fp8_e4m3)"
+    ),
+    (TENSORRT, "fp32"): PrecisionSupport("7.5", "every GPU TensorRT 10 supports"),
+    (TENSORRT, "fp16"): PrecisionSupport("7.5", "every GPU TensorRT 10 supports"),
+    (TENSORRT, "bf16"): PrecisionSupport("8.0", "BF16 from Ampere"),
+    (TENSORRT, "int8"): PrecisionSupport("7.5", "INT8 tensor cores from Turing"),
+    (TENSORRT, "int8-wo"): PrecisionSupport("8.0", "weight-only GEMM quantization from Ampere"),
+    (TENSORRT, "int4-wo"): PrecisionSupport("8.0", "INT4 weight-only (W4A16) from Ampere"),
+    (TENSORRT, "fp8"): PrecisionSupport("8.9", "FP8 tensor cores: Ada (sm89), Hopper (sm90) and later"),
+}
+
+
+def sm(capability: str) -> str:
+    """``"8.9"`` -> ``"sm89"`` (the spelling of ``--target``)."""
+    return "sm" + capability.replace(".", "")
+
+
+def precision_support(runtime: str, precision: str) -> PrecisionSupport:
+    """The table's row for ``precision`` on ``runtime`` (a one-line error for an unknown precision)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision: got {precision!r}, expected one of {', '.join(PRECISIONS)}")
+    return PRECISION_SUPPORT[(flavour(runtime).name, precision)]
+
+
+def runs_on(runtime: str, precision: str, capability: str) -> bool:
+    """Whether ``runtime`` runs ``precision`` on a GPU of compute capability ``capability`` ("8.6")."""
+    return version_tuple(capability) >= version_tuple(precision_support(runtime, precision).min_capability)
+
+
+def rtx_targets(precision: str, offered: tuple[str, ...] = RTX_TARGETS) -> tuple[str, ...]:
+    """The TensorRT-RTX targets that run ``precision``."""
+    return tuple(t for t in offered if runs_on(TENSORRT_RTX, precision, t))
+
+
+def default_targets(precision: str) -> tuple[str, ...]:
+    """TensorRT-RTX targets when ``--target`` is not given: its portable set, less what cannot run ``precision``
+    (fp8: sm89, sm120)."""
+    return rtx_targets(precision, RTX_DEFAULT_TARGETS)
+
+
+def check_precision_targets(precision: str, targets: tuple[str, ...]) -> None:
+    """TensorRT-RTX: every target is one it builds for and runs ``precision``, or one line naming the ones that do."""
+    if unknown := [t for t in targets if t not in RTX_TARGETS]:
+        raise ConfigError(
+            f"--target: TensorRT-RTX cannot build for {','.join(sm(t) for t in unknown)} (it offers "
+            f"{', '.join(sm(t) for t in RTX_TARGETS)}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
+        )
+    refused = [t for t in targets if not runs_on(TENSORRT_RTX, precision, t)]
+    if refused:
+        row = precision_support(TENSORRT_RTX, precision)
+        runs = ",".join(sm(t) for t in rtx_targets(precision))
+        raise ConfigError(
+            f"--precision {precision} --target {','.join(sm(t) for t in refused)}: TensorRT-RTX runs {precision} only "
+            f"on {runs} ({row.why}); build with --target {','.join(sm(t) for t in default_targets(precision))} "
+            "or pick another precision"
+        )
+
+
+def check_precision_gpu(precision: str, capability: str | None, gpu_name: str | None = None) -> None:
+    """Full TensorRT builds for the GPU it runs on: that GPU runs ``precision``, or one line saying what does."""
+    if capability is None or runs_on(TENSORRT, precision, capability):
+        return
+    row = precision_support(TENSORRT, precision)
+    others = ", ".join(p for p in PRECISIONS if runs_on(TENSORRT, p, capability))
+    raise ConfigError(
+        f"--precision {precision}: TensorRT runs it on compute capability {row.min_capability} and later "
+        f"({row.why}); this GPU ({gpu_name or 'unknown'}) has {capability} and runs {others}"
+    )
 
 
 # -- logging: TensorRT keeps the first logger it is given for the whole process ------------------------------------

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The precisions an ONNX graph (and so a strongly typed engine built from it) can have.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The precisions an ONNX graph (and so a strongly typed engine built from it) can have: float types, Q/DQ of
+# activations and weights (int8, fp8: calibrated on images), and weight-only quantized GEMM weights (int8 per output
+# channel, int4 block-wise; fp16 activations).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "int8-wo", "int4-wo")
+CALIBRATED_PRECISIONS = ("int8", "fp8")
+WEIGHT_ONLY_PRECISIONS = ("int8-wo", "int4-wo")
 ONNX_SUFFIX = ".onnx"
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
 

@@ -66,6 +66,11 @@ EXPORT_WARNINGS = (
 # is not what a user of `mtlora export --precision int8` can act on.
 ORT_QUANTIZER_LOGS = (
     LogNoise("root", r"Please consider (to run )?pre-processing before quantization", "not actionable for a user"),
+    LogNoise(
+        "root",
+        r"Bias of Gemm node '.*' is not constant",
+        "the merged model's Gemm biases are computed in the graph; biases stay float (QuantizeBias off) either way",
+    ),
 )
 
 KNOWN_WARNINGS: tuple[WarningNoise, ...] = EXPORT_WARNINGS

@@ -65,16 +65,20 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def detect_onnx_precision(path: str | Path) -> str:
-    """fp32, fp16, bf16 or int8, from the graph's metadata or content (Q/DQ nodes, 16-bit float initializers)."""
+    """One of ``PRECISIONS``, from the graph's metadata or content: QuantizeLinear nodes (activations quantized) make
+    it int8 or fp8 by their quantized type, DequantizeLinear nodes alone (weights only) int4-wo when a weight is int4
+    and int8-wo otherwise; else the 16-bit float initializers or casts."""
     import onnx
 
     model = load_graph(path)
     declared = metadata_from_proto(model).get("precision")
     if declared in PRECISIONS:
         return declared
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
     types = {t.data_type for t in model.graph.initializer}
+    if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return "fp8" if onnx.TensorProto.FLOAT8E4M3FN in types else "int8"
+    if any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+        return "int4-wo" if onnx.TensorProto.INT4 in types else "int8-wo"
     types |= {a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
     if onnx.TensorProto.FLOAT16 in types:
         return "fp16"

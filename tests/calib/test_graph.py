@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mtlora_deploy.calib.cleanup import fold_cast_pairs, topological_sort
 from mtlora_deploy.calib.graph import (
     count_qdq_nodes,
+    head_layers,
     io_dtypes,
     last_gemm_nodes,
     layernorm_input_dtypes,
@@ -77,7 +78,33 @@ def test_layernorm_input_dtype_and_io():
 
 
 def test_last_gemm_walks_back_through_activations():
-    assert last_gemm_nodes(_head_model(TensorProto.FLOAT)) == {"out": "head_last"}
+    assert last_gemm_nodes(_head_model(TensorProto.FLOAT)) == {"out": ["head_last"]}
+
+
+def test_last_gemm_names_every_head_concatenated_before_a_shared_op():
+    """The merged model's heads: per-task final layers, concatenated, resized once, then sliced per task."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["trunk"], name="trunk"),
+        helper.make_node("MatMul", ["trunk", "w"], ["a"], name="head_a"),
+        helper.make_node("MatMul", ["trunk", "w"], ["b"], name="head_b"),
+        helper.make_node("Concat", ["a", "b"], ["ab"], axis=1, name="cat"),
+        helper.make_node("Shape", ["trunk"], ["shape"], name="shape"),  # read for its shape only: not followed
+        helper.make_node("Reshape", ["ab", "shape2"], ["r"], name="reshape"),
+        helper.make_node("Identity", ["r"], ["out1"], name="o1"),
+        helper.make_node("Identity", ["r"], ["out2"], name="o2"),
+    ]
+    shape2 = numpy_helper.from_array(np.array([2, 8], np.int64), "shape2")
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 8]) for o in ("out1", "out2")],
+        [w, shape2],
+    )
+    model = helper.make_model(graph)
+    assert last_gemm_nodes(model) == {"out1": ["head_a", "head_b"], "out2": ["head_a", "head_b"]}
+    assert head_layers(model) == ["head_a", "head_b"]
 
 
 def test_ops_without_bf16_follow_the_opset():

@@ -16,7 +16,7 @@ from mtlora_deploy.calib import (
     read_precision_metadata,
     zero_points_nonzero,
 )
-from mtlora_deploy.calib.graph import last_gemm_nodes, producers
+from mtlora_deploy.calib.graph import head_layers, producers
 from tests.calib.conftest import relative_error
 from tests.conftest import run_ort
 
@@ -46,7 +46,7 @@ def test_ptq_int8_is_symmetric_and_leaves_heads_unquantized(tiny_onnx, calib_npz
     model = onnx.load(str(out))
     assert zero_points_nonzero(model) == [] and io_dtypes(model) == io_dtypes(onnx.load(str(tiny_onnx)))
     by_output = producers(model)
-    heads = set(last_gemm_nodes(onnx.load(str(tiny_onnx))).values())
+    heads = set(head_layers(onnx.load(str(tiny_onnx))))
     for node in model.graph.node:
         if node.name in heads:
             assert all(by_output[i].op_type != "DequantizeLinear" for i in node.input if i in by_output)

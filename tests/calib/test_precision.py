@@ -23,7 +23,7 @@ from mtlora_deploy.calib import (
     zero_points_nonzero,
 )
 from mtlora_deploy.calib.dataset import load_calibration, write_npz
-from mtlora_deploy.calib.graph import batched_weight_matmuls, last_gemm_nodes, producers, tensor_dtypes
+from mtlora_deploy.calib.graph import batched_weight_matmuls, head_layers, producers, tensor_dtypes
 from mtlora_deploy.deploy.metadata import read_onnx_metadata
 from mtlora_deploy.errors import ConfigError, MissingDependencyError, WeightsError
 from mtlora_deploy.utils.hashing import file_sha256
@@ -110,7 +110,7 @@ def test_int8_is_symmetric_qdq_with_heads_left_in_fp32(int8, tiny_onnx):
     model = onnx.load(str(int8))
     assert zero_points_nonzero(model) == []
     assert count_qdq_nodes(model)["QuantizeLinear"] > 0 and io_dtypes(model) == io_dtypes(onnx.load(str(tiny_onnx)))
-    heads = set(last_gemm_nodes(onnx.load(str(tiny_onnx))).values())
+    heads = set(head_layers(onnx.load(str(tiny_onnx))))
     by_output = producers(model)
     dq_fed = {
         n.name: n.op_type
@@ -135,7 +135,7 @@ def test_int8_metadata_records_calibration_and_exclusions(int8, calib_npz, tiny_
         "array_sha256": record["calibration"]["array_sha256"],
     }
     source = onnx.load(str(tiny_onnx))
-    kept = {*last_gemm_nodes(source).values(), *batched_weight_matmuls(source)}
+    kept = {*head_layers(source), *batched_weight_matmuls(source)}
     assert set(record["precision_high_precision_nodes"]) == kept
 
 

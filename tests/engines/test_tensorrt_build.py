@@ -35,8 +35,8 @@ def test_batch_profile_parsing():
 
 def test_build_settings_are_checked_at_the_boundary():
     assert BuildSettings("fp16").batch == BatchProfile(1, 8, 32)
-    with pytest.raises(ConfigError, match="--precision: got 'fp8'"):
-        BuildSettings("fp8")
+    with pytest.raises(ConfigError, match="--precision: got 'fp4'"):
+        BuildSettings("fp4")
     with pytest.raises(ConfigError, match="--opt-level"):
         BuildSettings("fp16", optimization_level=7)
 

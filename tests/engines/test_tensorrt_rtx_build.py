@@ -207,6 +207,10 @@ def test_layer_summary_reads_the_builders_layer_list():
         "compute_layers": 2,
         "compute_layers_with_int8_inputs": 1,
         "compute_input_types": {"Int8": 1, "Half": 1},
+        "compute_layers_with_low_precision_inputs": {"Int8": 1},
+        "compute_layers_with_low_precision_weights": 0,
+        "low_precision_weights": {},
+        "constant_bytes": 0,  # the constants here name no dimensions
         "tactics_at": "build",
     }
     assert layer_summary("") is None
