@@ -19,3 +19,18 @@ class DataError(MTLoRAError):
 
 class MissingDependencyError(MTLoRAError):
     """An optional package (tensorrt, modelopt, ...) is needed but not installed."""
+
+
+class OutputError(MTLoRAError):
+    """An output could not be written (disk full, no permission, read-only filesystem); nothing is half-written."""
+
+
+class ToolkitWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it once, as one line."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`ToolkitWarning` (library code says what matters; the CLI decides how it is shown)."""
+    import warnings
+
+    warnings.warn(message, ToolkitWarning, stacklevel=3)
