@@ -12,17 +12,27 @@ from rich.progress import Progress
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.trainer.data import PascalMTDataset
 from mtlora_deploy.trainer.data_setup import make_loader
+from mtlora_deploy.trainer.delta import DeltaBaseline
 from mtlora_deploy.trainer.evaluation import evaluate_predictor
 from mtlora_deploy.utils.atomic import write_json_atomic
 
 
 def resolve_eval_data(data: str, artefact: Path) -> Path:
-    """``synthetic`` means the set generated into the run folder that holds ``artefact``."""
+    """``synthetic`` means the set generated into the run folder that holds ``artefact``, or into a run folder
+    beside it (the demo's ``runs/demo/onnx/model.int8.onnx`` finds ``runs/demo/train/data``); the nearest wins."""
     if data != "synthetic":
         return Path(data)
-    for folder in [artefact, *artefact.parents][:4]:
+    for folder in [artefact, *artefact.absolute().parents][:4]:
         if (folder / "data" / "synthetic.json").is_file():
             return folder / "data"
+        found = sorted(p.parent for p in folder.glob("*/data/synthetic.json")) if folder.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ConfigError(
+                f"--data synthetic: {len(found)} synthetic sets beside {artefact} "
+                f"({', '.join(str(p) for p in found[:3])}); pass the one to use as --data DIR"
+            )
     raise ConfigError(
         f"--data synthetic: no synthetic set found in a run folder around {artefact}; "
         "pass --data DIR (make one with: mtlora make-dataset synthetic DIR)"
@@ -37,12 +47,17 @@ def evaluate_artifact(
     device: str = "cpu",
     batch_size: int = 8,
     num_images: int | None = None,
-    baselines: Mapping[str, float] | None = None,
+    baselines: Mapping[str, float] | DeltaBaseline | None = None,
     output: str | Path | None = None,
     workers: int = 0,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Per-task metrics, primary metrics and delta-m of ``path`` on ``split``; optionally written as JSON."""
+    """Per-task metrics, primary metrics and delta-m of ``path`` on ``split``; optionally written as JSON.
+
+    ``baselines``: what delta-m is measured against (a :class:`DeltaBaseline`; plain ``{task: value}`` is named
+    ``given``; None: the single-task Swin-T reference). The result names it: ``delta_m_vs_<name>`` and
+    ``delta_m_baseline``.
+    """
     from torch.utils.data import Subset
 
     from mtlora_deploy.engines.registry import open_backend
