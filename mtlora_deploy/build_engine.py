@@ -7,6 +7,7 @@ TensorRT-RTX. Requirements are checked before anything is exported or written.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from mtlora_deploy.engines.runtimes import parse_targets, pick_runtime
@@ -17,7 +18,7 @@ from mtlora_deploy.engines.tensorrt_build import (
     build_plan,
     check_build_requirements,
 )
-from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.errors import ConfigError, OutputError
 from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES
 from mtlora_deploy.utils.onnx_info import detect_onnx_precision, engine_fields
 
@@ -101,5 +102,47 @@ def build_engine(
     if output.suffix not in PLAN_SUFFIXES:
         raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
     check_build_requirements(chosen)
+    check_calibration(source, precision, calib, image_size)
     onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size)
-    return build_plan(onnx_path, output, settings, extra=engine_fields(onnx_path))
+    with _no_half_written_plan(output):
+        return build_plan(onnx_path, output, settings, extra=engine_fields(onnx_path))
+
+
+def check_calibration(source: Path, precision: str, calib: str | Path | None, image_size: int | None) -> None:
+    """An int8 build from an fp32 graph or a run folder calibrates: check the set against the model's input (key,
+    image size, count, finite values) before anything is exported."""
+    if precision != "int8" or calib is None:
+        return
+    if source.suffix == ".onnx":
+        if detect_onnx_precision(source) != "fp32":
+            return  # the graph is already quantized; the set is not read
+        import onnx
+
+        from mtlora_deploy.calib.precision import graph_input
+
+        name, size = graph_input(onnx.load(str(source), load_external_data=False))
+    else:
+        from mtlora_deploy.model.checkpoint import read_checkpoint_info
+
+        name, size = "image", image_size or int(read_checkpoint_info(source)["model_config"]["image_size"])
+    from mtlora_deploy.calib.dataset import check_calibration_set
+
+    check_calibration_set(calib, name, size)
+
+
+@contextlib.contextmanager
+def _no_half_written_plan(output: Path):
+    """The plan and its manifest are written one after the other: when writing the manifest (or the timing cache)
+    fails, a plan this call wrote is removed too, so no plan is left without the manifest that vouches for it."""
+    before = _signature(output)
+    try:
+        yield
+    except OutputError as exc:
+        if output.exists() and _signature(output) != before:
+            output.unlink()
+            raise OutputError(f"{exc}; the plan {output} written before it was removed") from exc
+        raise
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None

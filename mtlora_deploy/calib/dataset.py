@@ -252,3 +252,39 @@ def load_calibration(
         return images[:]
     finally:
         images.close()
+
+
+def check_calibration_set(
+    path: str | Path, input_name: str, image_size: int, min_images: int = DEFAULT_MIN_IMAGES, chunk: int = 32
+) -> int:
+    """Check a calibration ``.npz`` before any export or build: it holds ``input_name`` as float images
+    ``[N, 3, S, S]`` at the model's ``image_size``, at least ``min_images`` of them, every value finite.
+
+    Read ``chunk`` images at a time, so a large set is checked in flat memory.
+
+    Returns:
+        N, the number of images.
+
+    Raises:
+        DataError: one line naming the file and what is wrong (missing key, size, count, NaN/inf, truncation).
+    """
+    images = open_calibration(path, input_name, image_size, min_images)
+    try:
+        for start in range(0, len(images), chunk):
+            try:
+                block = images[start : start + chunk]
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise DataError(
+                    f"calibration file {path}: '{input_name}' is truncated or corrupt near image {start}; "
+                    "draw it again with mtlora calibrate"
+                ) from exc
+            finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+            if not finite.all():
+                index = start + int(np.flatnonzero(~finite)[0])
+                raise DataError(
+                    f"calibration file {path}: image {index} of '{input_name}' holds NaN or infinite values; "
+                    "draw it again with mtlora calibrate"
+                )
+        return len(images)
+    finally:
+        images.close()

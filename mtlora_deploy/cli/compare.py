@@ -35,7 +35,13 @@ def _command_line(options: dict) -> str:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of every row."
 )
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Nominal base LR for batch 512 (as train).")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5e-4,
+    show_default=True,
+    help="Nominal base LR for batch 512, > 0 (as train).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every row.")
 @click.option("--tasks", default=None, help="Comma-separated tasks [default: semseg,human_parts,sal,normals].")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Model config field for every row.")

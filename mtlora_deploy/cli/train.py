@@ -31,7 +31,13 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
     "--stop-after", type=click.IntRange(min=1), default=None, help="Stop (and checkpoint) at this step; resume later."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-process batch size (reference: 32).")
-@click.option("--lr", "base_lr", type=float, default=None, help="Nominal base LR for batch 512 (reference: 5e-4).")
+@click.option(
+    "--lr",
+    "base_lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Nominal base LR for batch 512, > 0 (reference: 5e-4).",
+)
 @click.option(
     "--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Data loader workers per process."
 )
