@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calibrate": ("mtlora_deploy.cli.calibrate", "calibrate", "Draw INT8 calibration inputs from a dataset."),
     "build-engine": ("mtlora_deploy.cli.build_engine", "build_engine", "Build a TensorRT engine from an ONNX graph."),
     "profile": ("mtlora_deploy.cli.profile", "profile", "Multi-task latency/throughput reports."),
+    "inspect": (
+        "mtlora_deploy.cli.inspect",
+        "inspect",
+        "What an ONNX graph, plan, run or merged folder holds (tasks, I/O, precision, checksums).",
+    ),
     "compare": (
         "mtlora_deploy.cli.compare",
         "compare",
