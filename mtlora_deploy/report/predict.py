@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mtlora_deploy.errors import DataError
 from mtlora_deploy.report.predict_inputs import check_images, output_names
-from mtlora_deploy.report.visualize import side_by_side, visualize_output
+from mtlora_deploy.report.visualize import task_panel, visualize_output
 from mtlora_deploy.trainer.data import IMAGENET_MEAN, IMAGENET_STD
 from mtlora_deploy.utils.atomic import atomic_path
 
@@ -53,5 +53,5 @@ def predict_images(
             for task, view in zip(runner.tasks, views, strict=True):
                 save_png(view, output / f"{name}_{task}.png")
             panels.append(output / f"{name}_panel.png")
-            save_png(side_by_side([rgb, *views]), panels[-1])
+            save_png(task_panel(rgb, dict(zip(runner.tasks, views, strict=True))), panels[-1])
     return panels
