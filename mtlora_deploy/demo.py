@@ -197,7 +197,7 @@ def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, con
     for name, result in results.items():
         cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - baseline.values[t]:+.2f})" for t in tasks]
         delta = result[baseline.key]
-        table.add_row(name, *cells, "n/a" if delta is None else f"{delta:+.2f}")
+        table.add_row(name, *cells, "n/a" if delta is None else f"{round(delta, 2) + 0.0:+.2f}")  # no "-0.00"
     console.print(table)
     return {
         name: {"primary": r["primary"], baseline.key: r[baseline.key], "delta_m_baseline": r["delta_m_baseline"]}

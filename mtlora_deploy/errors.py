@@ -22,7 +22,15 @@ class MissingDependencyError(MTLoRAError):
 
 
 class OutputError(MTLoRAError):
-    """An output could not be written (disk full, no permission, read-only filesystem); nothing is half-written."""
+    """An output could not be written (disk full, no permission, read-only filesystem); nothing is half-written.
+
+    ``path`` is the output and ``reason`` the cause in words (``the disk is full [ENOSPC]``), for callers that
+    write several files and name the whole output instead.
+    """
+
+    def __init__(self, message: str, path: object = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
 
 
 class ToolkitWarning(UserWarning):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 
 
@@ -52,7 +53,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     default=None,
     type=click.Path(dir_okay=False),
     help="With --precision fp16/bf16/int8: where the fp32 graph goes [default: beside OUTPUT as NAME.fp32.onnx, "
-    "NAME being OUTPUT's name without .onnx and its .fp16/.bf16/.int8 part].",
+    "NAME being OUTPUT's name without .onnx and its .fp32/.fp16/.bf16/.int8 part].",
 )
 @click.option("--calib", default=None, type=click.Path(), help="Calibration .npz for --precision int8.")
 @click.option(
@@ -108,7 +109,7 @@ def export(
     With --precision fp16/bf16/int8, OUTPUT is that variant and the fp32 graph it is made from is written too,
     to --fp32-output (default: model.int8.onnx -> model.fp32.onnx beside it); both paths are printed.
 
-    Example: mtlora export runs/demo/merged -o runs/demo/onnx/model.int8.onnx --precision int8 --calib runs/demo/calib/train.npz
+    Example: mtlora export runs/demo/merged -o runs/demo/export/model.int8.onnx --precision int8 --calib runs/demo/calib/train.npz
     """
     from rich.console import Console
 
@@ -118,7 +119,9 @@ def export(
     from mtlora_deploy.utils.noise import quiet_known_noise
 
     check_output_file(output)
-    fp32_path = Path(output) if precision == "fp32" else fp32_graph_path(Path(output), fp32_output)
+    fp32_path = Path(output) if precision == "fp32" else fp32_graph_path(Path(output), precision, fp32_output)
+    if precision == "fp32" and fp32_output is not None:
+        raise ConfigError("--fp32-output names the fp32 graph of an fp16/bf16/int8 export; with fp32, -o is that graph")
     if fp32_path != Path(output):
         check_output_file(fp32_path, "--fp32-output")
     check_calibration_file(calib, precision)
@@ -172,21 +175,19 @@ def _print_report(console, report) -> None:
     console.print(f"[green]wrote[/] {report.path}")
 
 
-def fp32_graph_path(output: Path, fp32_output: str | None = None) -> Path:
+def fp32_graph_path(output: Path, precision: str, fp32_output: str | None = None) -> Path:
     """Where the fp32 graph goes when OUTPUT is a reduced-precision variant: ``--fp32-output``, else OUTPUT's name
     without its precision part, plus ``.fp32.onnx``: ``model.int8.onnx`` and ``model.onnx`` -> ``model.fp32.onnx``."""
-    from mtlora_deploy.errors import ConfigError
-
     if fp32_output is not None:
         path = Path(fp32_output)
     else:
         stem = output.stem if output.suffix == ".onnx" else output.name
-        base = re.sub(r"\.(fp16|bf16|int8)$", "", stem)
+        base = re.sub(r"\.(fp32|fp16|bf16|int8)$", "", stem)
         path = output.with_name(f"{base}.fp32.onnx")
     if path.absolute() == output.absolute():
         raise ConfigError(
             f"-o {output} is also where the fp32 graph would go; name the variant after its precision "
-            f"(e.g. -o {output.with_name('model.int8.onnx')}) or pass --fp32-output"
+            f"(e.g. -o {output.with_name(f'model.{precision}.onnx')}) or pass --fp32-output"
         )
     return path
 

@@ -30,8 +30,10 @@ def make_dataset(kind, directory, images, seed, height, width, val_fraction) -> 
     """
     from rich.console import Console
 
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.trainer.data import make_synthetic_dataset
 
+    check_output_dir(directory, "DIRECTORY")
     root = make_synthetic_dataset(
         directory, num_images=images, seed=seed, image_size=(height, width), val_fraction=val_fraction
     )

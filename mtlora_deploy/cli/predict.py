@@ -20,7 +20,7 @@ PREDICT = "mtlora_deploy.report.predict:predict_images"  # the library call; its
 def predict(images, model_path, output, backend, device) -> None:
     """Write colour segmentation maps, saliency, normals as RGB, edges and a side-by-side panel per image.
 
-    Example: mtlora predict photo.jpg --model runs/demo/train -o runs/demo/predictions
+    Example: mtlora predict runs/demo/train/data/JPEGImages/synth_000000.jpg --model runs/demo/train -o runs/demo/predictions
     """
     from rich.console import Console
 

@@ -70,7 +70,8 @@ def evaluate_artifact(
     if num_images is not None:
         dataset = Subset(dataset, range(min(num_images, len(dataset))))
     loader = make_loader(dataset, None, batch_size, workers, False, device)
-    with Progress(console=console, transient=True) as bar, runner:
+    shown = console is not None and console.is_terminal  # a log file gets no bar (nor the empty line it leaves)
+    with Progress(console=console, transient=True, disable=not shown) as bar, runner:
         task_id = bar.add_task(f"evaluate {path.name} [{runner.name}]", total=len(dataset))
         result = evaluate_predictor(
             runner, loader, runner.tasks, runner.device, baselines=baselines, on_batch=lambda n: bar.advance(task_id, n)

@@ -181,10 +181,12 @@ def describe_plan(path: Path) -> dict[str, Any]:
     summary = manifest.get("layer_summary") or {}
     low = None
     if summary:
+        types = ", ".join(f"{t} {n}" for t, n in (summary.get("compute_input_types") or {}).items())
         low = (
             f"{summary.get('compute_layers_with_int8_inputs', 0)} of {summary.get('compute_layers')} GEMM/conv layers "
-            f"read int8 inputs; input types {summary.get('compute_input_types')}; kernels chosen at "
-            f"{summary.get('tactics_at')}"
+            f"read int8 inputs"
+            + (f" (input types: {types})" if types else "")
+            + f"; kernels chosen at {summary.get('tactics_at')}"
         )
     profile = manifest.get("batch_profile") or {}
     plan = manifest.get("plan") or {}
@@ -211,14 +213,27 @@ def describe_plan(path: Path) -> dict[str, Any]:
 
 
 def _io(tensor: dict[str, Any]) -> dict[str, Any]:
-    return {"name": tensor.get("name"), "dtype": tensor.get("dtype"), "shape": tensor.get("shape")}
+    """A manifest's tensor; TensorRT's -1 (a dimension set at run time) shown as ``batch`` as ONNX names it."""
+    shape = ["batch" if d == -1 else d for d in tensor.get("shape") or []]
+    return {"name": tensor.get("name"), "dtype": tensor.get("dtype"), "shape": shape}
 
 
 # -- checkpoints, run folders, merged folders ------------------------------------------------------------------------
 def _checkpoint_io(config: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The model's input and per-task outputs, as an export of it would have them (channels from the config)."""
+    from mtlora_deploy.model.config import ModelConfig
+
     size = config.get("image_size")
+    try:
+        model = ModelConfig.from_dict({**config, "pretrained": None})
+        channels = {task: model.output_channels(task) for task in model.tasks}
+    except Exception:  # noqa: BLE001 - a config of another version: the outputs still have their names
+        channels = {}
     inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", 3, size, size]}]
-    return inputs, [{"name": task, "dtype": "float32", "shape": ["batch", "C", size, size]} for task in config["tasks"]]
+    return inputs, [
+        {"name": task, "dtype": "float32", "shape": ["batch", channels.get(task, "C"), size, size]}
+        for task in config["tasks"]
+    ]
 
 
 def _tensor_summary(path: Path) -> dict[str, Any]:
@@ -349,9 +364,26 @@ register_kind("checkpoint", "a merged or checkpoint folder, or a checkpoint file
 
 
 # -- console ----------------------------------------------------------------------------------------------------
-def _text(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(", ", ": "), default=str)
+def _text(value: Any, key: str = "") -> str:
+    """A detail in words: counts as ``Op 12, ...`` (the 10 largest), checkpoint sets and calibration in a phrase,
+    other mappings as ``key value, ...``; the JSON output keeps every value as it is."""
+    if key == "op_types" and isinstance(value, dict):
+        shown = ", ".join(f"{op} {n}" for op, n in list(value.items())[:10])
+        return shown + (f", and {len(value) - 10} more op types" if len(value) > 10 else "")
+    if key == "checkpoint_sets" and isinstance(value, list):
+        return "; ".join(
+            f"set {s['set']} (step {s['step']}{', current' if s['current'] else ''}): "
+            + ("verified" if s["verified"] else str(s["problem"]))
+            for s in value
+        )
+    if key == "calibration" and isinstance(value, dict) and "images" in value:
+        return f"{value['images']} images of the {value.get('split') or '?'} split, {value.get('file')}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_text(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value) or "-"
     return "-" if value is None or value == "" else str(value)
 
 
@@ -373,7 +405,7 @@ def inspect_renderables(record: dict[str, Any]) -> list[Any]:
         value = ", ".join(record[field]) if field == "tasks" else record[field]
         summary.add_row(field.replace("_", " "), escape(_text(value)))
     for key, value in record["details"].items():
-        summary.add_row(key.replace("_", " "), escape(_text(value)))
+        summary.add_row(key.replace("_", " "), escape(_text(value, key)))
     shown: list[Any] = [summary]
     if record["inputs"] or record["outputs"]:
         io = Table(title="inputs and outputs")
@@ -393,7 +425,9 @@ def inspect_renderables(record: dict[str, Any]) -> list[Any]:
         for column in ("file", "bytes", "sha256", "check"):
             files.add_column(column, overflow="fold", justify="right" if column == "bytes" else "left")
         for entry in record["files"]:
-            digest = (entry["sha256"] or "-")[:16]
-            files.add_row(escape(entry["file"]), _text(entry["bytes"]), digest, _verified(entry))
+            digest, name = (entry["sha256"] or "-")[:16], Path(entry["file"])
+            if name.is_relative_to(record["path"]) and name != Path(record["path"]):
+                name = name.relative_to(record["path"])  # files inside a folder: relative to it
+            files.add_row(escape(str(name)), _text(entry["bytes"]), digest, _verified(entry))
         shown.append(files)
     return shown

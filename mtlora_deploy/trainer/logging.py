@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -27,8 +28,15 @@ class RunLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:  # the checkpoints stay as they were; the log line is what failed
+            from mtlora_deploy.errors import OutputError
+            from mtlora_deploy.utils.atomic import describe_os_error
+
+            reason = describe_os_error(exc)
+            raise OutputError(f"cannot append to {self.path}: {reason}", self.path, reason) from exc
         step = record.get("step", 0)
         for key, value in _flatten(record).items():
             if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
@@ -78,7 +86,7 @@ def training_progress(console: Console | None = None, disable: bool = False) -> 
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=disable,
+        disable=disable or not (console or get_console()).is_terminal,  # a log file gets the log lines only
         transient=True,
     )
 

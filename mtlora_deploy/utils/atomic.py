@@ -59,7 +59,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as exc:
-        raise OutputError(f"cannot write {target}: {describe_os_error(exc)}; nothing was written") from exc
+        reason = describe_os_error(exc)
+        raise OutputError(f"cannot write {target}: {reason}; nothing was written", target, reason) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -70,10 +71,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         if not _about(exc, tmp_path, target):
             raise
-        raise OutputError(
-            f"cannot write {target}: {describe_os_error(exc)}; nothing was written there"
-            + (" (the previous file is unchanged)" if target.exists() else "")
-        ) from exc
+        reason = describe_os_error(exc)
+        kept = " (the previous file is unchanged)" if target.exists() else ""
+        raise OutputError(f"cannot write {target}: {reason}; nothing was written there{kept}", target, reason) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -48,6 +48,11 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def reset_fault_counts() -> None:
+    """Forget how often each point was reached (tests that run several commands in one process)."""
+    _hits.clear()
+
+
 def fault_oserror(name: str, path: str | os.PathLike) -> None:
     """Raise ``OSError(ERRNO, ..., path)`` if ``MTLORA_FAULT_OSERROR=NAME:ERRNO[:COUNT]`` names ``name`` (ERRNO by
     name, e.g. ``ENOSPC``) and its count (default 1: the first time) is reached."""

@@ -68,12 +68,7 @@ def _mtlora(args: list[str]) -> tuple[int, str, str]:
     code = 0
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("ignore")
-            original, cli_main.warnings.simplefilter = cli_main.warnings.simplefilter, lambda *a, **k: None
-            try:
-                cli_main.main()
-            finally:
-                cli_main.warnings.simplefilter = original
+            cli_main.main()  # the command's own output policy applies inside and is undone after it
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
