@@ -8,6 +8,7 @@ TensorRT-RTX. Requirements are checked before anything is exported or written.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from mtlora_deploy.engines.runtimes import parse_targets, pick_runtime
@@ -24,10 +25,16 @@ from mtlora_deploy.utils.onnx_info import detect_onnx_precision, engine_fields
 
 
 def prepare_onnx(
-    source: Path, precision: str, workdir: Path, calib: str | Path | None = None, image_size: int | None = None
+    source: Path,
+    precision: str,
+    workdir: Path,
+    calib: str | Path | None = None,
+    image_size: int | None = None,
+    on_write: Callable[[Path, str], None] = lambda path, what: None,
 ) -> Path:
     """The ONNX graph to build from: ``source`` itself, or exported from a run folder, then turned into the
-    ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32."""
+    ``precision`` variant (ModelOpt AutoCast / PTQ via ``mtlora_deploy.calib``) when it is fp32. Each graph written
+    on the way (into ``workdir``, beside the plan) is told to ``on_write(path, what it is)``."""
     if source.suffix == ".onnx":
         onnx_path = source
     else:
@@ -35,6 +42,7 @@ def prepare_onnx(
 
         onnx_path = workdir / f"{_name(source)}.onnx"
         export_onnx(source, onnx_path, image_size=image_size)
+        on_write(onnx_path, f"the fp32 graph of {source}")
     have = detect_onnx_precision(onnx_path)
     if have == precision:
         return onnx_path
@@ -44,8 +52,9 @@ def prepare_onnx(
         raise ConfigError("--precision int8 needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
     from mtlora_deploy.calib.precision import make_precision_variant
 
-    variant = workdir / f"{onnx_path.stem}_{precision}.onnx"
-    return Path(make_precision_variant(onnx_path, precision, variant, calib) or variant)
+    variant = Path(make_precision_variant(onnx_path, precision, workdir / f"{onnx_path.stem}_{precision}.onnx", calib))
+    on_write(variant, f"the {precision} graph made from {onnx_path}")
+    return variant
 
 
 def _name(source: Path) -> str:
@@ -66,6 +75,8 @@ def build_engine(
     verbose: bool = False,
     runtime: str = "auto",
     targets: str | tuple[str, ...] | None = None,
+    *,
+    on_write: Callable[[Path, str], None] = lambda path, what: None,
 ) -> BuildResult:
     """Build a TensorRT or TensorRT-RTX plan (and its manifest) from an ONNX file or a run/checkpoint folder.
 
@@ -75,6 +86,7 @@ def build_engine(
         targets: TensorRT-RTX only: compute capabilities to build for (``"sm86,sm89,sm120"``); default its
             portable set.
         optimization_level, timing_cache: TensorRT only.
+        on_write: told each intermediate ONNX graph written beside the plan (path, what it is).
 
     Nothing is written unless the runtime (and, for TensorRT, a CUDA GPU) is present: requirements come first.
 
@@ -103,7 +115,7 @@ def build_engine(
         raise ConfigError(f"-o: got {output}, expected a .plan (or .engine/.trt) file name")
     check_build_requirements(chosen)
     check_calibration(source, precision, calib, image_size)
-    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size)
+    onnx_path = prepare_onnx(source, precision, output.parent, calib, image_size, on_write)
     with _no_half_written_plan(output):
         return build_plan(onnx_path, output, settings, extra=engine_fields(onnx_path))
 

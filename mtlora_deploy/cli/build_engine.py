@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from mtlora_deploy.engines.runtimes import RUNTIME_CHOICES
@@ -118,8 +116,9 @@ def build_engine(
             verbose,
             runtime,
             targets,
+            on_write=lambda path, what: console.print(f"[green]wrote[/] {path} ({what})", highlight=False),
         )
-    for line in build_summary(result.plan, result.manifest, model_path):
+    for line in build_summary(result.plan, result.manifest):
         console.print(line, highlight=False)
     console.print(f"manifest: {result.manifest_path}", highlight=False)
 
@@ -141,9 +140,9 @@ def describe_batch(profile: dict) -> str:
     return f"batch {low}" if low == high else f"batch {low} to {high}, tuned for {opt}"
 
 
-def build_summary(plan, manifest: dict, source: str) -> list[str]:
-    """What was built, in words: plan, size, precision, batch profile, runtime and where it runs; the graph it
-    came from when the command wrote that graph itself; the precision notes; where the kernel cache goes."""
+def build_summary(plan, manifest: dict) -> list[str]:
+    """What was built, in words: plan, size, precision, batch profile, runtime and where it runs; the precision
+    notes; where the kernel cache goes (the graphs written on the way are said when they are written)."""
     from mtlora_deploy.engines.tensorrt import runtime_cache_path
 
     targets = manifest.get("target_compute_capabilities")
@@ -153,9 +152,6 @@ def build_summary(plan, manifest: dict, source: str) -> list[str]:
         f"{describe_batch(manifest['batch_profile'])}; built in {manifest['build_time_s']:.1f} s with "
         f"{manifest['runtime']} {manifest['runtime_version']} {where})"
     ]
-    graph = manifest.get("onnx", {}).get("path")
-    if graph and Path(graph).resolve() != Path(source).resolve():
-        lines.append(f"built from {graph} ({manifest['precision']} graph written by this command from {source})")
     lines += [f"[yellow]warning:[/] {note}" for note in manifest.get("precision_notes") or []]
     if manifest["runtime"] == "tensorrt-rtx":
         lines.append(

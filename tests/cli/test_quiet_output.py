@@ -59,8 +59,8 @@ def test_train_says_what_matters_once_and_nothing_of_the_libraries(trained):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     steps = [line for line in lines if re.match(r"step \d+/6  loss ", line)]
     assert [line.split()[1] for line in steps] == ["2/6", "4/6", "6/6"]  # one line every log_every steps
-    validations = [line for line in lines if line.startswith("validation @ step ")]
-    # 12 train images / batch 4: one validation line per epoch (steps 3), the final one as the table
+    validations = [line.strip() for line in lines if line.strip().startswith("validation @ step ")]
+    # 12 train images / batch 4: one validation line per epoch (3 steps), the final one as the table's title
     assert [v.split(":")[0] for v in validations] == ["validation @ step 3", "validation @ step 6 (final)"]
     assert "delta-m vs single-task reference" in validations[0]
     assert "delta-m -" in proc.stdout.replace("\n", " ") and "PASCAL-Context" in proc.stdout
