@@ -1,10 +1,11 @@
 """What reaches the terminal while a command runs: the toolkit's own lines, said once; the libraries' warnings, log
 records and C++ logs only under ``mtlora --verbose``.
 
-Python warnings raised by this package (a :class:`~mtlora_deploy.errors.ToolkitWarning`, or any warning attributed
-to a file of the package) print as one ``warning: ...`` line, each text once, with no source-line echo. Warnings
-attributed to other packages (torch's DataLoader, timm, ONNX Runtime's quantizer, ...) and their log records below
-ERROR are held back unless ``--verbose``. Libraries that log from C++ follow ``MTLORA_LIBRARY_LOGS``
+Python warnings raised by this package (a :class:`~mtlora_deploy.errors.ToolkitWarning`, or a plain UserWarning
+attributed to a file of the package) print as one ``warning: ...`` line, each text once, with no source-line echo.
+Other warnings (torch's DataLoader, timm, ONNX Runtime's quantizer, a library's Deprecation/FutureWarning even when
+its stacklevel points into this package) and other packages' log records below ERROR are held back unless
+``--verbose``. Libraries that log from C++ follow ``MTLORA_LIBRARY_LOGS``
 (:mod:`mtlora_deploy.utils.verbosity`). Everything is restored when the command ends, so the CLI can run inside
 another process (the tests do) without changing it.
 """
@@ -48,7 +49,7 @@ class WarningPrinter:
         self.seen: set[str] = set()
 
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        if issubclass(category, ToolkitWarning) or _from_package(filename):
+        if issubclass(category, ToolkitWarning) or (category is UserWarning and _from_package(filename)):
             self.say(one_line(message))
         elif self.verbose:
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
