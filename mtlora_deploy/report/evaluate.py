@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.errors import ConfigError, MTLoRAError
 from mtlora_deploy.trainer.data import PascalMTDataset
 from mtlora_deploy.trainer.data_setup import make_loader
 from mtlora_deploy.trainer.delta import DeltaBaseline
@@ -18,25 +18,51 @@ from mtlora_deploy.utils.atomic import write_json_atomic
 
 
 def resolve_eval_data(data: str, artefact: Path) -> Path:
-    """``synthetic`` means the set generated into the run folder that holds ``artefact``, or into a run folder
-    beside it (the demo's ``runs/demo/onnx/model.int8.onnx`` finds ``runs/demo/train/data``); the nearest wins."""
+    """``synthetic`` means the set generated into the run folder that holds ``artefact`` or that it was made from:
+    an ONNX graph, plan or merged folder leads back to its run through the ``source`` each records (the demo's
+    ``runs/demo/onnx/model.int8.onnx`` -> ``runs/demo/merged`` -> ``runs/demo/train`` -> ``runs/demo/train/data``)."""
     if data != "synthetic":
         return Path(data)
-    for folder in [artefact, *artefact.absolute().parents][:4]:
-        if (folder / "data" / "synthetic.json").is_file():
-            return folder / "data"
-        found = sorted(p.parent for p in folder.glob("*/data/synthetic.json")) if folder.is_dir() else []
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise ConfigError(
-                f"--data synthetic: {len(found)} synthetic sets beside {artefact} "
-                f"({', '.join(str(p) for p in found[:3])}); pass the one to use as --data DIR"
-            )
+    for origin in made_from(artefact):
+        for folder in [origin, *origin.absolute().parents][:4]:
+            if (folder / "data" / "synthetic.json").is_file():
+                return folder / "data"
     raise ConfigError(
         f"--data synthetic: no synthetic set found in a run folder around {artefact}; "
         "pass --data DIR (make one with: mtlora make-dataset synthetic DIR)"
     )
+
+
+def made_from(artefact: Path, hops: int = 4) -> list[Path]:
+    """``artefact`` and what it was made from, as far as each records it (an ONNX graph's ``source`` metadata, a
+    plan's graph in its manifest, a merged or checkpoint folder's ``source``)."""
+    chain = [Path(artefact)]
+    while len(chain) <= hops and (source := _source_of(chain[-1])) is not None and source not in chain:
+        chain.append(source)
+    return chain
+
+
+def _source_of(path: Path) -> Path | None:
+    import json
+
+    from mtlora_deploy.utils.artifacts import artifact_kind
+
+    try:
+        kind = artifact_kind(path)
+        if kind == "onnx":
+            from mtlora_deploy.utils.onnx_info import onnx_metadata
+
+            source = onnx_metadata(path).get("source")
+        elif kind == "plan":
+            from mtlora_deploy.engines.manifest import read_manifest
+
+            source = (read_manifest(path).get("onnx") or {}).get("path")
+        else:
+            info = path / "model.json" if path.is_dir() else path.with_suffix(".json")
+            source = json.loads(info.read_text()).get("metadata", {}).get("source")
+    except (OSError, ValueError, AttributeError, MTLoRAError):
+        return None
+    return Path(source) if isinstance(source, str) and Path(source).exists() else None
 
 
 def evaluate_artifact(

@@ -285,7 +285,12 @@ def describe_run(path: Path) -> dict[str, Any]:
 
     from mtlora_deploy.utils.checkpoint_manifest import LINK, STORE, read_manifest, verify_files
 
-    saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    try:
+        saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path / 'config.yaml'} is not readable YAML (truncated or corrupt)") from exc
+    if not isinstance(saved, dict):
+        raise WeightsError(f"{path / 'config.yaml'}: expected the model:, train: and resolved: sections of a run")
     model, train, resolved = saved.get("model") or {}, saved.get("train") or {}, saved.get("resolved") or {}
     inputs, outputs = _checkpoint_io(model) if model.get("tasks") else ([], [])
     current = (path / LINK).resolve() if (path / LINK).exists() else None
