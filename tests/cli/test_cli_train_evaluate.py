@@ -81,7 +81,9 @@ def test_predict_writes_pngs(run_dir, tmp_path):
     for task in ("semseg", "sal", "normals"):
         png = Image.open(tmp_path / "pred" / f"{image.stem}_{task}.png")
         assert png.size == (64, 64) and png.mode == "RGB"
-    assert Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size == (64 * 4 + 3 * 4, 64)
+    width, height = Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size
+    # input, semseg over the input, one picture per task (3), 4-pixel gaps; a title strip above, a legend below
+    assert width == 64 * 5 + 4 * 4 and height > 64 + 14
 
 
 def test_make_dataset_is_deterministic(tmp_path):

@@ -21,7 +21,8 @@ import pytest
 
 from mtlora_deploy.cli.main import COMMANDS, cli
 
-# Examples that read what another example writes come after it; the rest keep the command table's order.
+# Examples that read what another example writes come after it (export-reference writes a model of the train
+# example's run, import-checkpoint reads it back); the rest keep the command table's order.
 ORDER = ("export-reference", "import-checkpoint")
 
 
