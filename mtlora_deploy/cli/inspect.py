@@ -23,7 +23,8 @@ def inspect(path, as_json) -> None:
     from rich.console import Console
 
     from mtlora_deploy.errors import WeightsError
-    from mtlora_deploy.report.inspect import inspect_artifact, inspect_renderables
+    from mtlora_deploy.report.inspect import inspect_artifact
+    from mtlora_deploy.report.inspect_view import inspect_renderables
 
     record = inspect_artifact(path)
     if as_json:
