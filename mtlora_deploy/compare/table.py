@@ -92,7 +92,7 @@ def table_header(tasks: Sequence[str], latency_label: str) -> list[str]:
     return [
         "method",
         *map(metric_header, tasks),
-        "Δm vs single-task (%) ↑",
+        "Δm (%) ↑",
         "trainable (M)",
         "deployed (M)",
         latency_label,
