@@ -103,7 +103,8 @@ def delta_table(results: dict[str, dict[str, Any]], untrained: dict[str, dict[st
     reference = results["torch fp32"]["primary"]
     for name, result in results.items():
         cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - reference[t]:+.2f})" for t in TASKS]
-        table.add_row(name, *cells, f"{result['delta_m']:+.2f}" if result["delta_m"] is not None else "")
+        delta = result["delta_m_vs_single_task_reference"]
+        table.add_row(name, *cells, f"{delta:+.2f}" if delta is not None else "")
     return table
 
 
@@ -147,7 +148,7 @@ def main() -> None:
     records = {
         name: {
             "primary": r["primary"],
-            "delta_m": r["delta_m"],
+            "delta_m_vs_single_task_reference": r["delta_m_vs_single_task_reference"],
             "artefact": r["artefact"],
             "precision": read_precision_metadata(variants[name]) if name in variants else {},
         }

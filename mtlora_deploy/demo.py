@@ -2,6 +2,13 @@
 
 Every stage writes into ``workdir`` and is skipped when its output already exists, so an interrupted demo
 continues where it stopped.
+
+Two delta-m, each named with its baseline. Training picks its best checkpoint by delta-m vs the untrained model
+(``delta_m_vs_untrained``; the synthetic set has no single-task runs, and PASCAL-Context's published numbers mean
+nothing on it). The accuracy table, the eval JSON files and ``accuracy_vs_latency.png`` give delta-m vs the trained
+model in PyTorch fp32 (``delta_m_vs_pytorch_fp32``): what each deployment step (ONNX, fp16, int8) costs, 0 for
+PyTorch fp32 by construction, a fraction of a percent when nothing is lost. An untrained baseline makes that number
+huge (its mIoU is near 0) and says nothing about deployment.
 """
 
 from __future__ import annotations
@@ -12,8 +19,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mtlora_deploy.trainer.delta import DeltaBaseline
 from mtlora_deploy.utils.noise import NO_PRETRAINED_WEIGHTS, quiet_known_noise
 
+DEMO_PRESET = "mtlora-r16"
+# On top of the preset: the tiny Swin at 64x64 with small decoders, and task-agnostic rank 8 (the tiny Swin's first
+# stage is 24 channels wide, where rank 16 would be no low-rank adapter at all). config.yaml records both (origin:).
 DEMO_MODEL = {
     "backbone": "swin_test_tiny",
     "image_size": 64,
@@ -35,40 +46,41 @@ DEMO_TRAIN = {
 }
 
 
-BASELINES_USED = (
-    "the untrained model (same architecture and seed) on the synthetic val split; PASCAL-Context's "
-    "published single-task numbers apply to PASCAL-Context data only"
-)
-
-
-def baseline_stage(workdir: Path, console: Console) -> dict[str, float]:
-    """delta-m baselines of the synthetic set: the untrained model's val metrics (there are no single-task runs of
-    this data, and another dataset's baselines would make delta-m meaningless). Generates the set first."""
+def baseline_stage(workdir: Path, console: Console) -> DeltaBaseline:
+    """The training's delta-m baseline on the synthetic set: the untrained model's val metrics (there are no
+    single-task runs of this data, and another dataset's baselines would make delta-m meaningless). Generates the
+    set first."""
     from mtlora_deploy.trainer.compare_untrained import untrained_metrics
     from mtlora_deploy.trainer.config import load_run_configs
     from mtlora_deploy.trainer.data import PascalMTDataset, make_synthetic_dataset
     from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
 
-    model, train = load_run_configs("mtlora-r16", None, dict(DEMO_MODEL), dict(DEMO_TRAIN))
+    model, train = load_run_configs(DEMO_PRESET, None, dict(DEMO_MODEL), dict(DEMO_TRAIN))
     root = workdir / "train" / "data"
     if not (root / "synthetic.json").is_file():
         make_synthetic_dataset(root, num_images=train.synthetic_images, seed=train.seed, image_size=SYNTHETIC_SIZE)
     dataset = PascalMTDataset(root, split="val", tasks=model.tasks, image_size=model.image_size, train=False)
     primary = untrained_metrics(model, train.seed, dataset)["primary"]
-    baselines = {t: float(v) for t, v in primary.items() if v and v == v}  # a 0 (or NaN) baseline cannot divide
-    console.print(f"delta-m baselines: {BASELINES_USED}: " + ", ".join(f"{t} {v:.2f}" for t, v in baselines.items()))
-    return baselines
+    baseline = DeltaBaseline(
+        "untrained",
+        {t: float(v) for t, v in primary.items() if v and v == v},  # a 0 (or NaN) baseline cannot divide
+    )
+    values = ", ".join(f"{t} {v:.2f}" for t, v in baseline.values.items())
+    console.print(f"training picks its best checkpoint by delta-m vs {baseline.label}: {values}", highlight=False)
+    return baseline
 
 
-def train_stage(workdir: Path, console: Console, baselines: dict[str, float]) -> Path:
-    """Train the demo preset (resumes an interrupted run, skips a finished one); delta-m against ``baselines``."""
+def train_stage(workdir: Path, console: Console, baseline: DeltaBaseline) -> Path:
+    """Train the demo preset (resumes an interrupted run, skips a finished one); delta-m against ``baseline``."""
     from mtlora_deploy.trainer.api import resume_run, start_run
 
     run_dir = workdir / "train"
-    console.rule("1. train mtlora-r16 (tiny Swin, 64x64) on the synthetic PASCAL-MT set")
+    rank = DEMO_MODEL["task_agnostic_rank"]
+    console.rule(f"1. train {DEMO_PRESET} with task-agnostic rank {rank} (tiny Swin, 64x64) on synthetic PASCAL-MT")
     with quiet_known_noise(NO_PRETRAINED_WEIGHTS):  # the demo trains the tiny Swin from random init
         if not (run_dir / "checkpoints" / "last.json").exists():
-            start_run("mtlora-r16", None, dict(DEMO_MODEL), {**DEMO_TRAIN, "baselines": baselines}, run_dir)
+            train = {**DEMO_TRAIN, "baselines": dict(baseline.values), "baseline_name": baseline.name}
+            start_run(DEMO_PRESET, None, dict(DEMO_MODEL), train, run_dir)
         elif not _finished(run_dir):
             resume_run(run_dir)
     return run_dir
@@ -158,24 +170,24 @@ def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) ->
     return plan
 
 
-def accuracy_stage(
-    run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console, baselines: dict[str, float]
-) -> dict[str, Any]:
-    """Per-task metrics and delta-m (against ``baselines``) of PyTorch fp32 and every ONNX precision on the val
-    split, side by side."""
+def accuracy_stage(run_dir: Path, artefacts: dict[str, Path], workdir: Path, console: Console) -> dict[str, Any]:
+    """Per-task metrics of PyTorch fp32 and every ONNX precision on the val split, side by side, with delta-m vs
+    PyTorch fp32 (what each deployment step costs); each written to ``eval/NAME.json``."""
     from mtlora_deploy.report.evaluate import evaluate_artifact
+    from mtlora_deploy.trainer.evaluation import attach_delta
+    from mtlora_deploy.utils.atomic import write_json_atomic
 
     console.rule("4. what each precision costs in accuracy (val split, ONNX Runtime CPU)")
     targets = {"pytorch fp32": run_dir, **{f"onnx {p}": artefacts[p] for p in ("fp32", "fp16", "int8")}}
-    results = {}
+    results, baseline = {}, None
     for name, path in targets.items():
-        output = workdir / "eval" / f"{name.replace(' ', '_')}.json"
-        results[name] = evaluate_artifact(
-            path, str(run_dir / "data"), "val", output=output, console=console, baselines=baselines
-        )
+        result = evaluate_artifact(path, str(run_dir / "data"), "val", console=console)
+        baseline = baseline or DeltaBaseline("pytorch_fp32", result["primary"])  # the first target's metrics
+        results[name] = attach_delta(result, baseline)
+        write_json_atomic(workdir / "eval" / f"{name.replace(' ', '_')}.json", result)
     table = Table(
         title="primary metric per task (normals: mean angle, lower is better)",
-        caption=f"delta-m against {BASELINES_USED}",
+        caption=f"in brackets: the change vs PyTorch fp32; delta-m vs {baseline.label}",
     )
     table.add_column("model")
     tasks = list(results["pytorch fp32"]["primary"])
@@ -183,17 +195,12 @@ def accuracy_stage(
         table.add_column(task, justify="right")
     table.add_column("delta-m %", justify="right")
     for name, result in results.items():
-        reference = results["pytorch fp32"]["primary"]
-        cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - reference[t]:+.2f})" for t in tasks]
-        table.add_row(name, *cells, "n/a" if result["delta_m"] is None else f"{result['delta_m']:+.1f}")
+        cells = [f"{result['primary'][t]:.2f} ({result['primary'][t] - baseline.values[t]:+.2f})" for t in tasks]
+        delta = result[baseline.key]
+        table.add_row(name, *cells, "n/a" if delta is None else f"{round(delta, 2) + 0.0:+.2f}")  # no "-0.00"
     console.print(table)
     return {
-        name: {
-            "primary": r["primary"],
-            "delta_m": r["delta_m"],
-            "baselines": r["baselines"],
-            "baselines_used": BASELINES_USED,
-        }
+        name: {"primary": r["primary"], baseline.key: r[baseline.key], "delta_m_baseline": r["delta_m_baseline"]}
         for name, r in results.items()
     }
 
@@ -263,16 +270,16 @@ def run_demo(workdir: str | Path = "runs/demo", console: Console | None = None) 
     """Run every stage and return a summary (paths and results)."""
     console = console or Console()
     workdir = Path(workdir)
-    baselines = baseline_stage(workdir, console)
-    run_dir = train_stage(workdir, console, baselines)
+    baseline = baseline_stage(workdir, console)
+    run_dir = train_stage(workdir, console, baseline)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "improvement": improvement_stage(run_dir, console),
-        "delta_m_baselines": {"used": BASELINES_USED, "values": baselines},
+        "training_delta_m_baseline": baseline.to_dict(),
     }
     artefacts = deploy_stage(run_dir, workdir, console)
     artefacts["plan"] = engine_stage(artefacts, workdir, console)
-    summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console, baselines)
+    summary["accuracy"] = accuracy_stage(run_dir, artefacts, workdir, console)
     report = profile_stage(run_dir, artefacts, workdir, console)
     summary["serving"] = serve_stage(run_dir, artefacts, workdir, console)
     console.rule("done")

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import get_console
 from rich.progress import Progress
 
-from mtlora_deploy.errors import ConfigError, DataError
+from mtlora_deploy.errors import ConfigError, DataError, OutputError
 from mtlora_deploy.trainer.data.layout import PascalLayout
 from mtlora_deploy.trainer.data.pascal import read_split
 from mtlora_deploy.trainer.data.readers import check_files, read_sample
@@ -63,7 +64,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def load_images(layout: PascalLayout, ids: list[str], image_size: int) -> np.ndarray:
     """Eval-transformed images ``float32 [N, 3, S, S]`` (the transform :class:`PascalMTDataset` uses at eval)."""
     out = np.empty((len(ids), 3, image_size, image_size), dtype=np.float32)
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, disable=not get_console().is_terminal) as bar:  # no bar (or blank line) in logs
         task = bar.add_task(f"calibration images {image_size}x{image_size}", total=len(ids))
         for index, image_id in enumerate(ids):
             out[index] = eval_transform(read_sample(layout, image_id, ()), image_size)["image"].numpy()
@@ -131,7 +132,11 @@ def draw_calibration_set(
     images = load_images(layout, ids, int(image_size))
     write_npz(output, {input_name: images})
     provenance = _provenance(layout.root, split, ids, seed, image_size, input_name, images)
-    write_json_atomic(provenance_path(output), {**provenance, "file_sha256": file_sha256(output)})
+    try:
+        write_json_atomic(provenance_path(output), {**provenance, "file_sha256": file_sha256(output)})
+    except OutputError:
+        output.unlink(missing_ok=True)  # a set without its provenance is not left behind
+        raise
     return output
 
 
@@ -250,5 +255,43 @@ def load_calibration(
     images = open_calibration(path, input_name, image_size, min_images)
     try:
         return images[:]
+    finally:
+        images.close()
+
+
+def check_calibration_set(
+    path: str | Path, input_name: str, image_size: int, min_images: int = DEFAULT_MIN_IMAGES, chunk: int = 32
+) -> int:
+    """Check a calibration ``.npz`` before any export or build: it holds ``input_name`` as float images
+    ``[N, 3, S, S]`` at the model's ``image_size``, at least ``min_images`` of them, every value finite.
+
+    Read ``chunk`` images at a time, so a large set is checked in flat memory.
+
+    Returns:
+        N, the number of images.
+
+    Raises:
+        DataError: one line naming the file and what is wrong (missing key, size, count, NaN/inf, truncation).
+    """
+    with warnings.catch_warnings():  # the "fewer than recommended" note comes when the set is used, if it passes
+        warnings.simplefilter("ignore", UserWarning)
+        images = open_calibration(path, input_name, image_size, min_images)
+    try:
+        for start in range(0, len(images), chunk):
+            try:
+                block = images[start : start + chunk]
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise DataError(
+                    f"calibration file {path}: '{input_name}' is truncated or corrupt near image {start}; "
+                    "draw it again with mtlora calibrate"
+                ) from exc
+            finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+            if not finite.all():
+                index = start + int(np.flatnonzero(~finite)[0])
+                raise DataError(
+                    f"calibration file {path}: image {index} of '{input_name}' holds NaN or infinite values; "
+                    "draw it again with mtlora calibrate"
+                )
+        return len(images)
     finally:
         images.close()

@@ -31,14 +31,20 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=click.Path(dir_okay=False),
     help="Plan file to write [default: engines/NAME_PRECISION[_rtx].plan]; the manifest goes to PLAN.json.",
 )
-@click.option("--batch", default="1:8:32", show_default=True, help="Optimization profile MIN:OPT:MAX batch sizes.")
+@click.option(
+    "--batch",
+    default="1:8:32",
+    show_default=True,
+    callback=lambda ctx, param, value: _batch_profile(value),
+    help="Optimization profile MIN:OPT:MAX batch sizes (1 <= MIN <= OPT <= MAX), or one fixed batch size.",
+)
 @click.option(
     "--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8 and fp8."
 )
 @click.option(
     "--workspace-gib",
     default=None,
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     help="Builder workspace pool limit [default: the runtime's own: TensorRT the GPU's memory, TensorRT-RTX 64 GiB].",
 )
 @click.option(
@@ -69,7 +75,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=int,
     help="int4-wo from an fp32 graph: int4 weights per scale (16, 32, 64, 128, 256) [default: 32].",
 )
-@click.option("--verbose", is_flag=True, help="The builder's verbose log.")
+@click.option("--verbose", is_flag=True, help="The builder's verbose log (also on with mtlora --verbose).")
 def build_engine(
     model_path,
     precision,
@@ -98,11 +104,17 @@ def build_engine(
     from rich.console import Console
 
     from mtlora_deploy.build_engine import build_engine as build
+    from mtlora_deploy.cli.checks import check_output_file, check_writable_parent
 
     if block_size is not None:
         from mtlora_deploy.calib.weight_only import check_block_size
 
         check_block_size(block_size)
+    if output is not None:
+        check_output_file(output)
+    else:
+        check_writable_parent("engines/model.plan", "-o/--output (default engines/)")
+    verbose = verbose or click.get_current_context().find_root().obj.get("verbose", False)
     console = Console()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the precision notes are printed below, once
@@ -120,27 +132,51 @@ def build_engine(
             runtime,
             targets,
             block_size,
+            on_write=lambda path, what: console.print(f"[green]wrote[/] {path} ({what})", highlight=False),
         )
-    manifest = result.manifest
-    where = (
-        f"for compute capabilities {', '.join(manifest['target_compute_capabilities'])}"
-        if manifest.get("target_compute_capabilities")
-        else f"on {manifest['gpu_name']}"
-    )
-    console.print(
-        f"wrote {result.plan} ({manifest['plan']['bytes'] / 2**20:.1f} MiB, {manifest['precision']}, "
-        f"batch {manifest['batch_profile']}, built in {manifest['build_time_s']:.1f} s with "
+    for line in build_summary(result.plan, result.manifest):
+        console.print(line, highlight=False)
+    _print_fidelity(console, result.manifest)
+    console.print(f"manifest: {result.manifest_path}", highlight=False)
+
+
+def _batch_profile(text: str):
+    """``--batch`` parsed when the command line is (a bad profile stops before anything is exported)."""
+    from mtlora_deploy.engines.tensorrt_build import BatchProfile
+    from mtlora_deploy.errors import ConfigError
+
+    try:
+        return BatchProfile.parse(text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--batch: ")) from None
+
+
+def describe_batch(profile: dict) -> str:
+    """``{'min': 1, 'opt': 8, 'max': 32}`` -> ``batch 1 to 32, tuned for 8`` (``batch 8`` when fixed)."""
+    low, opt, high = profile["min"], profile["opt"], profile["max"]
+    return f"batch {low}" if low == high else f"batch {low} to {high}, tuned for {opt}"
+
+
+def build_summary(plan, manifest: dict) -> list[str]:
+    """What was built, in words: plan, size, precision, batch profile, runtime and where it runs; the precision
+    notes; where the kernel cache goes (the graphs written on the way are said when they are written)."""
+    from mtlora_deploy.engines.tensorrt import runtime_cache_path
+
+    targets = manifest.get("target_compute_capabilities")
+    where = f"for compute capabilities {', '.join(targets)}" if targets else f"on {manifest['gpu_name']}"
+    lines = [
+        f"[green]wrote[/] {plan} ({manifest['plan']['bytes'] / 2**20:.1f} MiB, {manifest['precision']}, "
+        f"{describe_batch(manifest['batch_profile'])}; built in {manifest['build_time_s']:.1f} s with "
         f"{manifest['runtime']} {manifest['runtime_version']} {where})"
-    )
+    ]
     for note in manifest.get("precision_notes") or []:
-        console.print(f"[yellow]warning:[/] {note}" if manifest["precision"] == "int8" else f"plan: {note}")
-    _print_fidelity(console, manifest)
+        lines.append(f"[yellow]warning:[/] {note}" if manifest["precision"] == "int8" else f"plan: {note}")
     if manifest["runtime"] == "tensorrt-rtx":
-        console.print(
-            "running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); "
-            "its kernels compile on the first load and are kept in PLAN.rtxcache"
+        lines.append(
+            "running it needs a supported NVIDIA GPU (RTX-class: sm75 to sm121, not H100/B200); its kernels "
+            f"compile on the first load and are kept in {runtime_cache_path(plan)}"
         )
-    console.print(f"manifest: {result.manifest_path}")
+    return lines
 
 
 def _print_fidelity(console, manifest: dict) -> None:

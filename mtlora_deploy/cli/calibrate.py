@@ -61,8 +61,10 @@ def calibrate(data, split, num_images, seed, image_size, model, input_name, outp
     from rich.console import Console
 
     from mtlora_deploy.calib.dataset import draw_calibration_set
+    from mtlora_deploy.cli.checks import check_output_file
     from mtlora_deploy.report.evaluate import resolve_eval_data
 
+    check_output_file(output)
     name, size = model_input(model) if model else ("image", 448)
     if image_size is not None and model and image_size != size:
         raise ConfigError(f"--image-size {image_size} disagrees with --model {model}, which takes {size}; drop one")

@@ -35,7 +35,13 @@ def _command_line(options: dict) -> str:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of every row."
 )
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Nominal base LR for batch 512 (as train).")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5e-4,
+    show_default=True,
+    help="Nominal base LR for batch 512, > 0 (as train).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every row.")
 @click.option("--tasks", default=None, help="Comma-separated tasks [default: semseg,human_parts,sal,normals].")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Model config field for every row.")
@@ -97,11 +103,13 @@ def compare(
     tabulate per-task metrics, delta-m against the single-task rows, trainable and deployed parameters and
     the deployed model's latency; write compare.json, compare.md and a Pareto plot. Finished rows are reused.
 
-    Example: mtlora compare --presets lora,mtlora-r16,mtl-lora --set backbone=swin_test_tiny --set image_size=64 --steps 200 --batch-size 8 --lr 0.2 -o runs/compare
+    Example: mtlora compare --presets lora,mtlora-r16,mtl-lora --set backbone=swin_test_tiny --set image_size=64 --steps 100 --batch-size 8 --lr 0.2 -o runs/compare
     """
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.compare.api import run_comparison
     from mtlora_deploy.compare.settings import DEFAULT_PRESETS
 
+    check_output_dir(output)
     model_overrides = parse_set(set_items)
     if tasks is not None:
         model_overrides["tasks"] = list(parse_tasks(tasks))

@@ -18,6 +18,8 @@ def demo(workdir) -> None:
 
     Example: mtlora demo --workdir runs/demo
     """
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.demo import run_demo
 
+    check_output_dir(workdir, "--workdir")
     run_demo(workdir)

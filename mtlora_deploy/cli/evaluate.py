@@ -24,7 +24,8 @@ EVALUATE = "mtlora_deploy.report.evaluate:evaluate_artifact"  # the library call
     "baseline_items",
     multiple=True,
     metavar="TASK=VALUE",
-    help="Single-task metric for delta-m (default: the reference Swin-T numbers).",
+    help="Single-task metric delta-m is measured against, reported as delta_m_vs_given [default: the single-task "
+    "Swin-T reference of the MTLoRA paper on PASCAL-Context, reported as delta_m_vs_single_task_reference].",
 )
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write the result as JSON.")
 def evaluate(model_path, data, split, backend, device, batch_size, num_images, baseline_items, output) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
+from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 
 
@@ -31,21 +33,34 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.option(
     "--legacy-exporter", is_flag=True, help="Use the TorchScript exporter (dynamo=False) instead of torch.export."
 )
-@click.option("--rtol", default=1e-4, show_default=True, type=float, help="ONNX Runtime vs PyTorch relative tolerance.")
+@click.option(
+    "--rtol",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="ONNX Runtime vs PyTorch relative tolerance, > 0.",
+)
 @click.option("--no-check", is_flag=True, help="Skip onnx.checker, the TensorRT op check and the parity check.")
 @click.option(
     "--precision",
     default="fp32",
     show_default=True,
     type=click.Choice(PRECISIONS),
-    help="Also write a reduced-precision variant (the fp32 graph is kept beside it): fp16/bf16, int8/fp8 (Q/DQ, "
-    "calibrated), int8-wo/int4-wo (weights only, fp16 activations).",
+    help="The precision of OUTPUT: fp16/bf16, int8/fp8 (Q/DQ, calibrated), int8-wo/int4-wo (weights only, fp16 "
+    "activations); other than fp32, the fp32 graph is written first, to --fp32-output.",
 )
 @click.option(
     "--calib",
     default=None,
     type=click.Path(),
     help="Calibration .npz: needed for int8 and fp8 (fp16, bf16, weight-only: optional, for the overflow scan).",
+)
+@click.option(
+    "--fp32-output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With a --precision other than fp32: where the fp32 graph goes [default: beside OUTPUT as NAME.fp32.onnx, "
+    "NAME being OUTPUT's name without .onnx and its precision part].",
 )
 @click.option(
     "--calib-method",
@@ -70,7 +85,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     "--fidelity-images",
     default=8,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=0),
     help="Held-out images for the per-task agreement with fp32 (0: skip).",
 )
 @click.option(
@@ -89,6 +104,7 @@ def export(
     rtol,
     no_check,
     precision,
+    fp32_output,
     calib,
     calib_method,
     calib_cache,
@@ -102,12 +118,14 @@ def export(
     Input `image` (batch, 3, H, W) float32 with a dynamic batch; one output per task named after it; model
     config, tasks, classes and mean/std in the ONNX metadata. An mtl-lora model is task-conditioned: it is
     merged per task and written as one graph per task, OUTPUT's name with the task inserted (model.semseg.onnx).
+    With a --precision other than fp32, OUTPUT is that variant and the fp32 graph it is made from is written too,
+    to --fp32-output (default: model.int8.onnx -> model.fp32.onnx beside it); both paths are printed.
 
     Low precision: --precision fp8 --calib calib/train.npz (FP8 Q/DQ, runs on sm89 and later), --precision
     int8-wo or int4-wo (weights only, fp16 activations, no images needed); the per-task agreement with fp32 is
     printed and stored in the graph.
 
-    Example: mtlora export runs/demo/merged -o runs/demo/model.onnx --outputs logits
+    Example: mtlora export runs/demo/merged -o runs/demo/export/model.int8.onnx --precision int8 --calib runs/demo/calib/train.npz
     """
     from rich.console import Console
 
@@ -117,13 +135,21 @@ def export(
     from mtlora_deploy.utils.noise import quiet_known_noise
 
     check_output_file(output)
+    fp32_path = Path(output) if precision == "fp32" else fp32_graph_path(Path(output), precision, fp32_output)
+    if precision == "fp32" and fp32_output is not None:
+        raise ConfigError(
+            "--fp32-output names the fp32 graph of a reduced-precision export; with fp32, -o is that graph"
+        )
+    if fp32_path != Path(output):
+        check_output_file(fp32_path, "--fp32-output")
     check_calibration_file(calib, precision)
     if block_size is not None:
         from mtlora_deploy.calib.weight_only import check_block_size
 
         check_block_size(block_size)
+    if calib:
+        _check_calibration_set(source, calib, image_size)
     console = Console()
-    fp32_path = Path(output) if precision == "fp32" else _fp32_path(Path(output))
     options = {
         "image_size": image_size,
         "outputs": outputs,
@@ -138,6 +164,8 @@ def export(
             "mtl-lora is task-conditioned: writing one merged ONNX graph per task "
             f"({per_task_path(fp32_path, 'TASK').name}) instead of {fp32_path.name}"
         )
+    elif precision != "fp32":
+        console.print(f"the {precision} graph {output} is made from the fp32 graph, written first to {fp32_path}")
     with quiet_known_noise(), console.status(f"exporting {source}"):
         if per_task:
             reports = export_per_task(source, fp32_path, **options)
@@ -170,9 +198,32 @@ def _print_report(console, report) -> None:
     console.print(f"[green]wrote[/] {report.path}")
 
 
-def _fp32_path(output: Path) -> Path:
-    """Where the fp32 graph goes when OUTPUT is a reduced-precision variant: ``model.onnx`` -> ``model.fp32.onnx``."""
-    return output.with_name(f"{output.stem}.fp32{output.suffix or '.onnx'}")
+def fp32_graph_path(output: Path, precision: str, fp32_output: str | None = None) -> Path:
+    """Where the fp32 graph goes when OUTPUT is a reduced-precision variant: ``--fp32-output``, else OUTPUT's name
+    without its precision part, plus ``.fp32.onnx``: ``model.int8.onnx`` and ``model.onnx`` -> ``model.fp32.onnx``."""
+    if fp32_output is not None:
+        path = Path(fp32_output)
+    else:
+        stem = output.stem if output.suffix == ".onnx" else output.name
+        base = re.sub(rf"\.({'|'.join(map(re.escape, PRECISIONS))})$", "", stem)
+        path = output.with_name(f"{base}.fp32.onnx")
+    if path.absolute() == output.absolute():
+        raise ConfigError(
+            f"-o {output} is also where the fp32 graph would go; name the variant after its precision "
+            f"(e.g. -o {output.with_name(f'model.{precision}.onnx')}) or pass --fp32-output"
+        )
+    return path
+
+
+def _check_calibration_set(source: str, calib: str, image_size: int | None) -> None:
+    """The calibration set fits the model (key, image size, count, finite values) before the export starts."""
+    from mtlora_deploy.calib.dataset import check_calibration_set
+    from mtlora_deploy.cli.calibrate import model_input
+
+    if Path(source).suffix == ".onnx":
+        return  # export refuses an .onnx source itself
+    _, size = model_input(source)
+    check_calibration_set(calib, "image", image_size or size)
 
 
 def _write_precision_variant(console, fp32_path: Path, precision: str, output: Path, variant: dict) -> None:

@@ -15,12 +15,17 @@ def export_reference(source, output) -> None:
 
     Beside OUTPUT goes a YAML file (same name, .yaml) to pass to the reference's main.py as --cfg.
 
-    Example: mtlora export-reference runs/demo/train -o ckpt.pth
+    The reference head is 4 x sum(decoder_widths) wide, so the demo's small head cannot be written; the run of
+    mtlora train's example can.
+
+    Example: mtlora export-reference runs/try -o runs/try/reference/ckpt.pth
     """
     from rich.console import Console
 
+    from mtlora_deploy.cli.checks import check_output_file
     from mtlora_deploy.model.reference.export import export_reference_run
 
+    check_output_file(output)
     pth, cfg, config = export_reference_run(source, output)
     console = Console()
     console.print(f"[green]exported[/] {source} -> {pth} (+ {cfg})")

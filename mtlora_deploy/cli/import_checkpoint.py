@@ -44,7 +44,7 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
     Tasks, ranks, scales, MTLoRA+, image and backbone size come from the checkpoint's stored config; options you
     give must agree with it. A bare state dict (no config) needs --preset and --tasks.
 
-    Example: mtlora import-checkpoint ref.pth -o imported/
+    Example: mtlora import-checkpoint runs/try/reference/ckpt.pth -o runs/try/imported
     """
     from pathlib import Path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 
 import click
 
@@ -49,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bench_serve",
         "Served throughput, latency percentiles and formed batch sizes.",
     ),
+    "inspect": (
+        "mtlora_deploy.cli.inspect",
+        "inspect",
+        "What an ONNX graph, plan, run or merged folder holds (tasks, I/O, precision, checksums).",
+    ),
     "compare": (
         "mtlora_deploy.cli.compare",
         "compare",
@@ -79,25 +83,41 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mtlora")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also show the libraries' own warnings, log records and progress lines (held back by default).",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """mtlora: multi-task LoRA models from training to TensorRT.
 
-    Example: mtlora info --preset mtlora-r64 --tasks semseg,human_parts,sal,normals
+    Example: mtlora --verbose info --preset mtlora-r64 --tasks semseg,human_parts,sal,normals
     """
-    ctx.ensure_object(dict)["debug"] = debug
+    from mtlora_deploy.cli.output import output_policy
+
+    ctx.ensure_object(dict).update(debug=debug, verbose=verbose)
+    ctx.with_resource(output_policy(verbose))
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError that no writer turned into a toolkit error, as one line naming the path(s)."""
+    from mtlora_deploy.utils.atomic import describe_os_error
+
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths}: {describe_os_error(exc)}" if paths else f"{describe_os_error(exc)} (--debug shows where)"
 
 
 def main() -> None:
-    """Run the CLI; user errors become one red line and exit code 1 (the traceback with ``--debug``)."""
+    """Run the CLI; user errors and OS errors (a full disk, no permission) become one red line and exit code 1
+    (the traceback with ``--debug``)."""
     settings: dict[str, bool] = {}  # the group's callback records the parsed --debug here
-    warnings.simplefilter("default")
     try:
         cli.main(standalone_mode=False, obj=settings)
-    except MTLoRAError as exc:
+    except (MTLoRAError, OSError) as exc:
         if settings.get("debug"):
             raise
-        click.secho(f"Error: {exc}", fg="red", err=True)
+        click.secho(f"Error: {exc if isinstance(exc, MTLoRAError) else os_error_line(exc)}", fg="red", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -16,7 +16,13 @@ import click
 )
 @click.option("--height", default=160, show_default=True, type=click.IntRange(min=32), help="Image height in pixels.")
 @click.option("--width", default=192, show_default=True, type=click.IntRange(min=32), help="Image width in pixels.")
-@click.option("--val-fraction", default=0.25, show_default=True, type=float, help="Share of images in val.txt.")
+@click.option(
+    "--val-fraction",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Share of images in val.txt, in [0, 1).",
+)
 def make_dataset(kind, directory, images, seed, height, width, val_fraction) -> None:
     """Write a learnable synthetic dataset in exactly the PASCAL-MT layout and file formats.
 
@@ -24,8 +30,10 @@ def make_dataset(kind, directory, images, seed, height, width, val_fraction) -> 
     """
     from rich.console import Console
 
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.trainer.data import make_synthetic_dataset
 
+    check_output_dir(directory, "DIRECTORY")
     root = make_synthetic_dataset(
         directory, num_images=images, seed=seed, image_size=(height, width), val_fraction=val_fraction
     )

@@ -24,10 +24,12 @@ def merge(source, output) -> None:
     """
     from rich.console import Console
 
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.deploy.merge import merge_checkpoint
     from mtlora_deploy.deploy.tables import merge_table
     from mtlora_deploy.utils.noise import quiet_known_noise
 
+    check_output_dir(output)
     console = Console()
     with quiet_known_noise(), console.status(f"merging {source}"):
         report = merge_checkpoint(source, output)

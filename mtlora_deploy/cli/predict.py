@@ -24,7 +24,7 @@ def predict(images, model_path, output, backend, device, server, served_model) -
     the image's own size. IMAGES are files or folders (their image files). With --server the maps come from a Triton
     server (mtlora serve) and the pictures are the same as local ones.
 
-    Example: mtlora predict runs/demo/train/data/JPEGImages --model runs/demo/onnx/model.fp32.onnx -o runs/demo/predictions
+    Example: mtlora predict runs/demo/train/data/JPEGImages/synth_000000.jpg --model runs/demo/train -o runs/demo/predictions
     """
     from rich.console import Console
 

@@ -20,11 +20,13 @@ def prepare_data(archive, output) -> None:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from mtlora_deploy.cli.checks import check_writable_parent
     from mtlora_deploy.trainer.data.prepare import prepare_pascal_mt
 
+    check_writable_parent(output, "-o/--output")
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:

@@ -31,7 +31,13 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
     "--stop-after", type=click.IntRange(min=1), default=None, help="Stop (and checkpoint) at this step; resume later."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-process batch size (reference: 32).")
-@click.option("--lr", "base_lr", type=float, default=None, help="Nominal base LR for batch 512 (reference: 5e-4).")
+@click.option(
+    "--lr",
+    "base_lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Nominal base LR for batch 512, > 0 (reference: 5e-4).",
+)
 @click.option(
     "--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Data loader workers per process."
 )
@@ -68,16 +74,18 @@ def train(
 
     Example: mtlora train --preset mtlora-r16 --data synthetic --set backbone=swin_test_tiny --set image_size=64 --epochs 2 -o runs/try
     """
+    from mtlora_deploy.cli.checks import check_output_dir
     from mtlora_deploy.trainer.api import resume_run, start_run
 
+    if run_dir is not None:
+        check_output_dir(run_dir, "--run-dir/-o")
     if resume_dir is not None:
         resume_run(Path(resume_dir), stop_after=stop_after, max_steps=max_steps, device=device)
         return
     model_overrides = parse_set(set_items)
     if tasks is not None:
         model_overrides["tasks"] = parse_tasks(tasks)
-    train_overrides = {
-        **parse_set(train_items),
+    flags = {
         "data": data,
         "epochs": epochs,
         "max_steps": max_steps,
@@ -88,4 +96,19 @@ def train(
         "amp": amp,
         "seed": seed,
     }
-    start_run(preset, config_path, model_overrides, train_overrides, run_dir, stop_after=stop_after)
+    start_run(preset, config_path, model_overrides, train_overrides(flags, train_items), run_dir, stop_after=stop_after)
+
+
+FLAG_OF = {"base_lr": "--lr", "num_workers": "--workers"}
+
+
+def train_overrides(flags: dict, train_items: tuple[str, ...]) -> dict:
+    """The train config fields given on the command line: ``--train-set KEY=VALUE`` and the flags, a field given
+    both ways being an error (neither may be dropped silently)."""
+    from mtlora_deploy.errors import ConfigError
+
+    items, given = parse_set(train_items), {k: v for k, v in flags.items() if v is not None}
+    for key in sorted(set(items) & set(given)):
+        flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))
+        raise ConfigError(f"--train-set {key}={items[key]} and {flag} {given[key]} both set {key}; keep one")
+    return {**items, **given}

@@ -27,8 +27,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if r["delta_m"] is not None and r["trainable_params"] > 0]
-    points = [(float(r["trainable_params"]), float(r["delta_m"])) for r in shown]
+    shown = [r for r in rows if r["delta_m_vs_single_task"] is not None and r["trainable_params"] > 0]
+    points = [(float(r["trainable_params"]), float(r["delta_m_vs_single_task"])) for r in shown]
     fig, ax = plt.subplots(figsize=(8, 5))
     for row, (x, y) in zip(shown, points, strict=True):
         marker = "s" if row["kind"] == "single-task" else "o"

@@ -99,7 +99,7 @@ def write_result(result: dict[str, Any], output_dir: Path) -> dict[str, Path]:
 def print_result(result: dict[str, Any], console: Console) -> None:
     """The table in the terminal, then the notes."""
     tasks = result["tasks"]
-    table = Table(title=f"mtlora compare ({result['latency_label']})")
+    table = Table(title=f"mtlora compare ({result['latency_label']})", caption="Δm: vs the single-task rows above")
     for index, column in enumerate(table_header(tasks, result["latency_label"])):
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in result["rows"]:

@@ -38,7 +38,7 @@ def single_task_row(singles: Sequence[dict[str, Any]], baselines: Mapping[str, f
         "kind": "single-task",
         "preset": "single-task",
         "primary": primary,
-        "delta_m": delta_m(primary, baselines),
+        "delta_m_vs_single_task": delta_m(primary, baselines),
         **{key: sum(r[key] for r in singles) for key in ("trainable_params", "total_params", "deployed_params")},
         "latency_median_ms": sum(r["latency_ms"]["median"] for r in singles),
         "run_dirs": [r["run_dir"] for r in singles],
@@ -51,7 +51,7 @@ def method_row(record: dict[str, Any], baselines: Mapping[str, float]) -> dict[s
     return {
         **{k: record[k] for k in keys},
         "kind": "multi-task",
-        "delta_m": delta_m(record["primary"], baselines),
+        "delta_m_vs_single_task": delta_m(record["primary"], baselines),
         "latency_median_ms": record["latency_ms"]["median"],
         "run_dirs": [record["run_dir"]],
     }
@@ -80,7 +80,7 @@ def table_cells(row: dict[str, Any], tasks: Sequence[str]) -> list[str]:
     return [
         row["name"],
         *(_number(row["primary"].get(t), ".2f") for t in tasks),
-        _number(row["delta_m"], "+.2f"),
+        _number(row["delta_m_vs_single_task"], "+.2f"),
         f"{row['trainable_params'] / 1e6:.3f}",
         f"{row['deployed_params'] / 1e6:.3f}",
         _number(row["latency_median_ms"], ".2f"),
@@ -89,4 +89,11 @@ def table_cells(row: dict[str, Any], tasks: Sequence[str]) -> list[str]:
 
 def table_header(tasks: Sequence[str], latency_label: str) -> list[str]:
     """Method, one column per task, delta-m, trainable and deployed parameters (M), deployed latency."""
-    return ["method", *map(metric_header, tasks), "Δm (%) ↑", "trainable (M)", "deployed (M)", latency_label]
+    return [
+        "method",
+        *map(metric_header, tasks),
+        "Δm (%) ↑",
+        "trainable (M)",
+        "deployed (M)",
+        latency_label,
+    ]

@@ -27,7 +27,7 @@ from mtlora_deploy.deploy.merge_mtl import (
     is_task_conditioned,
     merge_per_task,
 )
-from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.errors import OutputError, WeightsError
 from mtlora_deploy.model.adapters import MTLoRALinear
 from mtlora_deploy.model.checkpoint import load_checkpoint, register_builder, save_checkpoint
 from mtlora_deploy.model.config import ModelConfig
@@ -128,7 +128,14 @@ def _save_into_folder(model: MultiTaskModel, folder: Path, metadata: dict[str, A
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the renamed folder
     try:
-        save_checkpoint(model, staging / "model", kind=MERGED_KIND, metadata=metadata)
+        try:
+            save_checkpoint(model, staging / "model", kind=MERGED_KIND, metadata=metadata)
+        except OutputError as exc:  # name the folder asked for, not the staging folder
+            raise OutputError(
+                f"cannot write the merged model into {folder}: {exc.reason}; nothing was written there",
+                folder,
+                exc.reason,
+            ) from exc
         if not folder.exists():
             os.replace(staging, folder)
             return

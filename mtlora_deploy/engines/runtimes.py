@@ -27,6 +27,7 @@ import torch
 
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
 from mtlora_deploy.utils.artifacts import PRECISIONS
+from mtlora_deploy.utils.verbosity import quiet_libraries
 
 TENSORRT, TENSORRT_RTX = "tensorrt", "tensorrt-rtx"
 RUNTIMES = (TENSORRT, TENSORRT_RTX)
@@ -295,9 +296,10 @@ def check_precision_gpu(precision: str, capability: str | None, gpu_name: str | 
 # -- logging: TensorRT keeps the first logger it is given for the whole process ------------------------------------
 @dataclass
 class LogSink:
-    """Where the shared logger's messages go for a while: warnings are printed (everything with ``verbose``),
-    errors are kept for the one-line exception, and so is the layer list a DETAILED build logs (each layer's type,
-    input types and tactic; readable without a GPU, so an ahead-of-time TensorRT-RTX plan can be inspected)."""
+    """Where the shared logger's messages go for a while: warnings are printed unless the CLI is quiet (everything
+    with ``verbose``), errors are kept for the one-line exception, and so is the layer list a DETAILED build logs
+    (each layer's type, input types and tactic; readable without a GPU, so an ahead-of-time TensorRT-RTX plan can
+    be inspected)."""
 
     title: str = "TensorRT"
     verbose: bool = False
@@ -311,7 +313,7 @@ class LogSink:
             self.errors.append(" ".join(msg.split()))
             if self.verbose:
                 print(f"[{self.title}] ERROR: {msg}", file=sys.stderr)
-        elif level <= (4 if self.verbose else 2):
+        elif level <= (4 if self.verbose else 1 if quiet_libraries() else 2):  # errors only: the CLI's quiet default
             print(f"[{self.title}] {severity}: {msg}", file=sys.stderr)
 
 

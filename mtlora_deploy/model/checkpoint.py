@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mtlora_deploy.errors import WeightsError
+from mtlora_deploy.errors import WeightsError, warn
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.state_io import CORRUPT_HINT, load_state_strict, read_tensors
 from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
+from mtlora_deploy.utils.checkpoint_manifest import verified_checkpoint
 
 FORMAT = "mtlora-deploy-checkpoint"
 # kind -> builder(config) producing an empty module of the right structure. Each kind registers itself where it is
@@ -102,8 +103,12 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model a checkpoint describes, load its tensors, return it in eval mode."""
-    stem = resolve_checkpoint(path)
+    """Rebuild the model a checkpoint describes, load its tensors, return it in eval mode.
+
+    Files of a committed checkpoint set are verified against its sha256 manifest first (an older set is used,
+    with a warning, when the newest one is damaged).
+    """
+    stem = verified_checkpoint(resolve_checkpoint(path), warn)
     info = read_checkpoint_info(stem)
     config = ModelConfig.from_dict({**info["model_config"], "pretrained": None}, source=f"{stem}.json")
     kind = info.get("kind", "multitask")

@@ -130,6 +130,8 @@ def plot_gflops_per_variant(measurements: Sequence[dict[str, Any]], path: str | 
 
 def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pair each ``mtlora evaluate`` result with the profile measurement of the same artefact (smallest batch)."""
+    from mtlora_deploy.trainer.delta import read_delta
+
     points = []
     for record in metrics:
         artefact = Path(str(record.get("artefact", ""))).resolve()
@@ -138,7 +140,8 @@ def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[di
             for m in measurements
             if m["role"] in ("file", "single_pass", "merged") and Path(str(m["source"])).resolve() == artefact
         ]
-        if not matches or record.get("delta_m") is None:
+        delta, baseline = read_delta(record)
+        if not matches or delta is None:
             continue
         best = min(matches, key=lambda m: (m["batch"], m["median_ms"]))
         points.append(
@@ -148,7 +151,8 @@ def accuracy_points(metrics: Sequence[dict[str, Any]], measurements: Sequence[di
                 "precision": best["precision"],
                 "batch": best["batch"],
                 "latency_ms": best["median_ms"],
-                "delta_m": record["delta_m"],
+                "delta_m": delta,
+                "delta_m_vs": baseline.label,
             }
         )
     return points
@@ -168,9 +172,10 @@ def plot_accuracy_vs_latency(points: Sequence[dict[str, Any]], path: str | Path)
             fontsize=8,
         )
     batches = sorted({p["batch"] for p in points})
+    against = sorted({p.get("delta_m_vs", "baseline not recorded") for p in points})
     ax.set(
         xlabel=f"latency (ms, median, batch {','.join(map(str, batches))})",
-        ylabel="delta-m (%)",
+        ylabel="delta-m (%)\nvs " + "; ".join(against),
         title="Accuracy vs latency per precision",
     )
     ax.grid(True, alpha=0.3)

@@ -17,7 +17,7 @@ from PIL import Image
 from mtlora_deploy.deploy.postprocess import CLASS_TASKS, NORMAL_TASKS, SIGMOID_TASKS
 from mtlora_deploy.errors import ConfigError, DataError
 from mtlora_deploy.report.predict_inputs import check_images, collect_images, output_names
-from mtlora_deploy.report.visualize import side_by_side, visualize_output
+from mtlora_deploy.report.visualize import task_panel, visualize_output
 from mtlora_deploy.utils import imaging
 from mtlora_deploy.utils.atomic import atomic_path
 from mtlora_deploy.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -74,7 +74,7 @@ def write_pictures(rgb: np.ndarray, maps: dict[str, np.ndarray], output: Path, n
     for task, view in views.items():
         save_png(view, output / f"{name}_{task}.png")
     panel = output / f"{name}_panel.png"
-    save_png(side_by_side([rgb, *views.values()]), panel)
+    save_png(task_panel(rgb, views), panel)
     return panel
 
 

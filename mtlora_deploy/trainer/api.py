@@ -10,7 +10,7 @@ import yaml
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.trainer.checkpoint_set import has_checkpoint
-from mtlora_deploy.trainer.config import TrainConfig, load_run_configs
+from mtlora_deploy.trainer.config import TrainConfig, load_run_configs, run_origin
 from mtlora_deploy.trainer.loop import Trainer
 
 
@@ -30,7 +30,8 @@ def start_run(
         raise ConfigError(
             f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder"
         )
-    return Trainer(model_config, train_config, run_dir, stop_after=stop_after).fit()
+    origin = run_origin(preset, config_path, model_overrides)
+    return Trainer(model_config, train_config, run_dir, stop_after=stop_after, origin=origin).fit()
 
 
 def _refuse_run_dir_in_dataset(run_dir: Path, data: str) -> None:
@@ -56,4 +57,7 @@ def resume_run(
     if device is not None:
         train_data["device"] = device
     train_config = TrainConfig.from_dict(train_data, source=str(config_file))
-    return Trainer(model_config, train_config, run_dir, resume=True, stop_after=stop_after).fit()
+    trainer = Trainer(
+        model_config, train_config, run_dir, resume=True, stop_after=stop_after, origin=saved.get("origin")
+    )
+    return trainer.fit()

@@ -16,7 +16,6 @@ the previous generation, not copies. SIGINT is deferred while a commit runs, so 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -27,18 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtlora_deploy.errors import MTLoRAError
+from mtlora_deploy.errors import OutputError
+from mtlora_deploy.utils.atomic import describe_os_error
+from mtlora_deploy.utils.checkpoint_manifest import FORMAT, LINK, MANIFEST, STORE, read_manifest, verify_files
 from mtlora_deploy.utils.faults import fault_point
 from mtlora_deploy.utils.hashing import file_sha256
 
-LINK = "checkpoints"
-STORE = ".checkpoints"
-MANIFEST = "MANIFEST.json"
-FORMAT = "mtlora-deploy-checkpoint-set"
 KEEP = 2  # generations kept: the current one and one fallback
 
 
-class CheckpointWriteError(MTLoRAError):
+class CheckpointWriteError(OutputError):
     """A checkpoint could not be written (disk full, no permission); the previous one stays current."""
 
 
@@ -96,20 +93,12 @@ def deferred_sigint() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _read_manifest(path: Path) -> dict | None:
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
-
-
 def list_generations(run_dir: Path) -> list[Generation]:
     """Every generation folder that has a manifest, newest first (not yet verified)."""
     out = []
     store = store_dir(run_dir)
     for entry in store.iterdir() if store.is_dir() else []:
-        manifest = _read_manifest(entry) if entry.name.isdigit() else None
+        manifest = read_manifest(entry) if entry.name.isdigit() else None
         if manifest is not None:
             out.append(Generation(entry, int(entry.name), int(manifest["step"]), dict(manifest["files"])))
     return sorted(out, key=lambda g: g.number, reverse=True)
@@ -117,15 +106,7 @@ def list_generations(run_dir: Path) -> list[Generation]:
 
 def verify(generation: Generation, hashes: bool = True) -> str | None:
     """None if every file of the set is there with its size and (``hashes``) sha256; else what is wrong."""
-    for name, entry in generation.files.items():
-        path = generation.file(name)
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != entry["bytes"]:
-            return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
-        if hashes and file_sha256(path) != entry["sha256"]:
-            return f"{name} is corrupt (sha256 differs from {MANIFEST})"
-    return None
+    return verify_files(generation.path, generation.files, hashes=hashes)
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -205,17 +186,10 @@ def _manifest_bytes(number: int, step: int, entries: dict[str, dict]) -> bytes:
 
 
 def _write_error(run_dir: Path, step: int, exc: OSError, current: Generation | None) -> str:
-    reason = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.EROFS: "the filesystem is read-only",
-    }.get(exc.errno, exc.strerror or str(exc))
     kept = f"the previous checkpoint (step {current.step}) is still current" if current else "no checkpoint was kept"
     return (
-        f"cannot write the step-{step} checkpoint into {store_dir(run_dir)}: {reason} "
-        f"[{errno.errorcode.get(exc.errno, exc.errno)}]; {kept}; fix it and continue with --resume {run_dir}"
+        f"cannot write the step-{step} checkpoint into {store_dir(run_dir)}: {describe_os_error(exc)}; {kept}; "
+        f"fix it and continue with --resume {run_dir}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ class TrainConfig(DictRoundTrip):
     warmup_epochs: float = field(default=20, metadata={"help": "linear warm-up length in epochs"})
     warmup_steps: int | None = field(default=None, metadata={"help": "warm-up length in steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"help": "per-process batch size"})
-    num_workers: int = field(default=4, metadata={"help": "data loader workers per process"})
+    num_workers: int | None = field(
+        default=None, metadata={"help": "data loader workers per process (None: 4, at most the usable CPU cores)"}
+    )
     base_lr: float = field(default=5e-4, metadata={"help": "nominal peak LR for a global batch of 512"})
     warmup_lr: float = field(default=5e-7, metadata={"help": "nominal warm-up start LR (batch 512)"})
     min_lr: float = field(default=5e-6, metadata={"help": "nominal cosine floor (batch 512)"})
@@ -44,7 +47,14 @@ class TrainConfig(DictRoundTrip):
     log_every: int = field(default=10, metadata={"help": "log metrics every N steps"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     loss_weights: dict[str, float] = field(default_factory=dict, metadata={"help": "per-task loss weight overrides"})
-    baselines: dict[str, float] = field(default_factory=dict, metadata={"help": "single-task metrics for delta-m"})
+    baselines: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "per-task metrics delta-m is measured against (empty: the single-task Swin-T reference)"},
+    )
+    baseline_name: str = field(
+        default="given",
+        metadata={"help": "what baselines are (untrained, given, ...): logs name delta-m delta_m_vs_NAME"},
+    )
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -53,10 +63,30 @@ class TrainConfig(DictRoundTrip):
                 raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps: got {self.max_steps}, expected >= 1")
+        self._check_numbers()
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"amp: got {self.amp!r}, expected auto, bf16, fp16 or off")
         if self.lr_scaling not in ("linear", "none"):
             raise ConfigError(f"lr_scaling: got {self.lr_scaling!r}, expected linear or none")
+
+    def _check_numbers(self) -> None:
+        """Every number in its range before anything is built (``--lr -1`` must not reach the optimizer)."""
+        positive = ("base_lr", "eps")
+        at_least_zero = ("warmup_lr", "min_lr", "weight_decay", "warmup_epochs", "warmup_steps", "num_workers")
+        for name in positive:
+            if not 0 < float(getattr(self, name)) < math.inf:
+                raise ConfigError(f"{name}: got {getattr(self, name)}, expected a finite number > 0")
+        for name in at_least_zero:
+            value = getattr(self, name)
+            if value is not None and not 0 <= float(value) < math.inf:
+                raise ConfigError(f"{name}: got {value}, expected a finite number >= 0")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ConfigError(f"clip_grad: got {self.clip_grad}, expected a number > 0 or null (no clipping)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: got {list(self.betas)}, expected two numbers in [0, 1)")
+        for task, weight in self.loss_weights.items():
+            if not float(weight) >= 0:
+                raise ConfigError(f"loss_weights.{task}: got {weight}, expected a number >= 0")
 
     def scaled_lrs(self, world_size: int) -> dict[str, float]:
         """Peak, warm-up and floor LRs after scaling by batch * world_size / 512 (docs/training.md, "Recipe")."""
@@ -97,17 +127,33 @@ def _check_sections(sections: dict[str, Any], yaml_path: str) -> None:
     import difflib
 
     for key in sections:
-        if key not in ("model", "train", "resolved"):
+        if key not in ("origin", "model", "train", "resolved"):
             close = difflib.get_close_matches(str(key), ["model", "train"], n=1)
             hint = f"did you mean {close[0]!r}?" if close else "expected model: and train:"
             raise ConfigError(f"config file {yaml_path}: unknown section {key!r}; {hint}")
 
 
-def save_run_config(path: Path, model: ModelConfig, train: TrainConfig, resolved: dict[str, Any]) -> None:
-    """The resolved config of a run: model, train and the numbers derived from them (scaled LRs, steps)."""
+def run_origin(preset: str | None, config_path: str | None, model_overrides: dict[str, Any]) -> dict[str, Any]:
+    """How a run's model config was asked for: the preset, the YAML file and the fields given on top of them."""
+    import json
+
+    overrides = {k: v for k, v in model_overrides.items() if v is not None}
+    return {
+        "preset": preset,
+        "config": None if config_path is None else str(config_path),
+        "model_overrides": json.loads(json.dumps(overrides, default=list)),  # tuples as YAML lists
+    }
+
+
+def save_run_config(
+    path: Path, model: ModelConfig, train: TrainConfig, resolved: dict[str, Any], origin: dict[str, Any] | None = None
+) -> None:
+    """The resolved config of a run: how it was asked for (``origin``: preset and overrides), model, train and the
+    numbers derived from them (scaled LRs, steps)."""
     import yaml  # here, not at the top: a training step runs without pyyaml (only run folders need it)
 
     from mtlora_deploy.utils.atomic import write_bytes_atomic
 
-    text = yaml.safe_dump({"model": model.to_dict(), "train": train.to_dict(), "resolved": resolved}, sort_keys=False)
+    sections = {"model": model.to_dict(), "train": train.to_dict(), "resolved": resolved}
+    text = yaml.safe_dump({**({"origin": origin} if origin else {}), **sections}, sort_keys=False)
     write_bytes_atomic(path, text.encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,28 @@ from mtlora_deploy.trainer.data.worker_errors import GuardedDataset, GuardedLoad
 from mtlora_deploy.trainer.distributed import DistContext, barrier
 
 SYNTHETIC_SIZE = (160, 192)
+DEFAULT_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None) -> int:
+    """DataLoader worker processes: None means the default, never more than the usable cores; an explicit count
+    above them is kept, said once in one line (torch's own warning about it is held back by the CLI)."""
+    cores = usable_cores()
+    if workers is None:
+        return min(DEFAULT_WORKERS, cores)
+    if workers > cores:
+        from mtlora_deploy.errors import warn
+
+        warn(f"--workers {workers} is more than the {cores} CPU cores this process may use; loading may be slower")
+    return workers
 
 
 def resolve_data_root(train: TrainConfig, run_dir: Path, context: DistContext) -> Path:
@@ -62,9 +85,11 @@ def train_sampler(dataset, train: TrainConfig, context: DistContext) -> Distribu
 
 
 def make_loader(
-    dataset, sampler: Sampler | None, batch_size: int, workers: int, drop_last: bool, device, seed: int = 0
+    dataset, sampler: Sampler | None, batch_size: int, workers: int | None, drop_last: bool, device, seed: int = 0
 ) -> DataLoader:
     """A DataLoader with pinned memory on CUDA; its own generator keeps the global RNG untouched (exact resume).
+
+    ``workers`` None: the default count, at most the usable cores (:func:`resolve_workers`).
 
     A DataError in a worker is raised in this process as the same one-line error as with ``workers=0``.
     """
@@ -73,7 +98,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
-        num_workers=workers,
+        num_workers=resolve_workers(workers),
         drop_last=drop_last,
         pin_memory=torch.device(device).type == "cuda",
         generator=torch.Generator().manual_seed(seed),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.trainer.metrics import lower_is_better_tasks
@@ -72,3 +74,73 @@ def multi_task_delta(
         _relative_gain(task, float(value), float(baselines[task]), lower_is_better) for task, value in metrics.items()
     ]
     return sum(gains) / len(gains)
+
+
+# name -> what a delta-m against it means, in the words every output uses (console, JSON, plots).
+BASELINE_LABELS: Mapping[str, str] = {
+    "single_task_reference": "the single-task Swin-T reference (MTLoRA paper, PASCAL-Context val)",
+    "given": "the given single-task metrics",
+    "untrained": "the untrained model (same architecture and seed)",
+    "pytorch_fp32": "the same trained model in PyTorch fp32",
+    "single_task": "single-task models trained with the same recipe",
+}
+
+
+@dataclass(frozen=True)
+class DeltaBaseline:
+    """What one delta-m is measured against: every delta-m the toolkit writes carries its baseline's name.
+
+    In JSON the number is ``delta_m_vs_<name>`` (e.g. ``delta_m_vs_single_task_reference``) next to
+    ``delta_m_baseline`` (this object); consoles and plots say "delta-m vs <label>".
+    """
+
+    name: str
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ConfigError(f"delta-m baseline name: got {self.name!r}, expected a word such as 'untrained'")
+
+    @property
+    def key(self) -> str:
+        """The JSON key of a delta-m against this baseline."""
+        return f"delta_m_vs_{self.name}"
+
+    @property
+    def short(self) -> str:
+        """A few words for log lines and table headers: ``untrained``, ``single-task reference``, ``PyTorch fp32``."""
+        return self.name.replace("single_task", "single-task").replace("pytorch", "PyTorch").replace("_", " ")
+
+    @property
+    def label(self) -> str:
+        """Words for people: ``the untrained model (same architecture and seed)``."""
+        return BASELINE_LABELS.get(self.name, self.name.replace("_", " "))
+
+    def to_dict(self, tasks: Collection[str] | None = None) -> dict[str, Any]:
+        values = {t: float(v) for t, v in self.values.items() if tasks is None or t in tasks}
+        return {"name": self.name, "label": self.label, "values": values}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeltaBaseline:
+        return cls(str(data["name"]), {t: float(v) for t, v in dict(data.get("values") or {}).items()})
+
+
+SINGLE_TASK_REFERENCE = DeltaBaseline("single_task_reference", REFERENCE_SINGLE_TASK)
+
+
+def as_baseline(baselines: Mapping[str, float] | DeltaBaseline | None, name: str = "given") -> DeltaBaseline:
+    """A :class:`DeltaBaseline` from one, from plain ``{task: value}`` (named ``name``), or the reference (None)."""
+    if isinstance(baselines, DeltaBaseline):
+        return baselines
+    return SINGLE_TASK_REFERENCE if baselines is None else DeltaBaseline(name, dict(baselines))
+
+
+def read_delta(result: Mapping[str, Any]) -> tuple[float | None, DeltaBaseline | None]:
+    """The delta-m of a result written by ``evaluate`` and its baseline; an older file's unlabelled ``delta_m``
+    comes back with a baseline named ``not_recorded``."""
+    if "delta_m_baseline" in result:
+        baseline = DeltaBaseline.from_dict(result["delta_m_baseline"])
+        return result.get(baseline.key), baseline
+    if "delta_m" in result:
+        return result["delta_m"], DeltaBaseline("not_recorded", dict(result.get("baselines") or {}))
+    return None, None

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mtlora_deploy.trainer.delta import REFERENCE_SINGLE_TASK, multi_task_delta
+from mtlora_deploy.trainer.delta import DeltaBaseline, as_baseline, multi_task_delta
 from mtlora_deploy.trainer.distributed import DistContext, all_reduce_sum
 from mtlora_deploy.trainer.metrics import build_metrics, lower_is_better_tasks, primary_values
 
@@ -23,6 +23,16 @@ def delta_for(primary: Mapping[str, float], baselines: Mapping[str, float]) -> f
     return multi_task_delta(usable, baselines, lower_is_better_tasks(list(usable)))
 
 
+def attach_delta(result: dict[str, Any], baseline: DeltaBaseline) -> dict[str, Any]:
+    """Set the result's one delta-m: ``delta_m_vs_<name>`` and ``delta_m_baseline`` (any earlier delta-m of the
+    result is dropped, so a result never carries two unlabelled numbers)."""
+    for key in [k for k in result if k.startswith("delta_m")] + ["baselines"]:
+        result.pop(key, None)
+    result[baseline.key] = delta_for(result["primary"], baseline.values)
+    result["delta_m_baseline"] = baseline.to_dict(result["primary"])
+    return result
+
+
 @torch.no_grad()
 def evaluate_predictor(
     predict: Predictor,
@@ -30,17 +40,19 @@ def evaluate_predictor(
     tasks: tuple[str, ...],
     device: torch.device | str = "cpu",
     num_classes: Mapping[str, int] | None = None,
-    baselines: Mapping[str, float] | None = None,
+    baselines: Mapping[str, float] | DeltaBaseline | None = None,
     context: DistContext | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``predict`` over ``batches`` and return metrics per task, primary metrics and delta-m.
+    """Run ``predict`` over ``batches`` and return metrics per task, primary metrics and delta-m
+    (``delta_m_vs_<baseline>``, with ``delta_m_baseline`` saying what it is measured against).
 
     Args:
         predict: images (B, 3, H, W) on ``device`` -> ``{task: logits at H x W}`` (torch, ORT or TensorRT).
         batches: loader yielding the dataset's batch dicts.
         tasks: the tasks to score (each must be in every output and batch).
-        baselines: single-task metrics for delta-m (the reference Swin-T numbers by default).
+        baselines: what delta-m is measured against: a :class:`DeltaBaseline`, plain ``{task: value}`` single-task
+            metrics (named ``given``), or None for the reference Swin-T numbers (``single_task_reference``).
         context: when distributed, metric states are summed across ranks before computing.
         on_batch: called with the batch size after each batch (progress bars).
     """
@@ -59,12 +71,5 @@ def evaluate_predictor(
             meter.load_state_tensors(all_reduce_sum(meter.state_tensors(), context))
         count = int(all_reduce_sum([torch.tensor([count])], context)[0].item())
     results = {task: meter.compute() for task, meter in meters.items()}
-    primary = primary_values(results)
-    baselines = dict(REFERENCE_SINGLE_TASK if baselines is None else baselines)
-    return {
-        "metrics": results,
-        "primary": primary,
-        "delta_m": delta_for(primary, baselines),
-        "baselines": {t: baselines[t] for t in tasks if t in baselines},
-        "num_images": count,
-    }
+    result = {"metrics": results, "primary": primary_values(results), "num_images": count}
+    return attach_delta(result, as_baseline(baselines))

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -27,8 +28,15 @@ class RunLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:  # the checkpoints stay as they were; the log line is what failed
+            from mtlora_deploy.errors import OutputError
+            from mtlora_deploy.utils.atomic import describe_os_error
+
+            reason = describe_os_error(exc)
+            raise OutputError(f"cannot append to {self.path}: {reason}", self.path, reason) from exc
         step = record.get("step", 0)
         for key, value in _flatten(record).items():
             if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
@@ -68,7 +76,8 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def training_progress(console: Console | None = None, disable: bool = False) -> Progress:
-    """A rich bar: steps, per-task losses, lr, images/s, elapsed and ETA."""
+    """A rich bar: steps, per-task losses, lr, images/s, elapsed and ETA (gone when training ends: the log lines
+    and the final table stay)."""
     return Progress(
         TextColumn("[bold]train"),
         BarColumn(bar_width=16),
@@ -77,21 +86,54 @@ def training_progress(console: Console | None = None, disable: bool = False) -> 
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=disable,
+        disable=disable or not (console or get_console()).is_terminal,  # a log file gets the log lines only
+        transient=True,
     )
 
 
+SHORT_TASK = {"semseg": "seg", "human_parts": "parts", "normals": "nrm"}
+
+
+def step_line(step: int, total: int, losses: dict[str, float], lr: float, images_per_s: float) -> str:
+    """One training log line: ``step 10/150  loss 2.345 (seg 1.203 parts 0.512 ...)  lr 3.1e-03  95 img/s``."""
+    tasks = " ".join(f"{SHORT_TASK.get(k, k)} {v:.3f}" for k, v in losses.items() if k != "loss")
+    return f"step {step}/{total}  loss {losses['loss']:.3f} ({tasks})  lr {lr:.1e}  {images_per_s:.0f} img/s"
+
+
+def delta_text(result: dict[str, Any]) -> str:
+    """``delta-m +2.54 % vs the untrained model (...)``, or empty when the result has no delta-m."""
+    from mtlora_deploy.trainer.delta import read_delta
+
+    delta, baseline = read_delta(result)
+    return "" if delta is None or baseline is None else f"delta-m {delta:+.2f} % vs {baseline.label}"
+
+
+def validation_line(result: dict[str, Any], step: int, best: bool) -> str:
+    """One validation log line: each task's primary metric and the delta-m, named with its baseline."""
+    from mtlora_deploy.trainer.delta import read_delta
+
+    tasks = " ".join(f"{SHORT_TASK.get(t, t)} {v:.2f}" for t, v in result["primary"].items())
+    delta, baseline = read_delta(result)
+    text = f"validation @ step {step}: {tasks}"
+    if delta is not None and baseline is not None:
+        text += f" | delta-m vs {baseline.short} {delta:+.2f} %"
+    return text + (" (best)" if best else "")
+
+
 def metrics_table(result: dict[str, Any], title: str) -> Table:
-    """Per-task metric table with the primary metric first and delta-m in the title."""
-    delta = result.get("delta_m")
-    suffix = f" | delta-m {delta:+.2f} %" if delta is not None else ""
-    table = Table(title=f"{title}{suffix}")
+    """Per-task metric table with the primary metric first, the delta-m baseline's value beside it and the delta-m,
+    named with its baseline, in the caption."""
+    from mtlora_deploy.trainer.delta import read_delta
+
+    _, baseline = read_delta(result)
+    table = Table(title=title, caption=delta_text(result) or None)
     table.add_column("task")
     table.add_column("primary", justify="right")
     table.add_column("baseline", justify="right")
     table.add_column("all metrics")
+    values = baseline.values if baseline else {}
     for task, metrics in result["metrics"].items():
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "/" not in k and isinstance(v, float))
-        baseline = result.get("baselines", {}).get(task)
+        baseline = values.get(task)
         table.add_row(task, f"{result['primary'][task]:.2f}", "-" if baseline is None else f"{baseline:.2f}", shown)
     return table

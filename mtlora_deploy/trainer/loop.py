@@ -18,9 +18,17 @@ from mtlora_deploy.model.params import count_parameters
 from mtlora_deploy.trainer import data_setup
 from mtlora_deploy.trainer.checkpoint_set import deferred_sigint
 from mtlora_deploy.trainer.config import TrainConfig, save_run_config
+from mtlora_deploy.trainer.delta import as_baseline, read_delta
 from mtlora_deploy.trainer.distributed import DistContext, broadcast_buffers, init_distributed
 from mtlora_deploy.trainer.evaluation import evaluate_predictor
-from mtlora_deploy.trainer.logging import RunLogger, metrics_table, training_progress, trim_log
+from mtlora_deploy.trainer.logging import (
+    RunLogger,
+    metrics_table,
+    step_line,
+    training_progress,
+    trim_log,
+    validation_line,
+)
 from mtlora_deploy.trainer.losses import MultiTaskLoss
 from mtlora_deploy.trainer.optim import build_optimizer, build_scheduler
 from mtlora_deploy.trainer.run_state import Progress, TrainingError, load_training_state, save_training_state
@@ -66,8 +74,9 @@ class Trainer:
         stop_after: int | None = None,
         console: Console | None = None,
         context: DistContext | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> None:
-        self.model_config, self.cfg = model_config, train_config
+        self.model_config, self.cfg, self.origin = model_config, train_config, origin
         self.run_dir = Path(run_dir)
         self.resume, self.stop_after = resume, stop_after
         self.context = context or init_distributed(train_config.device)
@@ -132,7 +141,7 @@ class Trainer:
             "device": str(self.context.device),
             "amp": str(setup.amp_dtype).replace("torch.", "") if setup.amp_dtype else "off",
         }
-        save_run_config(self.run_dir / "config.yaml", self.model_config, self.cfg, resolved)
+        save_run_config(self.run_dir / "config.yaml", self.model_config, self.cfg, resolved, self.origin)
         write_json_atomic(self.run_dir / "params.json", count_parameters(setup.model).to_dict())
 
     # ---- the loop ----------------------------------------------------------------------------------------------
@@ -185,12 +194,12 @@ class Trainer:
                 finished = progress.step >= end
                 broadcast_buffers(setup.model, self.context)
                 if (epoch_done and progress.epoch % self.cfg.eval_every == 0) or progress.step >= setup.total_steps:
-                    result = self._validate(setup, progress)
+                    result = self._validate(setup, progress, final=progress.step >= setup.total_steps)
                     fault_point("train.validate")
                 if epoch_done or finished:
                     self._save(setup, progress)
         if not result and progress.step >= setup.total_steps:
-            result = self._validate(setup, progress)
+            result = self._validate(setup, progress, final=True)
             if self._best_pending:
                 self._save(setup, progress)
         return result
@@ -262,10 +271,10 @@ class Trainer:
 
     def _log_step(self, setup, progress: Progress, losses: dict, images_per_s: float, bar, task_id) -> None:
         lr = setup.optimizer.param_groups[0]["lr"]
-        short = {"semseg": "seg", "human_parts": "parts", "normals": "nrm"}
-        status = " ".join(f"{short.get(k, k)} {v:.3f}" for k, v in losses.items())
-        status += f" lr {lr:.1e} {images_per_s:.0f}img/s"
-        bar.update(task_id, completed=progress.step, status=status)
+        line = step_line(progress.step, setup.total_steps, losses, lr, images_per_s)
+        bar.update(task_id, completed=progress.step, status=line.split("  ", 1)[1])
+        if progress.step % self.cfg.log_every == 0 and self.context.is_main:
+            self.console.print(line, highlight=False, soft_wrap=True)
         if progress.step % self.cfg.log_every == 0 or progress.step == 1:
             self.logger.log(
                 {
@@ -278,19 +287,23 @@ class Trainer:
             )
 
     # ---- validation and checkpoints ------------------------------------------------------------------------------
-    def _validate(self, setup: TrainSetup, progress: Progress) -> dict[str, Any]:
+    def _validate(self, setup: TrainSetup, progress: Progress, final: bool = False) -> dict[str, Any]:
+        """Score the model on the val split: one log line (the whole table for the ``final`` one); the best
+        delta-m so far marks the checkpoint ``best``."""
         result = evaluate_model(setup.model, setup.val_set, self.cfg, self.context)
-        delta = result["delta_m"]
+        delta, baseline = read_delta(result)
         is_best = delta is not None and (progress.best_delta is None or delta > progress.best_delta)
         with deferred_sigint():  # the counters and the log change together
             if is_best:
                 progress.best_delta, progress.best_step = delta, progress.step
-            record = {"step": progress.step, "epoch": progress.epoch, "val": result["primary"], "delta_m": delta}
+            record = {"step": progress.step, "epoch": progress.epoch, "val": result["primary"], baseline.key: delta}
             progress.history.append(record)
             self.logger.log({**record, "val_all": result["metrics"]})
             self._best_pending = is_best or progress.best_delta is None
-        if self.context.is_main:
-            self.console.print(metrics_table(result, f"validation @ step {progress.step}"))
+        if self.context.is_main and final:
+            self.console.print(metrics_table(result, f"validation @ step {progress.step} (final)"))
+        elif self.context.is_main:
+            self.console.print(validation_line(result, progress.step, is_best), highlight=False, soft_wrap=True)
         return result
 
     def _save(self, setup: TrainSetup, progress: Progress) -> None:
@@ -334,7 +347,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, context: DistCon
             model.config.tasks,
             context.device,
             num_classes=model.config.num_classes or None,
-            baselines=cfg.baselines or None,
+            baselines=as_baseline(cfg.baselines or None, cfg.baseline_name),
             context=context,
         )
     finally:

@@ -25,11 +25,23 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         extra: the optional-dependency group that provides it, for the message.
     """
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ImportError as exc:
         root = module.split(".")[0]
         hint = _INSTALL_HINTS.get(root) or (f"pip install 'mtlora-deploy[{extra}]'" if extra else f"pip install {root}")
         raise MissingDependencyError(f"'{module}' is not importable ({exc}); install it with: {hint}") from exc
+    if module.split(".")[0] == "onnxruntime":
+        _quiet_onnxruntime()
+    return imported
+
+
+def _quiet_onnxruntime() -> None:
+    """ONNX Runtime's C++ log writes its warnings straight to stderr ("[W:onnxruntime:...] Removing initializer
+    ..."), past Python's warnings and logging: under the CLI's quiet default only its errors get through."""
+    from mtlora_deploy.utils.verbosity import quiet_libraries
+
+    if quiet_libraries():
+        importlib.import_module("onnxruntime").set_default_logger_severity(3)
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:

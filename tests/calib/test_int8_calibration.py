@@ -371,7 +371,7 @@ def test_cli_export_int8_prints_fidelity_and_reuses_the_cache(calib_npz, tmp_pat
     assert "int8 ranges (max, 16 images" in first.output and "computed in" in first.output
     assert "held-out images" in first.output and "argmax agreement" in first.output
     assert "fp32 minus variant: sal maxF" in " ".join(first.output.split())
-    assert (tmp_path / "m.int8.fp32.ranges-max.json").is_file()
+    assert (tmp_path / "m.fp32.ranges-max.json").is_file() and (tmp_path / "m.fp32.onnx").is_file()  # -o is the int8
     second = CliRunner().invoke(cli, [*args, "--exclude", "Conv"], catch_exceptions=False)
     assert second.exit_code == 0 and ": reused, cache" in second.output, second.output
     assert "fidelity" in read_precision_metadata(tmp_path / "m.int8.onnx")

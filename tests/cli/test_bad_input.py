@@ -68,12 +68,7 @@ def _mtlora(args: list[str]) -> tuple[int, str, str]:
     code = 0
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("ignore")
-            original, cli_main.warnings.simplefilter = cli_main.warnings.simplefilter, lambda *a, **k: None
-            try:
-                cli_main.main()
-            finally:
-                cli_main.warnings.simplefilter = original
+            cli_main.main()  # the command's own output policy applies inside and is undone after it
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -270,21 +265,21 @@ CASES = [
         "evaluate-truncated-json",
         lambda w, t: ["evaluate", str(_broken_run(w, t, "best.json")), "--data", str(w["data"])],
         1,
-        "best.json is truncated or corrupt",
+        "best.json is truncated (100 of",
         [],
     ),
     (
         "info-truncated-safetensors",
         lambda w, t: ["info", "--checkpoint", str(_broken_run(w, t, "best.safetensors"))],
         1,
-        "best.safetensors is truncated or corrupt",
+        "best.safetensors is truncated (100 of",
         [],
     ),
     (
         "merge-truncated-safetensors",
         lambda w, t: ["merge", str(_broken_run(w, t, "best.safetensors")), "-o", str(t / "merged")],
         1,
-        "is truncated or corrupt",
+        "best.safetensors is truncated (100 of",
         ["merged"],
     ),
     ("profile-missing", lambda w, t: ["profile", str(t / "nope.onnx")], 1, "nope.onnx does not exist", []),
@@ -418,8 +413,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(world, tmp_path, case):
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and text in errors[0], err
-    if expected_code == 1:
-        assert err.strip() == errors[0], err  # exactly one line
+    if expected_code == 1:  # one line, beside the toolkit's one-line warnings of the work done before (random init)
+        assert all(line.startswith("warning: ") for line in err.strip().splitlines() if line != errors[0]), err
     for name in absent:
         assert not (tmp_path / name).exists(), name
     assert not list(tmp_path.rglob("*.tmp"))

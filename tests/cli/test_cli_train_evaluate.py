@@ -68,8 +68,10 @@ def test_evaluate_prints_table_and_writes_json(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data["metrics"]) == {"semseg", "sal", "normals"} and data["num_images"] == 4
-    assert data["baselines"] == {"semseg": 50.0, "sal": 50.0, "normals": 30.0}
-    assert isinstance(data["delta_m"], float) and "delta-m" in result.output
+    assert data["delta_m_baseline"]["values"] == {"semseg": 50.0, "sal": 50.0, "normals": 30.0}
+    assert data["delta_m_baseline"]["name"] == "given" and "delta_m" not in data
+    assert isinstance(data["delta_m_vs_given"], float) and "delta-m" in result.output
+    assert "vs the given single-task metrics" in " ".join(result.output.split())
 
 
 def test_predict_writes_pngs(run_dir, tmp_path):
@@ -80,7 +82,9 @@ def test_predict_writes_pngs(run_dir, tmp_path):
     for task in ("semseg", "sal", "normals"):
         png = Image.open(tmp_path / "pred" / f"{image.stem}_{task}.png")
         assert png.size == (width, height) and png.mode == "RGB"
-    assert Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size == (width * 4 + 3 * 4, height)
+    panel_width, panel_height = Image.open(tmp_path / "pred" / f"{image.stem}_panel.png").size
+    # input, semseg over the input, one picture per task (3), 4-pixel gaps; a title strip above, a legend below
+    assert panel_width == width * 5 + 4 * 4 and panel_height > height + 14
 
 
 def test_make_dataset_is_deterministic(tmp_path):

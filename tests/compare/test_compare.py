@@ -107,13 +107,13 @@ def test_json_keys_and_rows(compared):
             "name",
             "kind",
             "primary",
-            "delta_m",
+            "delta_m_vs_single_task",
             "trainable_params",
             "deployed_params",
             "latency_median_ms",
             "run_dirs",
         } <= set(row)
-        assert set(row["primary"]) == set(TASKS) and math.isfinite(row["delta_m"])
+        assert set(row["primary"]) == set(TASKS) and math.isfinite(row["delta_m_vs_single_task"])
     settings = data["settings"]
     assert (settings["steps"], settings["batch_size"], settings["lr"], settings["seed"]) == (2, 4, 0.2, 0)
     assert data["command"].startswith("mtlora compare --presets lora,mtl-lora,mtlora-mtl")
@@ -123,7 +123,7 @@ def test_json_keys_and_rows(compared):
 def test_single_task_row_is_zero_by_construction(compared):
     _, data, _ = compared
     single = data["rows"][0]
-    assert single["kind"] == "single-task" and single["delta_m"] == 0.0
+    assert single["kind"] == "single-task" and single["delta_m_vs_single_task"] == 0.0
     singles = [r for r in data["records"] if r["task"]]
     assert single["trainable_params"] == sum(r["trainable_params"] for r in singles)
     assert data["baselines"] == {r["task"]: r["primary"][r["task"]] for r in singles}
@@ -208,7 +208,7 @@ def test_delta_m_handles_lower_is_better_and_unusable_baselines():
         },
     ]
     rows, usable = build_rows(singles)
-    assert usable == {"normals": 20.0} and rows[0]["delta_m"] == 0.0  # a 0 baseline cannot divide
+    assert usable == {"normals": 20.0} and rows[0]["delta_m_vs_single_task"] == 0.0  # a 0 baseline cannot divide
 
 
 def test_pareto_front_keeps_the_non_dominated_points():

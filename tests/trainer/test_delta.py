@@ -95,3 +95,23 @@ def test_missing_baseline_names_the_task() -> None:
 def test_rejects_empty_metrics_and_zero_baseline(metrics: dict, baselines: dict) -> None:
     with pytest.raises(ConfigError):
         multi_task_delta(metrics, baselines, set())
+
+
+def test_every_delta_m_is_named_with_its_baseline():
+    from mtlora_deploy.trainer.delta import SINGLE_TASK_REFERENCE, DeltaBaseline, read_delta
+    from mtlora_deploy.trainer.evaluation import attach_delta
+
+    result = {"primary": {"semseg": 70.0, "normals": 17.0}}
+    attach_delta(result, SINGLE_TASK_REFERENCE)
+    expected = multi_task_delta({"semseg": 70.0, "normals": 17.0})
+    assert result["delta_m_vs_single_task_reference"] == pytest.approx(expected)
+    assert result["delta_m_baseline"]["values"] == {"semseg": 67.21, "normals": 17.97}
+    untrained = DeltaBaseline("untrained", {"semseg": 35.0, "normals": 34.0})
+    attach_delta(result, untrained)  # replaces the earlier one: one delta-m per result
+    assert [k for k in result if k.startswith("delta_m")] == ["delta_m_vs_untrained", "delta_m_baseline"]
+    assert result["delta_m_vs_untrained"] == pytest.approx((100.0 + 50.0) / 2)
+    value, baseline = read_delta(result)
+    assert value == result["delta_m_vs_untrained"] and baseline.label.startswith("the untrained model")
+    assert read_delta({"delta_m": 1.5})[1].name == "not_recorded"  # an evaluate file of an older version
+    with pytest.raises(ConfigError):
+        DeltaBaseline("not a name")

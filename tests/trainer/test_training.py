@@ -49,7 +49,7 @@ def test_run_folder_contents(tmp_path):
     assert list((run / "tb").iterdir())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train" in r and set(r["train"]) >= {"loss", "semseg", "sal"} for r in records)
-    assert any("val" in r and "delta_m" in r for r in records)
+    assert any("val" in r and "delta_m_vs_single_task_reference" in r for r in records)
     config = (run / "config.yaml").read_text()
     assert "lr_scale_factor: 0.0078125" in config  # 4 * 1 / 512, explicit in the resolved config
     params = json.loads((run / "params.json").read_text())

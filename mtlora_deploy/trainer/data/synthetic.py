@@ -25,9 +25,9 @@ import scipy.io
 from PIL import Image
 from scipy import ndimage
 
-from mtlora_deploy.errors import DataError
+from mtlora_deploy.errors import DataError, OutputError
 from mtlora_deploy.trainer.data.layout import PERSON_CLASS_IND, SOURCES, PascalLayout
-from mtlora_deploy.utils.atomic import write_json_atomic
+from mtlora_deploy.utils.atomic import describe_os_error, write_json_atomic
 
 SYNTHETIC_VERSION = 1
 MARKER = "synthetic.json"
@@ -356,9 +356,20 @@ def make_synthetic_dataset(
         "image_size": list(shape),
         "val_fraction": float(val_fraction),
     }
-    if _prepare_root(root, provenance):
-        return root
-    layout = PascalLayout(root)
+    created = not root.exists()
+    try:
+        if _prepare_root(root, provenance):
+            return root
+        _write_files(PascalLayout(root), num_images, seed, shape, val_fraction)
+        write_json_atomic(root / MARKER, {**provenance, "complete": True})
+    except (OSError, OutputError) as exc:  # a full disk: remove what this call wrote, say it in one line
+        _remove_partial(root, created)
+        reason = exc.reason if isinstance(exc, OutputError) else describe_os_error(exc)
+        raise OutputError(f"cannot write the synthetic dataset {root}: {reason}; nothing was left there") from exc
+    return root
+
+
+def _write_files(layout: PascalLayout, num_images: int, seed: int, shape: tuple[int, int], val_fraction: float):
     for folder in {layout.path(s, "x").parent for s in SOURCES if s != "semseg_context"}:
         folder.mkdir(parents=True, exist_ok=True)
     ids = synthetic_ids(num_images)
@@ -368,5 +379,12 @@ def make_synthetic_dataset(
     for split, split_list in zip(("train", "val"), split_ids(ids, seed, val_fraction), strict=True):
         layout.split_file(split).parent.mkdir(parents=True, exist_ok=True)
         layout.split_file(split).write_text("".join(f"{x}\n" for x in split_list))
-    write_json_atomic(root / MARKER, {**provenance, "complete": True})
-    return root
+
+
+def _remove_partial(root: Path, created: bool) -> None:
+    """Remove the folders and marker of an unfinished set (and ``root`` itself when this call created it)."""
+    for folder in {SOURCES[s][0].split("/")[0] for s in SOURCES} | {"ImageSets"}:
+        shutil.rmtree(root / folder, ignore_errors=True)
+    (root / MARKER).unlink(missing_ok=True)
+    if created:
+        shutil.rmtree(root, ignore_errors=True)
