@@ -33,7 +33,7 @@ def bench_serve(server, image, output, concurrency, duration, served_model) -> N
     at each client count, and the batch sizes Triton's dynamic batcher formed (from its statistics). Writes JSON and
     Markdown.
 
-    Example: mtlora bench-serve --server http://127.0.0.1:8000 --image photo.jpg -o runs/demo/bench_serve
+    Example: mtlora bench-serve --server http://127.0.0.1:8000 --image runs/demo/train/data/JPEGImages/synth_000000.jpg -o runs/demo/bench_serve
     """
     from rich.console import Console
 

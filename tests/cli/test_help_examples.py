@@ -4,16 +4,21 @@ The demo runs first, as its own example does (``mtlora demo --workdir runs/demo`
 command's example, word for word from its help, in that folder, in an order where an example may use what an
 earlier one wrote (import-checkpoint reads export-reference's file). prepare-data needs a PASCAL-MT archive the
 demo does not write: the test packs the demo's synthetic set (which has PASCAL-MT's layout) as ``PASCAL_MT.tgz``
-first. Slow: the demo alone takes about 2 minutes on a quiet machine, the examples about as long again.
+first. ``serve`` runs until stopped: it starts in the background, the ``bench-serve`` example measures it once it
+is ready, and SIGTERM must then stop it with exit code 0. Slow: the demo alone takes about 2 minutes on a quiet
+machine, the examples about as long again.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -24,6 +29,9 @@ from mtlora_deploy.cli.main import COMMANDS, cli
 # Examples that read what another example writes come after it (export-reference writes a model of the train
 # example's run, import-checkpoint reads it back); the rest keep the command table's order.
 ORDER = ("export-reference", "import-checkpoint")
+# The server's example runs in the background; the client's example needs it (both use the examples' port 8000).
+SERVER, CLIENT = "serve", "bench-serve"
+READY_URL = "http://127.0.0.1:8000/v2/health/ready"
 
 
 def help_example(name: str | None) -> list[str]:
@@ -37,11 +45,53 @@ def help_example(name: str | None) -> list[str]:
     return words[1:]
 
 
-def _run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _command(words: list[str]) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, "-m", "mtlora_deploy", *words]
+    return [sys.executable, "-m", "mtlora_deploy", *words], env
+
+
+def _run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    command, env = _command(words)
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=1800)
+
+
+def _ready(server: subprocess.Popen, timeout: float = 300.0) -> bool:
+    """Whether the server answers ready on the example's port before it exits or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(READY_URL, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1.0)
+    return False
+
+
+def _served_example(cwd: Path) -> list[str]:
+    """Run the serve example in the background, the bench-serve example against it, then stop the server with
+    SIGTERM; the failures found (empty when both examples did what their help says)."""
+    failures = []
+    command, env = _command(help_example(SERVER))
+    server = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if not _ready(server):
+            failures.append(f"mtlora {shlex.join(help_example(SERVER))}: not ready on {READY_URL}")
+        else:
+            proc = _run(help_example(CLIENT), cwd)
+            if proc.returncode != 0:
+                failures.append(f"mtlora {shlex.join(help_example(CLIENT))}: exit {proc.returncode}: {proc.stderr[-400:]}")
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=120)
+        if server.returncode != 0:
+            failures.append(f"mtlora {shlex.join(help_example(SERVER))}: SIGTERM gave exit {server.returncode}: {err[-400:]}")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    return failures
 
 
 @pytest.mark.slow
@@ -51,11 +101,12 @@ def test_every_help_example_runs_after_the_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(tmp_path / "PASCAL_MT.tgz", "w:gz") as archive:
         archive.add(tmp_path / "runs" / "demo" / "train" / "data", arcname="PASCAL_MT")
-    names = [n for n in COMMANDS if n != "demo" and n not in ORDER] + list(ORDER)
+    names = [n for n in COMMANDS if n not in ("demo", SERVER, CLIENT, *ORDER)] + list(ORDER)
     failures = []
     for name in [None, *names]:
         words = help_example(name)
         proc = _run(words, tmp_path)
         if proc.returncode != 0:
             failures.append(f"mtlora {shlex.join(words)}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
+    failures += _served_example(tmp_path)
     assert not failures, "\n".join(failures)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mtlora_deploy.cli.main import cli
+from mtlora_deploy.report.visualize import TITLE_HEIGHT
 from mtlora_deploy.utils import imaging
 
 TASKS = ("semseg", "sal", "normals")
@@ -87,8 +88,8 @@ def test_predict_writes_every_task_at_the_image_size_and_aspect(predict_graph, t
     for task in TASKS:
         assert Image.open(tmp_path / "out" / f"wide_{task}.png").size == (192, 160), task
     panel = np.asarray(Image.open(tmp_path / "out" / "wide_panel.png"))
-    assert panel.shape[0] == 160
-    np.testing.assert_array_equal(panel[:, :192], _reference(160, 192))  # the input part is the picture itself
+    picture = panel[TITLE_HEIGHT : TITLE_HEIGHT + 160, :192]  # the input tile, under its title strip
+    np.testing.assert_array_equal(picture, _reference(160, 192))  # the input part is the picture itself
 
 
 def test_a_16_bit_input_is_not_saturated_in_the_panel(predict_graph, tmp_path):
@@ -97,7 +98,7 @@ def test_a_16_bit_input_is_not_saturated_in_the_panel(predict_graph, tmp_path):
     result = CliRunner().invoke(cli, ["predict", str(path), "-m", str(predict_graph), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     panel = np.asarray(Image.open(tmp_path / "out" / "deep_panel.png"))
-    np.testing.assert_array_equal(panel[:, :72, 0], grey)
+    np.testing.assert_array_equal(panel[TITLE_HEIGHT : TITLE_HEIGHT + grey.shape[0], :72, 0], grey)
 
 
 def test_exif_orientation_turns_the_image_upright(tmp_path):
