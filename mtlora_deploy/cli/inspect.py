@@ -13,7 +13,8 @@ def inspect(path, as_json) -> None:
     runtime and target GPUs, fidelity to fp32, sizes and sha256 checksums (checked against the ones recorded in
     a plan's or a checkpoint set's manifest).
 
-    PATH is an .onnx file, a TensorRT plan (with PLAN.json beside it), a run folder or a merged/checkpoint folder.
+    PATH is an .onnx file, a TensorRT plan (with PLAN.json beside it), a run folder, a merged/checkpoint folder or a
+    Triton model repository from export-triton.
     Exit code 1 when a recorded checksum does not match.
 
     Example: mtlora inspect runs/demo/onnx/model.int8.onnx
@@ -25,6 +26,7 @@ def inspect(path, as_json) -> None:
     from mtlora_deploy.errors import WeightsError
     from mtlora_deploy.report.inspect import inspect_artifact
     from mtlora_deploy.report.inspect_view import inspect_renderables
+    from mtlora_deploy.serve import describe  # noqa: F401 - registers the Triton repository kind
 
     record = inspect_artifact(path)
     if as_json:

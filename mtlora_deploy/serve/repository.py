@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.errors import ConfigError, WeightsError
 from mtlora_deploy.serve.schema import check_repository, config_text, model_config_pb2, new_config
 from mtlora_deploy.serve.source import ModelSource, Tensor, read_source
 
@@ -247,6 +247,7 @@ def write_repository(
     manifest = repository_manifest(source, names, max_batch, options)
     if origin is not None and origin != source.path:
         manifest["source"]["exported_from"] = str(origin)
+    manifest["files"] = repository_files(output)
     (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return RepositoryReport(output, names, manifest, list(source.notes))
 
@@ -274,12 +275,60 @@ def repository_manifest(
     }
 
 
+def repository_files(repository: Path) -> dict[str, dict[str, Any]]:
+    """Every file of a repository (its manifest aside) by relative path: its size and sha256."""
+    from mtlora_deploy.utils.hashing import file_sha256
+
+    files = sorted(p for p in repository.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(repository).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+
+
 def read_repository_manifest(repository: str | Path) -> dict[str, Any]:
-    """The ``mtlora_repository.json`` of a repository written by export-triton."""
+    """The ``mtlora_repository.json`` of a repository written by export-triton.
+
+    Raises:
+        ConfigError: there is none, or it is not the JSON object export-triton writes.
+    """
     path = Path(repository) / MANIFEST
     if not path.is_file():
         raise ConfigError(f"{repository}: no {MANIFEST}; write the repository with mtlora export-triton")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ConfigError(f"{path}: not the manifest export-triton writes (truncated or edited); export it again")
+    return manifest
+
+
+def repository_problem(repository: str | Path, manifest: dict[str, Any]) -> str | None:
+    """None when every file the manifest records is in ``repository`` with its size and sha256 (a repository written
+    before files were recorded: None); else what is wrong with the first that is not."""
+    from mtlora_deploy.utils.hashing import file_sha256
+
+    for name, entry in (manifest.get("files") or {}).items():
+        path = Path(repository) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["bytes"]:
+            return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
+        if file_sha256(path) != entry["sha256"]:
+            return f"{name} differs from the sha256 {MANIFEST} records"
+    return None
+
+
+def verify_repository(repository: str | Path) -> dict[str, Any]:
+    """The repository's manifest, after checking every file it records (before a server loads any of them).
+
+    Raises:
+        ConfigError: no readable manifest.
+        WeightsError: a recorded file is missing, truncated or changed.
+    """
+    manifest = read_repository_manifest(repository)
+    problem = repository_problem(repository, manifest)
+    if problem:
+        raise WeightsError(f"{repository}: {problem}; export the repository again with mtlora export-triton")
+    return manifest
 
 
 def export_triton(model: str | Path, output: str | Path, options: RepositoryOptions | None = None) -> RepositoryReport:

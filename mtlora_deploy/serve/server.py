@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
-from mtlora_deploy.serve.repository import MODELS_DIR, read_repository_manifest
+from mtlora_deploy.serve.repository import MODELS_DIR, read_repository_manifest, verify_repository
 from mtlora_deploy.serve.schema import check_repository, config_text
 
 ENV_VARIABLE = "MTLORA_TRITON_ENV"
@@ -127,7 +127,7 @@ def servable_repository(repository: Path, install: ServerInstall, run_dir: Path)
     """``repository`` itself when the server has the model step's backend; else a copy in ``run_dir`` whose model
     step is the Python-backend ONNX Runtime model (big files linked, not copied). Returns it and what was done."""
     configs = check_repository(repository)
-    manifest = read_repository_manifest(repository)
+    manifest = verify_repository(repository)
     step = manifest["models"]["model"]
     backend = NATIVE_BACKENDS.get(configs[step].platform, configs[step].backend)
     if backend in install.native_backends():
