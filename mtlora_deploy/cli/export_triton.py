@@ -36,7 +36,7 @@ def export_triton(model, output, name, max_batch, instances, max_queue_delay_us,
     maps at the image's size), and the ensembles NAME (image bytes) and NAME_rgb (array). Every config.pbtxt is
     checked against Triton's schema. TensorRT-RTX plans are refused (no Triton backend loads them).
 
-    Example: mtlora export-triton runs/demo/onnx/model.fp32.onnx -o runs/demo/triton
+    Example: mtlora export-triton runs/demo/onnx/model.fp16.onnx -o runs/demo/triton_fp16
     """
     from rich.console import Console
 
