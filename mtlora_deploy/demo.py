@@ -52,15 +52,15 @@ def baseline_stage(workdir: Path, console: Console) -> DeltaBaseline:
     set first."""
     from mtlora_deploy.trainer.compare_untrained import untrained_metrics
     from mtlora_deploy.trainer.config import load_run_configs
-    from mtlora_deploy.trainer.data import PascalMTDataset, make_synthetic_dataset
+    from mtlora_deploy.trainer.data import make_synthetic_dataset
     from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
+    from mtlora_deploy.trainer.evaluation import eval_dataset
 
     model, train = load_run_configs(DEMO_PRESET, None, dict(DEMO_MODEL), dict(DEMO_TRAIN))
     root = workdir / "train" / "data"
     if not (root / "synthetic.json").is_file():
         make_synthetic_dataset(root, num_images=train.synthetic_images, seed=train.seed, image_size=SYNTHETIC_SIZE)
-    dataset = PascalMTDataset(root, split="val", tasks=model.tasks, image_size=model.image_size, train=False)
-    primary = untrained_metrics(model, train.seed, dataset)["primary"]
+    primary = untrained_metrics(model, train.seed, eval_dataset(root, "val", model.tasks, model.image_size))["primary"]
     baseline = DeltaBaseline(
         "untrained",
         {t: float(v) for t, v in primary.items() if v and v == v},  # a 0 (or NaN) baseline cannot divide
