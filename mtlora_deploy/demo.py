@@ -50,7 +50,7 @@ def baseline_stage(workdir: Path, console: Console) -> DeltaBaseline:
     """The training's delta-m baseline on the synthetic set: the untrained model's val metrics (there are no
     single-task runs of this data, and another dataset's baselines would make delta-m meaningless). Generates the
     set first."""
-    from mtlora_deploy.trainer.compare_untrained import untrained_metrics
+    from mtlora_deploy.compare.untrained import untrained_metrics
     from mtlora_deploy.trainer.config import load_run_configs
     from mtlora_deploy.trainer.data import make_synthetic_dataset
     from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
@@ -97,7 +97,7 @@ def _finished(run_dir: Path) -> bool:
 
 def improvement_stage(run_dir: Path, console: Console) -> dict[str, Any]:
     """Show that every task beats the untrained model."""
-    from mtlora_deploy.trainer.compare_untrained import untrained_vs_trained
+    from mtlora_deploy.compare.untrained import untrained_vs_trained
 
     console.rule("2. trained vs untrained (val split)")
     rows = untrained_vs_trained(run_dir)
