@@ -145,7 +145,7 @@ def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Pa
 
 def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) -> Path | None:
     """The fp16 graph as a plan: TensorRT with a GPU, else TensorRT-RTX (built here without a GPU), else skipped."""
-    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engine_pipeline import build_engine
     from mtlora_deploy.engines.runtimes import TENSORRT_RTX, pick_runtime
     from mtlora_deploy.errors import MissingDependencyError
 
