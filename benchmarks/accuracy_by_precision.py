@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlora_deploy.calib import draw_calibration_set, make_precision_variant, read_precision_metadata
+from mtlora_deploy.compare.untrained import untrained_vs_trained
 from mtlora_deploy.deploy.export import export_onnx
 from mtlora_deploy.report.evaluate import evaluate_artifact
 from mtlora_deploy.trainer.api import start_run
-from mtlora_deploy.trainer.compare_untrained import untrained_vs_trained
 from mtlora_deploy.trainer.metrics import primary_metric
 
 TASKS = ("semseg", "human_parts", "sal", "normals")

@@ -199,8 +199,10 @@ def measure_training(run: Run, compiled: bool) -> dict[str, Any]:
 
 
 def _time_training(run: Run, compiled: bool) -> dict[str, Any]:
+    import numpy as np
+
     from mtlora_deploy.profile.stats import MIN_ROUNDS
-    from mtlora_deploy.profile.timing import LatencyStats, make_timer, percentile
+    from mtlora_deploy.profile.timing import LatencyStats, make_timer
     from mtlora_deploy.trainer.config import TrainConfig
     from mtlora_deploy.trainer.data_setup import make_loader
     from mtlora_deploy.trainer.loop import Trainer
@@ -228,7 +230,7 @@ def _time_training(run: Run, compiled: bool) -> dict[str, Any]:
     with StepPeak(run.memory()) as peak, CudagraphSkips() as skips:
         timer.time(lambda: trainer._train_step(setup, data, next(steps)), 0, warmup)
         samples = [timer.run(lambda: trainer._train_step(setup, data, next(steps)), per_round) for _ in range(rounds)]
-    stats = LatencyStats.from_samples([s for r in samples for s in r], [percentile(r, 50) for r in samples])
+    stats = LatencyStats.from_samples([s for r in samples for s in r], [float(np.median(r)) for r in samples])
     return {
         "gpu": device_name(run.env),
         "batch": batch,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gpu_session import device_name, same_gpu
-from mtlora_deploy.profile.report import markdown_table
+from mtlora_deploy.utils.tables import markdown_table
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "deploy_h100.json").read_text())
 

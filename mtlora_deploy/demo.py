@@ -50,17 +50,17 @@ def baseline_stage(workdir: Path, console: Console) -> DeltaBaseline:
     """The training's delta-m baseline on the synthetic set: the untrained model's val metrics (there are no
     single-task runs of this data, and another dataset's baselines would make delta-m meaningless). Generates the
     set first."""
-    from mtlora_deploy.trainer.compare_untrained import untrained_metrics
+    from mtlora_deploy.compare.untrained import untrained_metrics
     from mtlora_deploy.trainer.config import load_run_configs
-    from mtlora_deploy.trainer.data import PascalMTDataset, make_synthetic_dataset
+    from mtlora_deploy.trainer.data import make_synthetic_dataset
     from mtlora_deploy.trainer.data_setup import SYNTHETIC_SIZE
+    from mtlora_deploy.trainer.evaluation import eval_dataset
 
     model, train = load_run_configs(DEMO_PRESET, None, dict(DEMO_MODEL), dict(DEMO_TRAIN))
     root = workdir / "train" / "data"
     if not (root / "synthetic.json").is_file():
         make_synthetic_dataset(root, num_images=train.synthetic_images, seed=train.seed, image_size=SYNTHETIC_SIZE)
-    dataset = PascalMTDataset(root, split="val", tasks=model.tasks, image_size=model.image_size, train=False)
-    primary = untrained_metrics(model, train.seed, dataset)["primary"]
+    primary = untrained_metrics(model, train.seed, eval_dataset(root, "val", model.tasks, model.image_size))["primary"]
     baseline = DeltaBaseline(
         "untrained",
         {t: float(v) for t, v in primary.items() if v and v == v},  # a 0 (or NaN) baseline cannot divide
@@ -97,7 +97,7 @@ def _finished(run_dir: Path) -> bool:
 
 def improvement_stage(run_dir: Path, console: Console) -> dict[str, Any]:
     """Show that every task beats the untrained model."""
-    from mtlora_deploy.trainer.compare_untrained import untrained_vs_trained
+    from mtlora_deploy.compare.untrained import untrained_vs_trained
 
     console.rule("2. trained vs untrained (val split)")
     rows = untrained_vs_trained(run_dir)
@@ -145,7 +145,7 @@ def deploy_stage(run_dir: Path, workdir: Path, console: Console) -> dict[str, Pa
 
 def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) -> Path | None:
     """The fp16 graph as a plan: TensorRT with a GPU, else TensorRT-RTX (built here without a GPU), else skipped."""
-    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engine_pipeline import build_engine
     from mtlora_deploy.engines.runtimes import TENSORRT_RTX, pick_runtime
     from mtlora_deploy.errors import MissingDependencyError
 

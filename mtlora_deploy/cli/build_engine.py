@@ -103,8 +103,8 @@ def build_engine(
 
     from rich.console import Console
 
-    from mtlora_deploy.build_engine import build_engine as build
     from mtlora_deploy.cli.checks import check_output_file, check_writable_parent
+    from mtlora_deploy.engine_pipeline import build_engine as build
 
     if block_size is not None:
         from mtlora_deploy.calib.weight_only import check_block_size

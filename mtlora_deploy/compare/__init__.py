@@ -1,4 +1,5 @@
-"""The baseline matrix (``mtlora compare``): train presets on one budget, tabulate them like the MTLoRA paper.
+"""Comparisons: the baseline matrix (``mtlora compare``: train presets on one budget, tabulate them like the MTLoRA
+paper) and a run's checkpoint against the same architecture untrained (``untrained``).
 
 Attributes import lazily so ``import mtlora_deploy.compare`` stays cheap.
 """

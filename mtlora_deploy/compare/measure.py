@@ -38,15 +38,17 @@ def deployed_model(model: MultiTaskModel) -> nn.Module:
 
 def evaluate_model(model: nn.Module, data_root: str, settings: CompareSettings) -> dict[str, Any]:
     """Metrics of ``model`` on the val split of ``data_root`` (used when the run's own final validation is gone)."""
-    from mtlora_deploy.trainer.data import PascalMTDataset
-    from mtlora_deploy.trainer.data_setup import make_loader
-    from mtlora_deploy.trainer.evaluation import evaluate_predictor
+    from mtlora_deploy.trainer.evaluation import eval_dataset, evaluate_dataset
 
     config, device = model.config, resolve_device(settings.device)
-    dataset = PascalMTDataset(data_root, split="val", tasks=config.tasks, image_size=config.image_size, train=False)
-    loader = make_loader(dataset, None, settings.batch_size, 0, False, device)
-    return evaluate_predictor(
-        model.to(device).eval(), loader, config.tasks, device, num_classes=config.num_classes or None
+    dataset = eval_dataset(data_root, "val", config.tasks, config.image_size)
+    return evaluate_dataset(
+        model.to(device).eval(),
+        dataset,
+        config.tasks,
+        settings.batch_size,
+        device,
+        num_classes=config.num_classes or None,
     )
 
 

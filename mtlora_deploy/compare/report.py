@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlora_deploy.compare.table import table_cells, table_header
-from mtlora_deploy.profile.report import markdown_table
 from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
+from mtlora_deploy.utils.tables import markdown_table
 
 FORMAT = "mtlora-deploy-compare"
 DEFINITIONS = (

@@ -6,12 +6,7 @@ from rich.table import Table
 
 from mtlora_deploy.deploy.export import ExportReport
 from mtlora_deploy.deploy.merge import MergeReport
-
-_GROUPS = (("LoRA", "lora"), ("other backbone", "backbone"), ("decoders", "decoders"))
-
-
-def _count(n: int) -> str:
-    return f"{n:,} ({n / 1e6:.2f} M)"
+from mtlora_deploy.utils.tables import PARAMETER_GROUPS, count_cell
 
 
 def merge_table(report: MergeReport) -> Table:
@@ -20,14 +15,14 @@ def merge_table(report: MergeReport) -> Table:
     table = Table(title=f"merge {report.source} -> {report.output}")
     for name, justify in (("group", "left"), ("before", "right"), ("after", "right")):
         table.add_column(name, justify=justify)
-    for label, key in _GROUPS:
+    for label, key in PARAMETER_GROUPS:
         table.add_row(
             label,
-            _count(before[f"{key}_trainable"] + before[f"{key}_frozen"]),
-            _count(after[f"{key}_trainable"] + after[f"{key}_frozen"]),
+            count_cell(before[f"{key}_trainable"] + before[f"{key}_frozen"]),
+            count_cell(after[f"{key}_trainable"] + after[f"{key}_frozen"]),
         )
-    table.add_row("total", _count(report.params_before), _count(report.params_after), style="bold")
-    table.add_row("expected after merge (deployed)", "", _count(report.deployed_expected))
+    table.add_row("total", count_cell(report.params_before), count_cell(report.params_after), style="bold")
+    table.add_row("expected after merge (deployed)", "", count_cell(report.deployed_expected))
     return table
 
 

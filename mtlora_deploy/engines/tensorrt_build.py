@@ -4,8 +4,8 @@ Small stages in the Polygraphy manner, each a function taking the imported runti
 ONNX -> builder config -> engine bytes -> plan file. Precision is a property of the ONNX graph (TensorRT 11 and
 TensorRT-RTX build strongly typed networks), so an fp16/bf16/int8 engine is built from the matching ONNX variant,
 never with builder precision flags or a calibrator. Making that variant (export, AutoCast, PTQ) is the caller's job
-(``mtlora_deploy.build_engine``); this module never imports ``deploy`` or ``calib``. Requirements are checked before
-anything is written, and a failed build leaves no file behind.
+(``mtlora_deploy.engine_pipeline``); this module never imports ``deploy`` or ``calib``. Requirements are checked
+before anything is written, and a failed build leaves no file behind.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 
 from mtlora_deploy.profile.stats import STATISTIC
 from mtlora_deploy.utils.atomic import write_bytes_atomic, write_json_atomic
+from mtlora_deploy.utils.tables import markdown_table
 
 REPORT_FORMAT = "mtlora-deploy-profile"
 REPORT_VERSION = 3
@@ -200,13 +201,6 @@ def ratio_lines(comparisons: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 # -- Markdown ----------------------------------------------------------------------------------------------------
-def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _grouped_markdown(header: Iterable[str], groups: list[tuple[str, list[list[str]]]]) -> str:
     return markdown_table(["group", *header], ([group, *cells] for group, rows in groups for cells in rows))
 

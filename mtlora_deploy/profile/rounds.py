@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from mtlora_deploy.profile.budget import WARMUP_SHARE, remaining
 from mtlora_deploy.profile.memory import PeakMemory, measure_cpu_peaks, memory_method, weight_bytes
 from mtlora_deploy.profile.runs import Candidate, Measurement, Predictor, RunSettings, make_images, timed_call
-from mtlora_deploy.profile.timing import LatencyStats, make_timer, percentile, warm_up
+from mtlora_deploy.profile.timing import LatencyStats, make_timer, warm_up
 
 OpenedInfo = tuple[dict[str, Any], float | None, int, float]
 """What opening a candidate gives besides its predictor: description, GMAC per image, weight bytes, seconds."""
@@ -38,7 +40,7 @@ class _Arm:
 
     def add(self, samples: list[float], seconds: float, peak: int | None) -> None:
         self.samples += samples
-        self.round_medians.append(percentile(samples, 50))
+        self.round_medians.append(float(np.median(samples)))
         self.timed_s += seconds
         if peak is not None:
             self.peak = max(self.peak or 0, peak)

@@ -13,21 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 PERCENTILES = (90, 95, 99)
 TAIL_SAMPLES = 10
 """A percentile is reported only with at least this many samples above it (p90: n >= 100, p99: n >= 1000)."""
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile with linear interpolation between closest ranks (NumPy's default ``linear``)."""
-    if not samples:
-        raise ValueError("percentile of an empty sample")
-    ordered = sorted(samples)
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def percentile_min_samples(q: float) -> int:
@@ -66,12 +57,17 @@ class LatencyStats:
 
         samples = [float(s) for s in samples_ms]
         n = len(samples)
-        tails = {f"p{q}": percentile(samples, q) if n >= percentile_min_samples(q) else None for q in PERCENTILES}
+        if not n:
+            raise ValueError("latency statistics of an empty sample")
+        # NumPy's default percentile: linear interpolation between closest ranks
+        tails = {
+            f"p{q}": float(np.percentile(samples, q)) if n >= percentile_min_samples(q) else None for q in PERCENTILES
+        }
         if len(round_medians):
             estimate = median_estimate(round_medians)
             median, low, high = estimate["value"], estimate["ci_low"], estimate["ci_high"]
         else:
-            median, low, high = percentile(samples, 50), None, None
+            median, low, high = float(np.median(samples)), None, None
         return cls(
             n,
             min(samples),

@@ -7,9 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def _fmt(n: int) -> str:
-    return f"{n:,} ({n / 1e6:.2f} M)"
+from mtlora_deploy.utils.tables import PARAMETER_GROUPS, count_cell
 
 
 def print_model_summary(summary: dict[str, Any], console: Console | None = None) -> None:
@@ -19,11 +17,11 @@ def print_model_summary(summary: dict[str, Any], console: Console | None = None)
     table.add_column("group")
     table.add_column("trainable", justify="right")
     table.add_column("frozen", justify="right")
-    for group, key in (("LoRA", "lora"), ("other backbone", "backbone"), ("decoders", "decoders")):
-        table.add_row(group, _fmt(summary[f"{key}_trainable"]), _fmt(summary[f"{key}_frozen"]))
+    for group, key in PARAMETER_GROUPS:
+        table.add_row(group, count_cell(summary[f"{key}_trainable"]), count_cell(summary[f"{key}_frozen"]))
     frozen = summary["total_params"] - summary["trainable_params"]
-    table.add_row("total", _fmt(summary["trainable_params"]), _fmt(frozen), style="bold")
-    table.add_row("after merging (deployed)", "", _fmt(summary["deployed_params"]))
+    table.add_row("total", count_cell(summary["trainable_params"]), count_cell(frozen), style="bold")
+    table.add_row("after merging (deployed)", "", count_cell(summary["deployed_params"]))
     console.print(table)
     outputs = Table(title="task outputs (logits)")
     outputs.add_column("task")

@@ -1,4 +1,6 @@
-"""``mtlora evaluate`` as a library call: any artefact on any backend over a dataset split."""
+"""``mtlora evaluate`` as a library call: any artefact on any backend over a dataset split.
+
+This module opens the artefact and finds its data; the scoring is ``trainer.evaluation``'s, as in training."""
 
 from __future__ import annotations
 
@@ -10,10 +12,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from mtlora_deploy.errors import ConfigError, MTLoRAError
-from mtlora_deploy.trainer.data import PascalMTDataset
-from mtlora_deploy.trainer.data_setup import make_loader
 from mtlora_deploy.trainer.delta import DeltaBaseline
-from mtlora_deploy.trainer.evaluation import evaluate_predictor
+from mtlora_deploy.trainer.evaluation import eval_dataset, evaluate_dataset
 from mtlora_deploy.utils.atomic import write_json_atomic
 
 
@@ -84,23 +84,23 @@ def evaluate_artifact(
     ``given``; None: the single-task Swin-T reference). The result names it: ``delta_m_vs_<name>`` and
     ``delta_m_baseline``.
     """
-    from torch.utils.data import Subset
-
     from mtlora_deploy.engines.registry import open_backend
 
     path = Path(path)
     runner = open_backend(path, backend, device)
-    dataset = PascalMTDataset(
-        resolve_eval_data(data, path), split=split, tasks=runner.tasks, image_size=runner.image_size, train=False
-    )
-    if num_images is not None:
-        dataset = Subset(dataset, range(min(num_images, len(dataset))))
-    loader = make_loader(dataset, None, batch_size, workers, False, device)
+    dataset = eval_dataset(resolve_eval_data(data, path), split, runner.tasks, runner.image_size, num_images)
     shown = console is not None and console.is_terminal  # a log file gets no bar (nor the empty line it leaves)
     with Progress(console=console, transient=True, disable=not shown) as bar, runner:
         task_id = bar.add_task(f"evaluate {path.name} [{runner.name}]", total=len(dataset))
-        result = evaluate_predictor(
-            runner, loader, runner.tasks, runner.device, baselines=baselines, on_batch=lambda n: bar.advance(task_id, n)
+        result = evaluate_dataset(
+            runner,
+            dataset,
+            runner.tasks,
+            batch_size,
+            runner.device,
+            workers,
+            baselines=baselines,
+            on_batch=lambda n: bar.advance(task_id, n),
         )
     result.update({"artefact": str(path), "backend": runner.describe(), "split": split, "data": str(data)})
     if output is not None:

@@ -22,8 +22,19 @@ import numpy as np
 from mtlora_deploy.serve.client import InferenceError, Input, TritonClient
 from mtlora_deploy.serve.repository import BYTES_INPUT, model_names
 from mtlora_deploy.utils.atomic import atomic_path, write_json_atomic
+from mtlora_deploy.utils.tables import markdown_table
 
 PERCENTILES = (50, 95, 99)
+LOAD_COLUMNS = (
+    "clients",
+    "requests",
+    "errors",
+    "throughput /s [95% interval]",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "mean batch",
+)
 
 
 @dataclass
@@ -198,23 +209,20 @@ def bench_serve(
 def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table, settings first."""
     s = report["settings"]
+    rows = []
+    for row in report["results"]:
+        low, high = row["throughput_interval"]
+        throughput = f"{row['throughput_per_s']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else "")
+        p = row["latency_ms"]
+        cells = [f"{p[k]:.1f}" if p[k] is not None else "n/a" for k in ("p50", "p95", "p99")]
+        batch = f"{row['mean_batch']:.2f}" if row["mean_batch"] else "n/a"
+        rows.append([row["clients"], row["requests"], row["errors"], throughput, *cells, batch])
     lines = [
         f"# Served load: {s['ensemble']} at {s['server']}",
         "",
         f"{s['mode']}; {s['duration_s']} s per client count; image {s['image']} ({s['image_bytes']} bytes); "
         f"client {s['client_machine']}.",
         "",
-        "| clients | requests | errors | throughput /s [95% interval] | p50 ms | p95 ms | p99 ms | mean batch |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(LOAD_COLUMNS, rows),
     ]
-    for row in report["results"]:
-        low, high = row["throughput_interval"]
-        interval = f" [{low:.1f}, {high:.1f}]" if low is not None else ""
-        p = row["latency_ms"]
-        cells = [f"{p[k]:.1f}" if p[k] is not None else "n/a" for k in ("p50", "p95", "p99")]
-        batch = f"{row['mean_batch']:.2f}" if row["mean_batch"] else "n/a"
-        lines.append(
-            f"| {row['clients']} | {row['requests']} | {row['errors']} | {row['throughput_per_s']:.1f}{interval} | "
-            f"{' | '.join(cells)} | {batch} |"
-        )
     return "\n".join(lines) + "\n"

@@ -1,13 +1,22 @@
-"""Backend-agnostic evaluation: anything that maps images to ``{task: output}`` gets per-task metrics and delta-m."""
+"""Backend-agnostic evaluation, the one home of scoring: anything that maps images to ``{task: output}`` (a torch
+model, an ONNX Runtime session, a TensorRT plan) gets per-task metrics and delta-m over a dataset split.
+
+Training's validation, ``mtlora evaluate`` (``report.evaluate`` opens the artefact on its backend), the
+trained-vs-untrained check (``compare.untrained``) and ``mtlora compare``'s rows all score through here.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset, Subset
 
+from mtlora_deploy.trainer.data import PascalMTDataset
+from mtlora_deploy.trainer.data_setup import make_loader
 from mtlora_deploy.trainer.delta import DeltaBaseline, as_baseline, multi_task_delta
 from mtlora_deploy.trainer.distributed import DistContext, all_reduce_sum
 from mtlora_deploy.trainer.metrics import build_metrics, lower_is_better_tasks, primary_values
@@ -73,3 +82,32 @@ def evaluate_predictor(
     results = {task: meter.compute() for task, meter in meters.items()}
     result = {"metrics": results, "primary": primary_values(results), "num_images": count}
     return attach_delta(result, as_baseline(baselines))
+
+
+def eval_dataset(
+    root: str | Path, split: str, tasks: Iterable[str], image_size: int, num_images: int | None = None
+) -> Dataset:
+    """``split`` of the dataset at ``root`` as evaluation reads it (eval transforms at ``image_size``); with
+    ``num_images``, only its first ``num_images`` samples."""
+    dataset = PascalMTDataset(root, split=split, tasks=tuple(tasks), image_size=image_size, train=False)
+    if num_images is not None:
+        return Subset(dataset, range(min(num_images, len(dataset))))
+    return dataset
+
+
+def evaluate_dataset(
+    predict: Predictor,
+    dataset: Dataset,
+    tasks: tuple[str, ...],
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    workers: int | None = 0,
+    num_classes: Mapping[str, int] | None = None,
+    baselines: Mapping[str, float] | DeltaBaseline | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_predictor` over ``dataset`` in order, ``batch_size`` images at a time (one process)."""
+    loader = make_loader(dataset, None, batch_size, workers, False, device)
+    return evaluate_predictor(
+        predict, loader, tasks, device, num_classes=num_classes, baselines=baselines, on_batch=on_batch
+    )

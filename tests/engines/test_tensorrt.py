@@ -35,7 +35,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp32_plan(tiny_onnx):
-    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engine_pipeline import build_engine
 
     return build_engine(
         tiny_onnx,
@@ -123,7 +123,7 @@ def test_plan_from_another_gpu_fails_before_tensorrt(fp32_plan, tmp_path):
 
 
 def test_timing_cache_is_reused_by_the_next_build(fp32_plan, tiny_onnx):
-    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engine_pipeline import build_engine
 
     cache = fp32_plan.plan.parent / "timing.cache"
     before = cache.stat().st_size
@@ -134,7 +134,7 @@ def test_timing_cache_is_reused_by_the_next_build(fp32_plan, tiny_onnx):
 
 
 def test_fp16_engine_from_the_fp32_export(tiny_onnx, tmp_path):
-    from mtlora_deploy.build_engine import build_engine
+    from mtlora_deploy.engine_pipeline import build_engine
     from mtlora_deploy.engines.tensorrt import TensorRTBackend
 
     result = build_engine(

@@ -124,7 +124,7 @@ def test_tensorrt_modules_import_and_help_runs_without_optional_packages():
         "import sys\n"
         "for name in ('tensorrt', 'tensorrt_rtx', 'onnxruntime', 'modelopt'): sys.modules[name] = None\n"
         "import mtlora_deploy.engines.tensorrt, mtlora_deploy.engines.tensorrt_build, mtlora_deploy.engines.manifest\n"
-        "import mtlora_deploy.engines.runtimes, mtlora_deploy.build_engine, mtlora_deploy.engines.registry\n"
+        "import mtlora_deploy.engines.runtimes, mtlora_deploy.engine_pipeline, mtlora_deploy.engines.registry\n"
         "import mtlora_deploy.engines.torch_compiled, mtlora_deploy.cli.build_engine, mtlora_deploy.cli.profile\n"
         "import mtlora_deploy.profile.api, mtlora_deploy.profile.plots\n"
         "from click.testing import CliRunner\n"

@@ -19,7 +19,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from mtlora_deploy.build_engine import build_engine
+from mtlora_deploy.engine_pipeline import build_engine
 from mtlora_deploy.engines.manifest import manifest_path, read_manifest
 from mtlora_deploy.engines.tensorrt_build import EngineBuildError, layer_summary
 from mtlora_deploy.errors import ConfigError, MissingDependencyError

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 import pytest
 
-from mtlora_deploy.build_engine import build_engine
 from mtlora_deploy.deploy.export import export_onnx
+from mtlora_deploy.engine_pipeline import build_engine
 from mtlora_deploy.engines.manifest import read_manifest
 from mtlora_deploy.model.checkpoint import save_checkpoint
 from tests.conftest import randomize_lora, tiny_model

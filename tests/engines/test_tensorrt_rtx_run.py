@@ -29,8 +29,8 @@ def _capability() -> str:
 
 @pytest.fixture(scope="module")
 def rtx_plan(tmp_path_factory):
-    from mtlora_deploy.build_engine import build_engine
     from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.engine_pipeline import build_engine
 
     model = tiny_model(tasks=TASKS)
     randomize_lora(model)

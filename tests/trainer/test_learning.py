@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtlora_deploy.trainer.compare_untrained import untrained_vs_trained
+from mtlora_deploy.compare.untrained import untrained_vs_trained
 from tests.conftest import train_tiny_run
 
 # clear margins in each metric's own unit: mIoU / maxIoU / odsF points, normals mean-angle degrees

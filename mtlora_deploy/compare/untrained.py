@@ -10,15 +10,12 @@ import yaml
 
 from mtlora_deploy.model.config import ModelConfig
 from mtlora_deploy.model.multitask import build_model
-from mtlora_deploy.trainer.data import PascalMTDataset
-from mtlora_deploy.trainer.data_setup import make_loader
-from mtlora_deploy.trainer.evaluation import evaluate_predictor
+from mtlora_deploy.trainer.evaluation import eval_dataset, evaluate_dataset
 from mtlora_deploy.trainer.metrics import primary_metric
 
 
 def _score(model: torch.nn.Module, dataset, batch_size: int) -> dict[str, Any]:
-    loader = make_loader(dataset, None, batch_size, 0, False, "cpu")
-    return evaluate_predictor(model.eval(), loader, model.config.tasks)
+    return evaluate_dataset(model.eval(), dataset, model.config.tasks, batch_size)
 
 
 def untrained_metrics(config: ModelConfig, seed: int, dataset, batch_size: int = 8) -> dict[str, Any]:
@@ -36,13 +33,8 @@ def untrained_vs_trained(run_dir: str | Path, split: str = "val", batch_size: in
     run_dir = Path(run_dir)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = ModelConfig.from_dict(saved["model"])
-    dataset = PascalMTDataset(
-        run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"],
-        split=split,
-        tasks=config.tasks,
-        image_size=config.image_size,
-        train=False,
-    )
+    data = run_dir / "data" if saved["train"]["data"] == "synthetic" else saved["train"]["data"]
+    dataset = eval_dataset(data, split, config.tasks, config.image_size)
     before = untrained_metrics(config, saved["train"]["seed"], dataset, batch_size)
     after = _score(load_checkpoint(run_dir), dataset, batch_size)
     rows = {}

@@ -1,8 +1,9 @@
 """``mtlora build-engine`` as a library call: any source -> the ONNX graph in the wanted precision -> a plan.
 
 The orchestration sits here, above the layers it combines: ``deploy`` exports a run folder, ``calib`` makes the
-fp16/bf16/int8 variant of an fp32 graph, and ``engines.tensorrt_build`` turns the graph into a plan with TensorRT or
-TensorRT-RTX. Requirements are checked before anything is exported or written.
+fp16/bf16/int8 variant of an fp32 graph, and ``engines.tensorrt_build`` (the TensorRT stages) turns the graph into a
+plan with TensorRT or TensorRT-RTX. The command's options are ``cli.build_engine``'s. Requirements are checked before
+anything is exported or written.
 """
 
 from __future__ import annotations
