@@ -82,11 +82,15 @@ def _served_example(cwd: Path) -> list[str]:
         else:
             proc = _run(help_example(CLIENT), cwd)
             if proc.returncode != 0:
-                failures.append(f"mtlora {shlex.join(help_example(CLIENT))}: exit {proc.returncode}: {proc.stderr[-400:]}")
+                failures.append(
+                    f"mtlora {shlex.join(help_example(CLIENT))}: exit {proc.returncode}: {proc.stderr[-400:]}"
+                )
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=120)
         if server.returncode != 0:
-            failures.append(f"mtlora {shlex.join(help_example(SERVER))}: SIGTERM gave exit {server.returncode}: {err[-400:]}")
+            failures.append(
+                f"mtlora {shlex.join(help_example(SERVER))}: SIGTERM gave exit {server.returncode}: {err[-400:]}"
+            )
     finally:
         if server.poll() is None:
             server.kill()
