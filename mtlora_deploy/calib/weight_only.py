@@ -27,23 +27,12 @@ from onnx import TensorProto, helper, numpy_helper
 from mtlora_deploy.calib.graph import GEMM_OPS
 from mtlora_deploy.calib.tools import CastResult, package_version
 from mtlora_deploy.errors import ConfigError
+from mtlora_deploy.utils.artifacts import DEFAULT_BLOCK_SIZE, check_block_size
 from mtlora_deploy.utils.imports import require
 
 WEIGHT_BITS = {"int8-wo": 8, "int4-wo": 4}
-BLOCK_SIZES = (16, 32, 64, 128, 256)
-DEFAULT_BLOCK_SIZE = 32  # divides every reduction width of Swin-T (96 * 2^k) and of the decoders
 # DequantizeLinear takes fp16 scales from opset 19, int4 values and block_size from opset 21.
 OPSETS = {8: 19, 4: 21}
-
-
-def check_block_size(block_size: int) -> int:
-    """``--block-size``: one of :data:`BLOCK_SIZES`, checked before any work."""
-    if block_size not in BLOCK_SIZES:
-        raise ConfigError(
-            f"--block-size: got {block_size}, expected one of {', '.join(map(str, BLOCK_SIZES))} "
-            f"(int4 weights per scale along the reduction axis; default {DEFAULT_BLOCK_SIZE})"
-        )
-    return block_size
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import click
 
+from mtlora_deploy.cli.options import block_size_option, calib_option, image_size_option, precision_option
 from mtlora_deploy.engines.runtimes import RUNTIME_CHOICES
-from mtlora_deploy.utils.artifacts import PRECISIONS
 
 
 @click.command("build-engine")
 @click.argument("model_path", type=click.Path())
-@click.option(
-    "--precision",
-    required=True,
-    type=click.Choice(PRECISIONS),
-    help="Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first). fp8 runs on "
-    "sm89 and later, int8-wo/int4-wo (weight-only) on sm80 and later.",
+@precision_option(
+    "Engine precision; it comes from the ONNX graph (fp32 graphs get a precision variant first). fp8 runs on "
+    "sm89 and later, int8-wo/int4-wo (weight-only) on sm80 and later."
 )
 @click.option(
     "--runtime",
@@ -38,9 +35,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     callback=lambda ctx, param, value: _batch_profile(value),
     help="Optimization profile MIN:OPT:MAX batch sizes (1 <= MIN <= OPT <= MAX), or one fixed batch size.",
 )
-@click.option(
-    "--calib", default=None, type=click.Path(), help="Calibration .npz (mtlora calibrate); needed for int8 and fp8."
-)
+@calib_option
 @click.option(
     "--workspace-gib",
     default=None,
@@ -66,15 +61,8 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=click.Path(dir_okay=False),
     help="TensorRT: timing cache file, reused and updated [default: timing.cache beside the plan].",
 )
-@click.option(
-    "--image-size", default=None, type=click.IntRange(min=1), help="Export size when MODEL_PATH is a run folder."
-)
-@click.option(
-    "--block-size",
-    default=None,
-    type=int,
-    help="int4-wo from an fp32 graph: int4 weights per scale (16, 32, 64, 128, 256) [default: 32].",
-)
+@image_size_option("Export size when MODEL_PATH is a run folder.")
+@block_size_option
 @click.option("--verbose", is_flag=True, help="The builder's verbose log (also on with mtlora --verbose).")
 def build_engine(
     model_path,
@@ -106,10 +94,6 @@ def build_engine(
     from mtlora_deploy.cli.checks import check_output_file, check_writable_parent
     from mtlora_deploy.engine_pipeline import build_engine as build
 
-    if block_size is not None:
-        from mtlora_deploy.calib.weight_only import check_block_size
-
-        check_block_size(block_size)
     if output is not None:
         check_output_file(output)
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mtlora_deploy.cli.options import image_size_option
 from mtlora_deploy.errors import ConfigError
 
 
@@ -44,9 +45,7 @@ def model_input(model: str) -> tuple[str, int]:
     type=click.IntRange(min=0),
     help="Same seed and split: same ids and same bytes.",
 )
-@click.option(
-    "--image-size", default=None, type=click.IntRange(min=1), help="Model input side [default: from --model, else 448]."
-)
+@image_size_option("Model input side [default: from --model, else 448].")
 @click.option("--model", default=None, type=click.Path(), help="ONNX file or checkpoint giving input name/size.")
 @click.option("--input-name", default=None, help="Key of the array in the .npz [default: from --model, else image].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .npz to write.")

@@ -6,7 +6,7 @@ import shlex
 
 import click
 
-from mtlora_deploy.cli.options import parse_set, parse_tasks
+from mtlora_deploy.cli.options import lr_option, override_option, parse_set, parse_tasks
 
 
 def _command_line(options: dict) -> str:
@@ -35,17 +35,11 @@ def _command_line(options: dict) -> str:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of every row."
 )
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5e-4,
-    show_default=True,
-    help="Nominal base LR for batch 512, > 0 (as train).",
-)
+@lr_option(5e-4, "as train")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every row.")
 @click.option("--tasks", default=None, help="Comma-separated tasks [default: semseg,human_parts,sal,normals].")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Model config field for every row.")
-@click.option("--train-set", "train_items", multiple=True, metavar="KEY=VALUE", help="Train config field, every row.")
+@override_option("--set", "set_items", "Model config field for every row.")
+@override_option("--train-set", "train_items", "Train config field, every row.")
 @click.option(
     "--synthetic-images", type=click.IntRange(min=1), default=96, show_default=True, help="Size of the synthetic set."
 )
@@ -106,7 +100,6 @@ def compare(
     Example: mtlora compare --presets lora,mtlora-r16,mtl-lora --set backbone=swin_test_tiny --set image_size=64 --steps 100 --batch-size 8 --lr 0.2 -o runs/compare
     """
     from mtlora_deploy.cli.checks import check_output_dir
-    from mtlora_deploy.compare.api import run_comparison
     from mtlora_deploy.compare.settings import DEFAULT_PRESETS
 
     check_output_dir(output)
@@ -135,6 +128,9 @@ def compare(
         **measurement,
         "output": output,
     }
+    train_overrides = parse_set(train_items)
+    from mtlora_deploy.compare.api import run_comparison  # torch: once the options have been checked
+
     run_comparison(
         chosen,
         data,
@@ -144,7 +140,7 @@ def compare(
         seed,
         output,
         model_overrides,
-        parse_set(train_items),
+        train_overrides,
         command=_command_line(given),
         **measurement,
     )

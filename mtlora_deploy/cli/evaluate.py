@@ -36,13 +36,14 @@ def evaluate(model_path, data, split, backend, device, batch_size, num_images, b
     from rich.console import Console
 
     from mtlora_deploy.cli.checks import check_output_file
-    from mtlora_deploy.report.evaluate import evaluate_artifact
-    from mtlora_deploy.trainer.logging import metrics_table
 
     console = Console()
     baselines = parse_baselines(baseline_items)
     if output:
         check_output_file(output)
+    from mtlora_deploy.report.evaluate import evaluate_artifact
+    from mtlora_deploy.trainer.logging import metrics_table
+
     options = given(split=split, backend=backend, device=device, batch_size=batch_size, num_images=num_images)
     result = evaluate_artifact(model_path, data, baselines=baselines, output=output, console=console, **options)
     console.print(metrics_table(result, f"{model_path} [{result['backend']['backend']}] on {result['split']}"))

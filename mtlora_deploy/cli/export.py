@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mtlora_deploy.cli.options import block_size_option, calib_option, image_size_option, precision_option
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 
@@ -14,12 +15,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
 @click.command("export")
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
-@click.option(
-    "--image-size",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Static input H = W (default: the model's image_size).",
-)
+@image_size_option("Static input H = W (default: the model's image_size).")
 @click.option(
     "--outputs",
     default="logits",
@@ -41,20 +37,12 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     help="ONNX Runtime vs PyTorch relative tolerance, > 0.",
 )
 @click.option("--no-check", is_flag=True, help="Skip onnx.checker, the TensorRT op check and the parity check.")
-@click.option(
-    "--precision",
-    default="fp32",
-    show_default=True,
-    type=click.Choice(PRECISIONS),
-    help="The precision of OUTPUT: fp16/bf16, int8/fp8 (Q/DQ, calibrated), int8-wo/int4-wo (weights only, fp16 "
+@precision_option(
+    "The precision of OUTPUT: fp16/bf16, int8/fp8 (Q/DQ, calibrated), int8-wo/int4-wo (weights only, fp16 "
     "activations); other than fp32, the fp32 graph is written first, to --fp32-output.",
+    default="fp32",
 )
-@click.option(
-    "--calib",
-    default=None,
-    type=click.Path(),
-    help="Calibration .npz: needed for int8 and fp8 (fp16, bf16, weight-only: optional, for the overflow scan).",
-)
+@calib_option
 @click.option(
     "--fp32-output",
     default=None,
@@ -74,12 +62,7 @@ from mtlora_deploy.utils.artifacts import PRECISIONS
     type=click.Path(dir_okay=False),
     help="int8/fp8 range cache to reuse or create [default: beside the fp32 graph, reused when it matches].",
 )
-@click.option(
-    "--block-size",
-    default=None,
-    type=int,
-    help="int4-wo: int4 weights per scale along the reduction axis (16, 32, 64, 128 or 256) [default: 32].",
-)
+@block_size_option
 @click.option("--exclude", multiple=True, help="Keep these nodes in fp32: node name, op type or regex (repeatable).")
 @click.option(
     "--fidelity-images",
@@ -127,12 +110,7 @@ def export(
 
     Example: mtlora export runs/demo/merged -o runs/demo/export/model.int8.onnx --precision int8 --calib runs/demo/calib/train.npz
     """
-    from rich.console import Console
-
     from mtlora_deploy.cli.checks import check_calibration_file, check_output_file
-    from mtlora_deploy.deploy.export import export_onnx
-    from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
-    from mtlora_deploy.utils.noise import quiet_known_noise
 
     check_output_file(output)
     fp32_path = Path(output) if precision == "fp32" else fp32_graph_path(Path(output), precision, fp32_output)
@@ -143,12 +121,14 @@ def export(
     if fp32_path != Path(output):
         check_output_file(fp32_path, "--fp32-output")
     check_calibration_file(calib, precision)
-    if block_size is not None:
-        from mtlora_deploy.calib.weight_only import check_block_size
-
-        check_block_size(block_size)
     if calib:
         _check_calibration_set(source, calib, image_size)
+    from rich.console import Console
+
+    from mtlora_deploy.deploy.export import export_onnx
+    from mtlora_deploy.deploy.export_mtl import export_per_task, needs_per_task_export, per_task_path
+    from mtlora_deploy.utils.noise import quiet_known_noise
+
     console = Console()
     options = {
         "image_size": image_size,

@@ -49,13 +49,14 @@ def import_checkpoint(reference, preset, config_path, tasks, set_items, output, 
     from pathlib import Path
 
     from mtlora_deploy.cli.checks import check_output_dir
+
+    given = given_fields(preset, config_path, tasks, set_items)  # the options first, before torch loads
     from mtlora_deploy.model.checkpoint import save_checkpoint
     from mtlora_deploy.model.reference.checkpoint import describe_detected, import_reference
     from mtlora_deploy.model.state_io import check_weights_file
 
     check_weights_file(Path(reference))
     check_output_dir(output)
-    given = given_fields(preset, config_path, tasks, set_items)
     model, unused, detected = import_reference(reference, given, allow_unused=allow_unused)
     console = Console()
     if detected is not None:

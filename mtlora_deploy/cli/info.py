@@ -19,17 +19,18 @@ def info(preset, config_path, tasks, set_items, checkpoint, as_json) -> None:
 
     Example: mtlora info --preset mtlora-r64 --tasks semseg,human_parts,sal,normals --json
     """
-    from mtlora_deploy.model.summary import describe_model
-
     with quiet_known_noise():
         if checkpoint:
             from mtlora_deploy import load
 
             model = load(checkpoint)
         else:
+            config = config_from_options(preset, config_path, tasks, set_items)  # before torch loads
             from mtlora_deploy.model import build_model
 
-            model = build_model(config_from_options(preset, config_path, tasks, set_items), warn_without_weights=False)
+            model = build_model(config, warn_without_weights=False)
+    from mtlora_deploy.model.summary import describe_model
+
     summary = describe_model(model)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -99,14 +99,14 @@ def profile(inputs, output, metrics, **options) -> None:
     from rich.console import Console
 
     from mtlora_deploy.cli.checks import check_model_input
-    from mtlora_deploy.profile.api import run_profile
 
+    settings = settings_from_options(**options)  # a bad option stops here, before any input is read or torch loads
     for path in inputs:
         check_model_input(path)
+    from mtlora_deploy.profile.api import run_profile
+
     console = Console()
-    report = run_profile(
-        list(inputs), settings_from_options(**options), output=output, metrics=list(metrics), console=console
-    )
+    report = run_profile(list(inputs), settings, output=output, metrics=list(metrics), console=console)
     for path in [*report.get("files", {}).values(), *report.get("plots", {}).values()]:
         console.print(f"wrote {path}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mtlora_deploy.cli.options import parse_set, parse_tasks
+from mtlora_deploy.cli.options import lr_option, override_option, parse_set, parse_tasks
 
 
 @click.command("train")
@@ -31,13 +31,7 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
     "--stop-after", type=click.IntRange(min=1), default=None, help="Stop (and checkpoint) at this step; resume later."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-process batch size (reference: 32).")
-@click.option(
-    "--lr",
-    "base_lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Nominal base LR for batch 512, > 0 (reference: 5e-4).",
-)
+@lr_option(None, "reference: 5e-4", name="base_lr")
 @click.option(
     "--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Data loader workers per process."
 )
@@ -46,8 +40,8 @@ from mtlora_deploy.cli.options import parse_set, parse_tasks
     "--amp", default=None, type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed (reference: 0).")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a model config field.")
-@click.option("--train-set", "train_items", multiple=True, metavar="KEY=VALUE", help="Override a train config field.")
+@override_option("--set", "set_items", "Override a model config field.")
+@override_option("--train-set", "train_items", "Override a train config field.")
 def train(
     preset,
     config_path,
@@ -75,11 +69,12 @@ def train(
     Example: mtlora train --preset mtlora-r16 --data synthetic --set backbone=swin_test_tiny --set image_size=64 --epochs 2 -o runs/try
     """
     from mtlora_deploy.cli.checks import check_output_dir
-    from mtlora_deploy.trainer.api import resume_run, start_run
 
     if run_dir is not None:
         check_output_dir(run_dir, "--run-dir/-o")
     if resume_dir is not None:
+        from mtlora_deploy.trainer.api import resume_run
+
         resume_run(Path(resume_dir), stop_after=stop_after, max_steps=max_steps, device=device)
         return
     model_overrides = parse_set(set_items)
@@ -96,7 +91,10 @@ def train(
         "amp": amp,
         "seed": seed,
     }
-    start_run(preset, config_path, model_overrides, train_overrides(flags, train_items), run_dir, stop_after=stop_after)
+    overrides = train_overrides(flags, train_items)
+    from mtlora_deploy.trainer.api import start_run  # torch: once the options have been checked
+
+    start_run(preset, config_path, model_overrides, overrides, run_dir, stop_after=stop_after)
 
 
 FLAG_OF = {"base_lr": "--lr", "num_workers": "--workers"}

@@ -22,12 +22,14 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 from mtlora_deploy.utils.verbosity import quiet_libraries
+
+if TYPE_CHECKING:
+    import torch
 
 TENSORRT, TENSORRT_RTX = "tensorrt", "tensorrt-rtx"
 RUNTIMES = (TENSORRT, TENSORRT_RTX)
@@ -36,17 +38,18 @@ RUNTIME_CHOICES = ("auto", *RUNTIMES)
 RTX_DEFAULT_TARGETS = ("8.6", "8.9", "12.0")
 # Every target TensorRT-RTX 1.7 can build for (its ComputeCapability enum): RTX-class parts, no sm90/sm100.
 RTX_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
-# TensorRT dtype attribute -> torch dtype; looked up with getattr so older/newer releases simply lack some entries.
+# TensorRT dtype attribute -> torch dtype name; looked up with getattr so older/newer releases simply lack some
+# entries (names, so that the CLI's option lists load without torch).
 _TORCH_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int8": torch.int8,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-    "fp8": torch.float8_e4m3fn,
+    "float32": "float32",
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+    "int8": "int8",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "bool": "bool",
+    "fp8": "float8_e4m3fn",
 }
 
 
@@ -134,8 +137,11 @@ def pick_runtime(requested: str = "auto", cuda_available: bool | None = None) ->
     without a GPU), else a one-line error naming both installs. An explicit choice is returned as it is."""
     if requested != "auto":
         return flavour(requested).name
-    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
-    if importable(TENSORRT) and cuda:
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if importable(TENSORRT) and cuda_available:
         return TENSORRT
     if importable(TENSORRT_RTX):
         return TENSORRT_RTX
@@ -161,9 +167,11 @@ def network_flags(trt) -> int:
 
 def torch_dtype(trt, trt_dtype) -> torch.dtype:
     """The torch dtype for a TensorRT ``DataType`` (fails with its name when there is none, e.g. int4/fp4)."""
+    import torch
+
     for name, dtype in _TORCH_DTYPES.items():
         if getattr(trt, name, None) is not None and trt_dtype == getattr(trt, name):
-            return dtype
+            return getattr(torch, dtype)
     raise ConfigError(f"TensorRT tensor type {trt_dtype} has no torch equivalent for I/O; keep engine I/O in float32")
 
 

@@ -38,7 +38,6 @@ from mtlora_deploy.engines.runtimes import (
     shared_logger,
     target_enum,
 )
-from mtlora_deploy.engines.tensorrt import require_cuda
 from mtlora_deploy.errors import ConfigError, MTLoRAError
 from mtlora_deploy.utils.artifacts import PLAN_SUFFIXES, PRECISIONS, WEIGHT_ONLY_PRECISIONS
 from mtlora_deploy.utils.atomic import write_bytes_atomic
@@ -161,6 +160,8 @@ def check_build_requirements(runtime: str = TENSORRT, device: str = "cuda", prec
     (its targets are checked with the settings)."""
     trt = load_runtime(runtime)
     if FLAVOURS[runtime].needs_gpu_to_build:
+        from mtlora_deploy.engines.tensorrt import require_cuda  # torch: not needed to parse a --batch profile
+
         require_cuda(device, runtime)
         if precision is not None:
             env = probe_environment(runtime=runtime, runtime_version=trt.__version__)

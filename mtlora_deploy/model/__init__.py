@@ -1,10 +1,22 @@
 """The MTLoRA multi-task model: Swin backbone, LoRA adapters, per-task decoders.
 
-Importing the package imports the builder (``multitask``), which registers the ``multitask`` checkpoint kind.
+Attributes import lazily (PEP 562), so that ``mtlora_deploy.model.config`` and ``presets`` (the CLI's preset and
+task names) load without torch. The builder (``multitask``) registers the ``multitask`` checkpoint kind when it is
+imported: every module that loads checkpoints imports it (``mtlora_deploy.load`` through ``deploy.merge``).
 """
 
-from mtlora_deploy.model.config import ALL_TASKS, DEFAULT_TASKS, ModelConfig
-from mtlora_deploy.model.multitask import MultiTaskModel, build_model
-from mtlora_deploy.model.presets import PRESETS, resolve_config
+from __future__ import annotations
 
-__all__ = ["ALL_TASKS", "DEFAULT_TASKS", "ModelConfig", "MultiTaskModel", "build_model", "PRESETS", "resolve_config"]
+from mtlora_deploy.utils.imports import lazy_exports
+
+_EXPORTS = {
+    "ALL_TASKS": "mtlora_deploy.model.config",
+    "DEFAULT_TASKS": "mtlora_deploy.model.config",
+    "ModelConfig": "mtlora_deploy.model.config",
+    "MultiTaskModel": "mtlora_deploy.model.multitask",
+    "build_model": "mtlora_deploy.model.multitask",
+    "PRESETS": "mtlora_deploy.model.presets",
+    "resolve_config": "mtlora_deploy.model.presets",
+}
+
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

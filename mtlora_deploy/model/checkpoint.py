@@ -23,8 +23,8 @@ from mtlora_deploy.utils.checkpoint_manifest import verified_checkpoint
 
 FORMAT = "mtlora-deploy-checkpoint"
 # kind -> builder(config) producing an empty module of the right structure. Each kind registers itself where it is
-# defined: "multitask" in model.multitask (imported by the package ``mtlora_deploy.model``, so always present),
-# "merged" in deploy.merge (``mtlora_deploy.load`` imports it).
+# defined: "multitask" in model.multitask, "merged" in deploy.merge; a module that loads checkpoints imports the
+# kinds it loads (``mtlora_deploy.load`` imports deploy.merge, which imports model.multitask).
 BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
 

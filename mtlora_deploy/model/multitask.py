@@ -1,7 +1,7 @@
 """The multi-task model: MTLoRA Swin encoder + one decoder per task, logits at input size.
 
 Importing this module registers the ``multitask`` checkpoint kind (``checkpoint.load_checkpoint`` rebuilds it);
-the package ``mtlora_deploy.model`` imports it, so the kind is there whenever anything in ``model`` is.
+every module that loads checkpoints imports it (the package ``mtlora_deploy.model`` no longer does: it stays light).
 """
 
 from __future__ import annotations
