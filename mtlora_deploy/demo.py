@@ -165,7 +165,7 @@ def engine_stage(artefacts: dict[str, Path], workdir: Path, console: Console) ->
     if runtime == TENSORRT_RTX:
         console.print(
             "built ahead of time without a GPU; running it needs a supported NVIDIA GPU (RTX-class, "
-            "sm75-sm121: mtlora evaluate/profile PLAN --device cuda)"
+            "sm75-sm121: mtlora profile PLAN --device cuda)"
         )
     return plan
 

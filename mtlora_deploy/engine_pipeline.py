@@ -49,9 +49,9 @@ def prepare_onnx(
     if have == precision:
         return onnx_path
     if have != "fp32":
-        raise ConfigError(f"{onnx_path} is a {have} graph; --precision {precision} is made from the fp32 export")
+        raise ConfigError(f"{onnx_path} is a {have} graph; `precision` {precision} is made from the fp32 export")
     if precision in CALIBRATED_PRECISIONS and calib is None:
-        raise ConfigError(f"--precision {precision} needs --calib calib/NAME.npz (make one with: mtlora calibrate)")
+        raise ConfigError(f"`precision` {precision} needs `calib` calib/NAME.npz (make one with: mtlora calibrate)")
     from mtlora_deploy.calib.precision import make_precision_variant
 
     options = {"block_size": block_size} if block_size is not None else {}

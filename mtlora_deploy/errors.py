@@ -2,7 +2,19 @@
 
 
 class MTLoRAError(Exception):
-    """Base class of every error a user can fix (bad option, bad file, missing package)."""
+    """Base class of every error a user can fix (bad option, bad file, missing package).
+
+    Library code speaks in its own words: ``field`` is the parameter or config field the error is about (``batch``,
+    ``image_size``), and the message names it and any other field as `name` in backticks (``rebuild with a larger
+    `batch` maximum``). A message that does not name ``field`` is prefixed with it (```batch`: got ...``). The CLI
+    shows each name as the flag of the command that ran (:mod:`mtlora_deploy.cli.flags`), never the library.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        if field is not None and f"`{field}`" not in message:
+            message = f"`{field}`: {message}"
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(MTLoRAError):
@@ -28,13 +40,14 @@ class OutputError(MTLoRAError):
     write several files and name the whole output instead.
     """
 
-    def __init__(self, message: str, path: object = None, reason: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, path: object = None, reason: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, field)
         self.path, self.reason = path, reason
 
 
 class ToolkitWarning(UserWarning):
-    """Something the user should know that does not stop the command; the CLI prints it once, as one line."""
+    """Something the user should know that does not stop the command; the CLI prints it once, as one line (its
+    `name`s in backticks as the command's flags, like an error's)."""
 
 
 def warn(message: str) -> None:

@@ -40,9 +40,9 @@ def provenance_path(path: str | Path) -> Path:
 def choose_ids(ids: list[str], num_images: int, seed: int) -> list[str]:
     """``num_images`` distinct ids drawn with ``seed`` (kept in split order, so the file reads like the split)."""
     if num_images < 1:
-        raise ConfigError(f"--num-images: got {num_images}, expected at least 1")
+        raise ConfigError(f"got {num_images}, expected at least 1", field="num_images")
     if num_images > len(ids):
-        raise ConfigError(f"--num-images: asked for {num_images}, but the split has only {len(ids)} images")
+        raise ConfigError(f"asked for {num_images}, but the split has only {len(ids)} images", field="num_images")
     picked = np.random.default_rng(seed).choice(len(ids), size=num_images, replace=False)
     return [ids[i] for i in sorted(picked.tolist())]
 
@@ -124,9 +124,9 @@ def draw_calibration_set(
     """
     output, layout = Path(output), PascalLayout(Path(data_root))
     if output.suffix != ".npz":
-        raise ConfigError(f"--output: got {output}, expected a .npz file name (e.g. calib/train_500.npz)")
+        raise ConfigError(f"got {output}, expected a .npz file name (e.g. calib/train_500.npz)", field="output")
     if not layout.root.is_dir():
-        raise DataError(f"--data: {layout.root} is not a folder; pass the PASCAL-MT root or a synthetic set")
+        raise DataError(f"{layout.root} is not a folder; pass the PASCAL-MT root or a synthetic set", field="data_root")
     ids = choose_ids(read_split(layout, split), num_images, seed)
     check_files(layout, ids, ())
     images = load_images(layout, ids, int(image_size))
@@ -160,7 +160,7 @@ def _check_images(
     if shape[0] < min_images:
         raise DataError(
             f"calibration file {path} has {shape[0]} images, at least {min_images} are needed "
-            f"({RECOMMENDED_IMAGES} recommended); redraw it with a larger --num-images"
+            f"({RECOMMENDED_IMAGES} recommended); redraw it with: mtlora calibrate --num-images {RECOMMENDED_IMAGES}"
         )
     if shape[0] < RECOMMENDED_IMAGES:
         warnings.warn(

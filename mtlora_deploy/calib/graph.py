@@ -159,7 +159,7 @@ def ops_without_dtype(model: onnx.ModelProto, elem_type: int) -> list[str]:
     return missing
 
 
-def select_nodes(model: onnx.ModelProto, patterns: Iterable[str], option: str = "--exclude") -> list[str]:
+def select_nodes(model: onnx.ModelProto, patterns: Iterable[str], field: str = "nodes_to_exclude") -> list[str]:
     """Names of the nodes ``patterns`` pick: each is an exact node name, an op type (``Conv``), or a regular
     expression matched against whole node names (``.*attn.*MatMul.*``). A pattern that picks nothing is an
     error naming the closest node names, so a typo never silently quantizes what was meant to stay fp32.
@@ -177,11 +177,13 @@ def select_nodes(model: onnx.ModelProto, patterns: Iterable[str], option: str = 
             try:
                 regex = re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(f"{option} {pattern!r}: not a node name, op type or valid regex ({exc})") from exc
+                raise ConfigError(
+                    f"`{field}` {pattern!r}: not a node name, op type or valid regex ({exc})", field=field
+                ) from exc
             found = [name for name in names if regex.fullmatch(name)]
         if not found:
             close = difflib.get_close_matches(pattern, [*names, *sorted(op_types)], n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see the node names with Netron or onnx"
-            raise ConfigError(f"{option} {pattern!r} matches no node of the graph{hint}")
+            raise ConfigError(f"`{field}` {pattern!r} matches no node of the graph{hint}", field=field)
         picked.extend(found)
     return list(dict.fromkeys(picked))

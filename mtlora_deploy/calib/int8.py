@@ -36,7 +36,9 @@ CALIBRATION_METHODS = RANGE_METHODS
 def check_method(method: str) -> str:
     """Validate ``calibration_method`` before any work is done."""
     if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"calibration_method: got {method!r}, expected one of {', '.join(CALIBRATION_METHODS)}")
+        raise ConfigError(
+            f"got {method!r}, expected one of {', '.join(CALIBRATION_METHODS)}", field="calibration_method"
+        )
     return method
 
 
@@ -212,8 +214,9 @@ def calibrated_ranges(
                 )
     if images is None:
         raise ConfigError(
-            "int8 needs calibration images: pass --calib FILE.npz (draw one with: mtlora calibrate "
-            "--data DIR --split train -o calib/train.npz) or a matching --calib-cache"
+            "int8 needs calibration images: pass `calibration` FILE.npz (draw one with: mtlora calibrate "
+            "--data DIR --split train -o calib/train.npz) or a matching `calibration_cache`",
+            field="calibration",
         )
     start = time.perf_counter()
     ranges = collect_ranges(source, images, input_name, settings, show_progress=show_progress)

@@ -86,11 +86,11 @@ def read_precision_metadata(path: str | Path) -> dict[str, Any]:
 
 def _check_source(source: Path, output: Path, precision: str) -> onnx.ModelProto:
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision: got {precision!r}, expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"got {precision!r}, expected one of {', '.join(PRECISIONS)}", field="precision")
     if not source.is_file():
         raise ConfigError(f"{source} does not exist; export the fp32 graph first (mtlora export)")
     if output.resolve() == source.resolve():
-        raise ConfigError(f"--output {output} is the fp32 source itself; choose another file name")
+        raise ConfigError(f"`output` {output} is the fp32 source itself; choose another file name", field="output")
     model = onnx.load(str(source))
     made_as = metadata_from_proto(model).get("precision", "fp32")
     if made_as != "fp32" or sum(count_qdq_nodes(model).values()):
@@ -106,7 +106,7 @@ def _images(calibration: Path | None, input_name: str, side: int, min_images: in
 
 
 def _excluded(model: onnx.ModelProto, options: dict[str, Any], batched: bool = True) -> list[str]:
-    """The GEMMs left unquantized: ``--exclude``, each head's last layer, and (``batched``) the task-batched
+    """The GEMMs left unquantized: ``nodes_to_exclude``, each head's last layer, and (``batched``) the task-batched
     rank-3 weights, which have no per-column int8/fp8 Q/DQ (weight-only dequantizes them per channel all the same)."""
     excluded = select_nodes(model, options["nodes_to_exclude"]) if options["nodes_to_exclude"] else []
     if options["exclude_head_layers"]:
@@ -379,8 +379,9 @@ def _check_options(precision: str, calibration: Any, options: dict[str, Any]) ->
         int8.check_method(options["calibration_method"])
         if calibration is None and options["calibration_cache"] is None:
             raise ConfigError(
-                f"{precision} needs calibration images: pass --calib FILE.npz "
-                "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)"
+                f"{precision} needs calibration images: pass `calibration` FILE.npz "
+                "(draw one with: mtlora calibrate --data DIR --split train -o calib/train.npz)",
+                field="calibration",
             )
     if precision == "int4-wo":
         weight_only.check_block_size(options["block_size"])

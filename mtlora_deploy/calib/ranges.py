@@ -163,7 +163,9 @@ class RangeSettings:
 
     def __post_init__(self) -> None:
         if self.method not in RANGE_METHODS:
-            raise ConfigError(f"calibration_method: got {self.method!r}, expected one of {', '.join(RANGE_METHODS)}")
+            raise ConfigError(
+                f"got {self.method!r}, expected one of {', '.join(RANGE_METHODS)}", field="calibration_method"
+            )
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"percentile: got {self.percentile}, expected a value in (0, 100]")
 

@@ -132,7 +132,7 @@ def _batch_profile(text: str):
     try:
         return BatchProfile.parse(text)
     except ConfigError as exc:
-        raise click.BadParameter(str(exc).removeprefix("--batch: ")) from None
+        raise click.BadParameter(str(exc).removeprefix("`batch`: ")) from None
 
 
 def describe_batch(profile: dict) -> str:

@@ -74,6 +74,12 @@ class LazyGroup(click.Group):
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        """The subcommand to run, recorded in ``ctx.obj`` so an error raised in it names its flags."""
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.ensure_object(dict)["command"] = command
+        return name, command, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
@@ -108,16 +114,23 @@ def os_error_line(exc: OSError) -> str:
     return f"{paths}: {describe_os_error(exc)}" if paths else f"{describe_os_error(exc)} (--debug shows where)"
 
 
+def error_line(exc: MTLoRAError | OSError, command: click.Command | None) -> str:
+    """The one line a user error prints: the library's `field` names as the flags of ``command``."""
+    from mtlora_deploy.cli.flags import render
+
+    return render(str(exc), command) if isinstance(exc, MTLoRAError) else os_error_line(exc)
+
+
 def main() -> None:
     """Run the CLI; user errors and OS errors (a full disk, no permission) become one red line and exit code 1
     (the traceback with ``--debug``)."""
-    settings: dict[str, bool] = {}  # the group's callback records the parsed --debug here
+    settings: dict = {}  # the group records the parsed --debug and the subcommand it runs here
     try:
         cli.main(standalone_mode=False, obj=settings)
     except (MTLoRAError, OSError) as exc:
         if settings.get("debug"):
             raise
-        click.secho(f"Error: {exc if isinstance(exc, MTLoRAError) else os_error_line(exc)}", fg="red", err=True)
+        click.secho(f"Error: {error_line(exc, settings.get('command'))}", fg="red", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

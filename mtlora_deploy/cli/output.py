@@ -2,7 +2,8 @@
 records and C++ logs only under ``mtlora --verbose``.
 
 Python warnings raised by this package (a :class:`~mtlora_deploy.errors.ToolkitWarning`, or a plain UserWarning
-attributed to a file of the package) print as one ``warning: ...`` line, each text once, with no source-line echo.
+attributed to a file of the package) print as one ``warning: ...`` line, each text once, with no source-line echo,
+the library's `field` names written as the running command's flags (:mod:`mtlora_deploy.cli.flags`).
 Other warnings (torch's DataLoader, timm, ONNX Runtime's quantizer, a library's Deprecation/FutureWarning even when
 its stacklevel points into this package) and other packages' log records below ERROR are held back unless
 ``--verbose``. Libraries that log from C++ follow ``MTLORA_LIBRARY_LOGS``
@@ -55,6 +56,9 @@ class WarningPrinter:
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     def say(self, text: str) -> None:
+        from mtlora_deploy.cli.flags import current_command, render
+
+        text = render(text, current_command())
         if text not in self.seen:
             self.seen.add(text)
             click.secho(f"warning: {text}", fg="yellow", err=True)

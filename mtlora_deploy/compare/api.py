@@ -59,7 +59,7 @@ def _notes(settings: CompareSettings, baselines: dict[str, float], reused: list[
     notes = []
     if not settings.model_overrides.get("pretrained"):
         notes.append(
-            "the backbone is random-init (no ImageNet weights: --set pretrained=PATH adds them), so the "
+            "the backbone is random-init (no ImageNet weights; the model config field pretrained adds them), so the "
             "ranking need not be the MTLoRA paper's, which fine-tunes an ImageNet-pretrained Swin"
         )
     if settings.data == "synthetic":

@@ -21,10 +21,12 @@ LAST = Path("checkpoints") / "last"
 
 
 def prepare_data(settings: CompareSettings, output_dir: Path) -> str:
-    """The dataset folder every row trains on: ``--data DIR`` as given, or one synthetic set in ``OUTPUT/data``."""
+    """The dataset folder every row trains on: ``settings.data`` as given, or one synthetic set in ``OUTPUT/data``."""
     if settings.data != "synthetic":
         if not Path(settings.data).is_dir():
-            raise ConfigError(f"--data: {settings.data} is not a folder (expected a PASCAL-MT root or 'synthetic')")
+            raise ConfigError(
+                f"{settings.data} is not a folder (expected a PASCAL-MT root or 'synthetic')", field="data"
+            )
         return str(settings.data)
     from mtlora_deploy.trainer.data import make_synthetic_dataset
 
@@ -54,7 +56,7 @@ def check_same_settings(run_dir: Path, model: dict[str, Any], train: dict[str, A
             if _normalised(have) != _normalised(value):
                 raise ConfigError(
                     f"{run_dir}: was trained with {section} {key}={have!r}, this comparison asks for "
-                    f"{value!r}; use another -o folder or delete {run_dir}"
+                    f"{value!r}; use another `output_dir` or delete {run_dir}"
                 )
 
 

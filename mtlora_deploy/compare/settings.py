@@ -58,7 +58,9 @@ class CompareSettings:
     batch_size: int = field(default=32, metadata={"help": "per-process batch size of every run"})
     lr: float = field(default=5e-4, metadata={"help": "nominal base LR for batch 512 (scaled like mtlora train)"})
     seed: int = field(default=0, metadata={"help": "seed of every run (init, data order, augmentation)"})
-    model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "--set fields for every preset"})
+    model_overrides: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "model config fields for every preset"}
+    )
     train_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra train config fields"})
     synthetic_images: int = field(default=96, metadata={"help": "images of the synthetic set (generated once)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N for training and timing"})
@@ -71,18 +73,20 @@ class CompareSettings:
         self.presets = tuple(self.presets)
         unknown = [p for p in self.presets if p not in PRESETS]
         if unknown or not self.presets:
-            raise ConfigError(f"--presets: got {','.join(unknown) or 'none'}, expected names from {', '.join(PRESETS)}")
+            raise ConfigError(
+                f"got {','.join(unknown) or 'none'}, expected names from {', '.join(PRESETS)}", field="presets"
+            )
         if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps: got {self.steps}, expected >= 1")
+            raise ConfigError(f"got {self.steps}, expected >= 1", field="steps")
         for name in ("batch_size", "synthetic_images", "latency_batch", "latency_iterations"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")
+                raise ConfigError(f"got {getattr(self, name)}, expected >= 1", field=name)
         if not self.lr > 0:
-            raise ConfigError(f"--lr: got {self.lr}, expected a positive learning rate")
+            raise ConfigError(f"got {self.lr}, expected a positive learning rate", field="lr")
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        """The tasks every multi-task row predicts (``--set tasks=[...]``, default the four PASCAL-MT tasks)."""
+        """The tasks every multi-task row predicts (``model_overrides["tasks"]``, default the four PASCAL-MT tasks)."""
         return tuple(self.model_overrides.get("tasks") or DEFAULT_TASKS)
 
     def rows(self) -> list[RowSpec]:

@@ -93,7 +93,7 @@ def resize_model(model: MultiTaskModel, image_size: int | None) -> MultiTaskMode
         return model
     config = model.config.replace(image_size=size)
     resized = build_merged(config)
-    load_state_strict(resized, model.state_dict(), f"--image-size {image_size}")
+    load_state_strict(resized, model.state_dict(), f"`image_size` {image_size}")
     return resized.eval().requires_grad_(False)
 
 
@@ -147,16 +147,16 @@ def _export_legacy(head: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
 def export_graph(head: nn.Module, example: torch.Tensor, opset: int, exporter: str) -> onnx.ModelProto:
     """Run one exporter on ``head`` (``forward(image)`` -> one tensor per name in ``head.tasks``, batch dynamic).
 
-    Its failures become one line that suggests the other exporter (``--debug`` shows the cause). The parameters
+    Its failures become one line that suggests the other exporter (the cause is chained to it). The parameters
     of ``head`` must not require grad: torch.export then traces a training graph whose SDPA decomposition fails.
     """
     try:
         return (_export_legacy if exporter == "torchscript" else _export_dynamo)(head, example, opset)
     except Exception as exc:  # any exporter failure is reported the same way
-        other = "the default exporter" if exporter == "torchscript" else "--legacy-exporter"
+        other = "the default exporter" if exporter == "torchscript" else "`legacy`"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportCheckError(
-            f"{exporter} export failed: {first[:300]}; try {other}, or --debug for the traceback"
+            f"{exporter} export failed: {first[:300]}; try {other}, or `debug` for the traceback"
         ) from exc
 
 
@@ -170,10 +170,10 @@ def check_opset(opset: int, legacy: bool) -> None:
     """torch.export's exporter starts at opset 18; below 17 LayerNormalization would be decomposed."""
     low = LEGACY_OPSET if legacy else 18
     if opset < low:
-        hint = "" if legacy else " (or --legacy-exporter for opset 17)"
+        hint = "" if legacy else " (or `legacy` for opset 17)"
         raise ConfigError(
-            f"--opset: got {opset}, expected >= {low} with the {'TorchScript' if legacy else 'torch.export'} "
-            f"exporter{hint}"
+            f"got {opset}, expected >= {low} with the {'TorchScript' if legacy else 'torch.export'} exporter{hint}",
+            field="opset",
         )
 
 

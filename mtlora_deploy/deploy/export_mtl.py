@@ -76,7 +76,7 @@ def _chosen_tasks(model: MultiTaskModel, tasks: Sequence[str] | None) -> tuple[s
     chosen = tuple(tasks) if tasks else model.tasks
     unknown = [t for t in chosen if t not in model.tasks]
     if unknown:
-        raise ConfigError(f"--tasks: got {','.join(unknown)}, expected a subset of {','.join(model.tasks)}")
+        raise ConfigError(f"got {','.join(unknown)}, expected a subset of {','.join(model.tasks)}", field="tasks")
     return chosen
 
 

@@ -77,7 +77,7 @@ def check_tensorrt_ops(model: onnx.ModelProto, table: dict[str, Any] | None = No
     low, high = table["opset_range"]
     if not low <= _opset(model) <= high:
         raise ExportCheckError(
-            f"opset {_opset(model)}: TensorRT {version} parses opsets {low}-{high}; re-export with --opset"
+            f"opset {_opset(model)}: TensorRT {version} parses opsets {low}-{high}; re-export with another `opset`"
         )
     for node in model.graph.node:
         if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported:

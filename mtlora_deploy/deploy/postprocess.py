@@ -31,7 +31,7 @@ def task_to_labels(task: str, logits: torch.Tensor) -> torch.Tensor:
     if task in NORMAL_TASKS:
         norm = torch.linalg.vector_norm(logits, ord=2, dim=1, keepdim=True)
         return logits / norm.clamp_min(1e-12)
-    raise ConfigError(f"--outputs labels: no post-processing defined for task {task!r}")
+    raise ConfigError(f"`outputs` labels: no post-processing defined for task {task!r}", field="outputs")
 
 
 class ExportHead(nn.Module):
@@ -40,7 +40,7 @@ class ExportHead(nn.Module):
     def __init__(self, model: nn.Module, outputs: str = "logits") -> None:
         super().__init__()
         if outputs not in OUTPUT_MODES:
-            raise ConfigError(f"--outputs: got {outputs!r}, expected one of {', '.join(OUTPUT_MODES)}")
+            raise ConfigError(f"got {outputs!r}, expected one of {', '.join(OUTPUT_MODES)}", field="outputs")
         self.model, self.outputs, self.tasks = model, outputs, tuple(model.tasks)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

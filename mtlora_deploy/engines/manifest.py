@@ -136,7 +136,7 @@ def _describe(env: dict[str, Any]) -> str:
 
 
 def plan_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
-    """The compute capabilities a TensorRT-RTX plan runs on (its build's ``--target``, else the documented
+    """The compute capabilities a TensorRT-RTX plan runs on (its build's ``targets``, else the documented
     default set)."""
     return tuple(manifest.get("target_compute_capabilities") or RTX_DEFAULT_TARGETS)
 
@@ -200,7 +200,10 @@ def _check_rtx(manifest: dict[str, Any], environment: dict[str, Any], plan: str 
     if here in RTX_TARGETS:
         fix = f"rebuild it for this GPU: mtlora build-engine MODEL.onnx --runtime tensorrt-rtx --target {sm(here)}"
     else:
-        fix = "TensorRT-RTX has no kernels for it; build with full TensorRT there: --runtime tensorrt"
+        fix = (
+            "TensorRT-RTX has no kernels for it; build with full TensorRT there: "
+            "mtlora build-engine MODEL.onnx --runtime tensorrt"
+        )
     raise EngineMismatchError(
         f"{plan}: a TensorRT-RTX plan for compute capabilities {', '.join(targets)}, this machine has {gpu}; {fix}"
     )

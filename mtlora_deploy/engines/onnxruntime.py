@@ -46,8 +46,9 @@ def providers_for(device: torch.device, available: list[str]) -> list[str]:
     if device.type == "cuda" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise ConfigError(
-        f"--device {device}: this onnxruntime offers {available}; for CUDA install onnxruntime-gpu "
-        "(in place of onnxruntime) or use --device cpu"
+        f"`device` {device}: this onnxruntime offers {available}; for CUDA install onnxruntime-gpu "
+        "(in place of onnxruntime) or use `device` cpu",
+        field="device",
     )
 
 

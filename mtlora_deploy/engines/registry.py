@@ -38,7 +38,7 @@ def open_backend(path: str | Path, backend: str = "auto", device: str = "cpu", *
     """Load ``path`` on ``backend`` (``auto`` picks it from the suffix) and ``device``."""
     path = Path(path)
     if backend not in BACKENDS:
-        raise ConfigError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"got {backend!r}, expected one of {', '.join(BACKENDS)}", field="backend")
     if not path.exists():
         raise ConfigError(f"{path} does not exist (expected a checkpoint, run folder, .onnx file or TensorRT plan)")
     backend = detect_backend(path) if backend == "auto" else backend
@@ -58,7 +58,9 @@ def _open_torch(path: Path, backend: str, device: str, **options) -> Backend:
     from mtlora_deploy.engines.torch_eager import TorchEagerBackend
 
     if artifact_kind(path) != "checkpoint":
-        raise ConfigError(f"--backend {backend}: {path} is not a PyTorch checkpoint; use onnxruntime or tensorrt")
+        raise ConfigError(
+            f"`backend` {backend}: {path} is not a PyTorch checkpoint; use onnxruntime or tensorrt", field="backend"
+        )
     model = load(path, device=device)
     if backend == "torch-compiled":
         from mtlora_deploy.engines.torch_compiled import TorchCompiledBackend

@@ -97,7 +97,7 @@ FLAVOURS = {
 def flavour(name: str) -> Flavour:
     """The flavour called ``name`` (``tensorrt`` or ``tensorrt-rtx``), or a one-line error."""
     if name not in FLAVOURS:
-        raise ConfigError(f"--runtime: got {name!r}, expected one of {', '.join(RUNTIME_CHOICES)}")
+        raise ConfigError(f"got {name!r}, expected one of {', '.join(RUNTIME_CHOICES)}", field="runtime")
     return FLAVOURS[name]
 
 
@@ -147,8 +147,9 @@ def pick_runtime(requested: str = "auto", cuda_available: bool | None = None) ->
         return TENSORRT_RTX
     why = "tensorrt is importable but there is no CUDA GPU" if importable(TENSORRT) else "neither is importable"
     raise MissingDependencyError(
-        f"--runtime auto: no TensorRT to build with ({why}); install TensorRT-RTX (builds on a CPU-only machine): "
-        f"{FLAVOURS[TENSORRT_RTX].install}, or on a machine with an NVIDIA GPU: {FLAVOURS[TENSORRT].install}"
+        f"`runtime` auto: no TensorRT to build with ({why}); install TensorRT-RTX (builds on a CPU-only machine): "
+        f"{FLAVOURS[TENSORRT_RTX].install}, or on a machine with an NVIDIA GPU: {FLAVOURS[TENSORRT].install}",
+        field="runtime",
     )
 
 
@@ -189,7 +190,7 @@ def parse_targets(text: str | None) -> tuple[str, ...]:
             continue
         match = re.fullmatch(r"(?:sm_?)?(\d+)(?:\.(\d))?", item.lower())
         if not match:
-            raise ConfigError(f"--target: got {item!r}, expected compute capabilities such as sm86,sm89,sm120")
+            raise ConfigError(f"got {item!r}, expected compute capabilities such as sm86,sm89,sm120", field="targets")
         major, minor = (match.group(1), match.group(2)) if match.group(2) else (match.group(1)[:-1], match.group(1)[-1])
         out.append(f"{int(major)}.{minor}")
     return tuple(dict.fromkeys(out))
@@ -202,8 +203,9 @@ def target_enum(trt, capability: str):
     if name not in offered:
         listed = ", ".join(m.lower() for m in offered)
         raise ConfigError(
-            f"--target: TensorRT-RTX {trt.__version__} cannot build for {sm(capability)} "
-            f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
+            f"TensorRT-RTX {trt.__version__} cannot build for {sm(capability)} "
+            f"(it offers {listed}); datacenter GPUs such as H100 (sm90) need `runtime` tensorrt",
+            field="targets",
         )
     return trt.ComputeCapability.__members__[name]
 
@@ -244,14 +246,14 @@ PRECISION_SUPPORT: dict[tuple[str, str], PrecisionSupport] = {
 
 
 def sm(capability: str) -> str:
-    """``"8.9"`` -> ``"sm89"`` (the spelling of ``--target``)."""
+    """``"8.9"`` -> ``"sm89"`` (the spelling of ``targets``)."""
     return "sm" + capability.replace(".", "")
 
 
 def precision_support(runtime: str, precision: str) -> PrecisionSupport:
     """The table's row for ``precision`` on ``runtime`` (a one-line error for an unknown precision)."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision: got {precision!r}, expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"got {precision!r}, expected one of {', '.join(PRECISIONS)}", field="precision")
     return PRECISION_SUPPORT[(flavour(runtime).name, precision)]
 
 
@@ -266,7 +268,7 @@ def rtx_targets(precision: str, offered: tuple[str, ...] = RTX_TARGETS) -> tuple
 
 
 def default_targets(precision: str) -> tuple[str, ...]:
-    """TensorRT-RTX targets when ``--target`` is not given: its portable set, less what cannot run ``precision``
+    """TensorRT-RTX targets when ``targets`` are not given: its portable set, less what cannot run ``precision``
     (fp8: sm89, sm120)."""
     return rtx_targets(precision, RTX_DEFAULT_TARGETS)
 
@@ -275,17 +277,19 @@ def check_precision_targets(precision: str, targets: tuple[str, ...]) -> None:
     """TensorRT-RTX: every target is one it builds for and runs ``precision``, or one line naming the ones that do."""
     if unknown := [t for t in targets if t not in RTX_TARGETS]:
         raise ConfigError(
-            f"--target: TensorRT-RTX cannot build for {','.join(sm(t) for t in unknown)} (it offers "
-            f"{', '.join(sm(t) for t in RTX_TARGETS)}); datacenter GPUs such as H100 (sm90) need --runtime tensorrt"
+            f"TensorRT-RTX cannot build for {','.join(sm(t) for t in unknown)} (it offers "
+            f"{', '.join(sm(t) for t in RTX_TARGETS)}); datacenter GPUs such as H100 (sm90) need `runtime` tensorrt",
+            field="targets",
         )
     refused = [t for t in targets if not runs_on(TENSORRT_RTX, precision, t)]
     if refused:
         row = precision_support(TENSORRT_RTX, precision)
         runs = ",".join(sm(t) for t in rtx_targets(precision))
         raise ConfigError(
-            f"--precision {precision} --target {','.join(sm(t) for t in refused)}: TensorRT-RTX runs {precision} only "
-            f"on {runs} ({row.why}); build with --target {','.join(sm(t) for t in default_targets(precision))} "
-            "or pick another precision"
+            f"`precision` {precision} `targets` {','.join(sm(t) for t in refused)}: TensorRT-RTX runs {precision} "
+            f"only on {runs} ({row.why}); build with `targets` {','.join(sm(t) for t in default_targets(precision))} "
+            "or pick another precision",
+            field="targets",
         )
 
 
@@ -296,8 +300,9 @@ def check_precision_gpu(precision: str, capability: str | None, gpu_name: str | 
     row = precision_support(TENSORRT, precision)
     others = ", ".join(p for p in PRECISIONS if runs_on(TENSORRT, p, capability))
     raise ConfigError(
-        f"--precision {precision}: TensorRT runs it on compute capability {row.min_capability} and later "
-        f"({row.why}); this GPU ({gpu_name or 'unknown'}) has {capability} and runs {others}"
+        f"`precision` {precision}: TensorRT runs it on compute capability {row.min_capability} and later "
+        f"({row.why}); this GPU ({gpu_name or 'unknown'}) has {capability} and runs {others}",
+        field="precision",
     )
 
 

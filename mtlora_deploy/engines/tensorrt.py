@@ -50,7 +50,7 @@ def require_cuda(device: str | torch.device = "cuda", runtime: str = TENSORRT) -
     device = torch.device(device)
     title = FLAVOURS[runtime].title
     if device.type != "cuda":
-        raise ConfigError(f"--device: {title} plans run on CUDA devices only, got {device}; use --device cuda")
+        raise ConfigError(f"{title} plans run on CUDA devices only, got {device}; use `device` cuda", field="device")
     if not torch.cuda.is_available():
         raise MissingDependencyError(
             f"running a {title} plan needs a CUDA GPU, and torch.cuda.is_available() is False here (no GPU, no driver "
@@ -210,7 +210,7 @@ class TensorRTBackend(Backend):
         if profile and not profile["min"] <= shape[0] <= profile["max"]:
             raise ConfigError(
                 f"batch {shape[0]} is outside {self.path.name}'s profile {profile['min']}..{profile['max']}; "
-                "rebuild with mtlora build-engine --batch MIN:OPT:MAX"
+                "rebuild it with: mtlora build-engine MODEL.onnx --batch MIN:OPT:MAX"
             )
         if not self.context.set_input_shape(self.input_name, shape):
             raise ConfigError(f"{self.path.name}: TensorRT refused input shape {shape} for '{self.input_name}'")

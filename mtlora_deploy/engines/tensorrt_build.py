@@ -50,7 +50,7 @@ RTX_INT8_NOTE = (
     "TensorRT-RTX documents INT8 only as weight-only GEMM quantization (its support matrix: 'INT8 WoQ GEMM'); "
     "this plan keeps the graph's Q/DQ ({int8} of {total} GEMM/convolution layers take int8 activations in the "
     "plan's layer list), but its kernels are chosen when the plan is loaded on the GPU, so INT8 tensor-core "
-    "activations are not guaranteed; for those build with full TensorRT (--runtime tensorrt)"
+    "activations are not guaranteed; for those build with full TensorRT (runtime tensorrt)"
 )
 
 
@@ -77,7 +77,7 @@ class BatchProfile:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
-            raise ConfigError(f"--batch: got {self.min}:{self.opt}:{self.max}, expected 1 <= MIN <= OPT <= MAX")
+            raise ConfigError(f"got {self.min}:{self.opt}:{self.max}, expected 1 <= MIN <= OPT <= MAX", field="batch")
 
     @classmethod
     def parse(cls, text: str) -> BatchProfile:
@@ -85,11 +85,11 @@ class BatchProfile:
         try:
             values = [int(v) for v in str(text).split(":")]
         except ValueError as exc:
-            raise ConfigError(f"--batch: got {text!r}, expected MIN:OPT:MAX such as 1:8:32") from exc
+            raise ConfigError(f"got {text!r}, expected MIN:OPT:MAX such as 1:8:32", field="batch") from exc
         if len(values) == 1:
             values *= 3
         if len(values) != 3:
-            raise ConfigError(f"--batch: got {text!r}, expected MIN:OPT:MAX such as 1:8:32")
+            raise ConfigError(f"got {text!r}, expected MIN:OPT:MAX such as 1:8:32", field="batch")
         return cls(*values)
 
 
@@ -108,11 +108,15 @@ class BuildSettings:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision: got {self.precision!r}, expected one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"got {self.precision!r}, expected one of {', '.join(PRECISIONS)}", field="precision")
         if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
-            raise ConfigError(f"--opt-level: got {self.optimization_level}, expected 0..5 (3 is TensorRT's default)")
+            raise ConfigError(
+                f"got {self.optimization_level}, expected 0..5 (3 is TensorRT's default)", field="optimization_level"
+            )
         if self.workspace_bytes is not None and self.workspace_bytes <= 0:
-            raise ConfigError(f"--workspace-gib: got {self.workspace_bytes / 2**30:g}, expected a positive size")
+            raise ConfigError(
+                f"got {self.workspace_bytes / 2**30:g} GiB, expected a positive size", field="workspace_bytes"
+            )
         self._check_runtime_options()
 
     def _check_runtime_options(self) -> None:
@@ -120,19 +124,22 @@ class BuildSettings:
         spec = flavour(self.runtime)
         if self.optimization_level is not None and not spec.has_optimization_level:
             raise ConfigError(
-                f"--opt-level: {spec.title} has no builder optimization level (it picks kernels when "
-                "the plan is loaded); drop the option or use --runtime tensorrt"
+                f"{spec.title} has no builder optimization level (it picks kernels when the plan is loaded); "
+                "drop the option or use `runtime` tensorrt",
+                field="optimization_level",
             )
         if self.timing_cache is not None and not spec.has_timing_cache:
             raise ConfigError(
-                f"--timing-cache: {spec.title} has no timing cache (its timing-cache calls are no-ops "
+                f"{spec.title} has no timing cache (its timing-cache calls are no-ops "
                 "since 1.2; compiled kernels go to the runtime cache PLAN.rtxcache when the plan runs); "
-                "drop the option or use --runtime tensorrt"
+                "drop the option or use `runtime` tensorrt",
+                field="timing_cache",
             )
         if self.targets and not spec.has_targets:
             raise ConfigError(
-                f"--target: {spec.title} builds for the GPU it runs on; target compute capabilities "
-                "are a TensorRT-RTX option (--runtime tensorrt-rtx)"
+                f"{spec.title} builds for the GPU it runs on; target compute capabilities "
+                "are a TensorRT-RTX option (`runtime` tensorrt-rtx)",
+                field="targets",
             )
         if spec.has_targets:
             check_precision_targets(self.precision, self.plan_targets)
@@ -143,14 +150,14 @@ class BuildSettings:
 
     @property
     def plan_targets(self) -> tuple[str, ...]:
-        """TensorRT-RTX: the compute capabilities the plan is for: ``--target``, else the portable default set less
+        """TensorRT-RTX: the compute capabilities the plan is for: ``targets``, else the portable default set less
         those that cannot run the precision (fp8: sm89, sm120)."""
         return self.targets or default_targets(self.precision)
 
     @property
     def targets_source(self) -> str:
         if self.targets:
-            return "--target"
+            return "given"
         return "TensorRT-RTX default" if self.plan_targets == RTX_DEFAULT_TARGETS else f"default for {self.precision}"
 
 
@@ -270,10 +277,10 @@ def engine_bytes(
             asked = f", asking for {int(found.group(1)) / 2**30:.2f} GiB" if found.group(1) else ""
             raise EngineBuildError(
                 f"the builder could not build an engine: it ran out of its workspace pool "
-                f"({workspace_bytes / 2**30:.3g} GiB){at}{asked}; raise --workspace-gib (or leave it to the "
-                "runtime's default) or lower the max batch of --batch"
+                f"({workspace_bytes / 2**30:.3g} GiB){at}{asked}; raise `workspace_bytes` (or leave it to the "
+                "runtime's default) or lower the max batch of `batch`"
             )
-        detail = "; ".join(errors[-3:]) or "see the log with --verbose"
+        detail = "; ".join(errors[-3:]) or "see the builder's log (`verbose`)"
         raise EngineBuildError(f"the builder could not build an engine: {detail}")
     return bytes(serialized)
 
@@ -516,7 +523,7 @@ def _manifest(
     image_size = extra.pop("image_size", None) or (inputs[0]["shape"][-1] if inputs else None)
     builder: dict[str, Any] = {
         "workspace_bytes": built["workspace_bytes"],
-        "workspace_source": "--workspace-gib" if settings.workspace_bytes is not None else f"{trt.__name__} default",
+        "workspace_source": "given" if settings.workspace_bytes is not None else f"{trt.__name__} default",
         "profiling_verbosity": "DETAILED",
         "strongly_typed": True,
     }

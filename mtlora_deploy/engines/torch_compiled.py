@@ -79,7 +79,7 @@ class TorchCompiledBackend(TorchEagerBackend):
         super().__init__(model, device, dtype)
         self.mode = mode or default_mode(self.device)
         if self.mode not in MODES:
-            raise ConfigError(f"--compile-mode: got {self.mode!r}, expected one of {', '.join(MODES)}")
+            raise ConfigError(f"got {self.mode!r}, expected one of {', '.join(MODES)}", field="compile_mode")
         self.compile_backend = resolve_compile_backend(self.device, compile_backend)
         self.dynamic = dynamic
         self._compile()

@@ -189,8 +189,8 @@ def warn_no_weights(config: ModelConfig) -> None:
     """Building without ImageNet weights is legitimate for tests, but a user should know."""
     if config.pretrained is None:
         warnings.warn(
-            f"{config.backbone}: built without pretrained weights (random init); pass pretrained=PATH "
-            "(--set pretrained=PATH) with a local Swin ImageNet .pth/.safetensors file",
+            f"{config.backbone}: built without pretrained weights (random init); pass `pretrained`=PATH, "
+            "a local Swin ImageNet .pth/.safetensors file",
             UserWarning,
             stacklevel=3,
         )

@@ -123,7 +123,7 @@ class ModelConfig(DictRoundTrip):
         return ModelConfig.from_dict({**self.to_dict(), **overrides})
 
 
-def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--image-size") -> None:
+def check_window_tiling(config: ModelConfig, image_size: int, field: str = "image_size") -> None:
     """Every stage's token grid must be a whole number of windows (no padding, same window at every size).
 
     The one rule for training and export alike. The last stage is the strictest:
@@ -133,12 +133,13 @@ def check_window_tiling(config: ModelConfig, image_size: int, option: str = "--i
     window, stages = arch["window_size"], len(arch["depths"])
     unit = 4 * 2 ** (stages - 1) * window
     if isinstance(image_size, bool) or not isinstance(image_size, int):
-        raise ConfigError(f"{option}: got {image_size!r}, expected a positive integer multiple of {unit}")
+        raise ConfigError(f"got {image_size!r}, expected a positive integer multiple of {unit}", field=field)
     if image_size <= 0 or image_size % unit:
         grids = ", ".join(f"{image_size / (4 * 2**i):g}" for i in range(stages))
         raise ConfigError(
-            f"{option}: got {image_size}; the token grids ({grids}) must each be a multiple of the "
-            f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})"
+            f"got {image_size}; the token grids ({grids}) must each be a multiple of the "
+            f"{window}x{window} window of {config.backbone}; use a multiple of {unit} (e.g. {unit}, {2 * unit})",
+            field=field,
         )
 
 

@@ -52,16 +52,18 @@ def resolve_config(
     data: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"--preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
+            raise ConfigError(f"got {preset!r}, expected one of {', '.join(PRESETS)}", field="preset")
         data.update(PRESETS[preset])
     if yaml_path is not None:
         from_yaml = load_yaml(yaml_path)
         ModelConfig.check_keys(from_yaml, f"config file {yaml_path}")
         data.update(from_yaml)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    ModelConfig.check_keys(overrides, "--set")
+    ModelConfig.check_keys(overrides, "`overrides`")
     data.update(overrides)
     config = ModelConfig.from_dict(data, source=yaml_path or "config")
     if preset == "single-task" and len(config.tasks) != 1:
-        raise ConfigError(f"--preset single-task: got tasks {','.join(config.tasks)}, expected exactly one task")
+        raise ConfigError(
+            f"`preset` single-task: got tasks {','.join(config.tasks)}, expected exactly one task", field="preset"
+        )
     return config

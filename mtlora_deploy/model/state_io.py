@@ -20,7 +20,9 @@ from torch import nn
 
 from mtlora_deploy.errors import WeightsError
 
-CORRUPT_HINT = "re-export or re-merge it; in a run folder, --resume RUN falls back to the previous checkpoint"
+CORRUPT_HINT = (
+    "re-export or re-merge it; in a run folder, mtlora train --resume RUN falls back to the previous checkpoint"
+)
 CFGNODE_NAME = "yacs.config.CfgNode"
 
 

@@ -64,7 +64,7 @@ def _download(repo_id: str, spec: str) -> Path:
             break
     raise WeightsError(
         f"pretrained={spec}: could not get {repo_id} from the Hugging Face Hub or its cache ({problems[0]}); "
-        "without network pass a local file: --set pretrained=PATH (timm model.safetensors or Microsoft .pth)"
+        "without network pass a local file: `pretrained`=PATH (timm model.safetensors or Microsoft .pth)"
     )
 
 

@@ -36,8 +36,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MissingDependencyError(
-            "--device cuda: torch.cuda.is_available() is False here; profile with --device "
-            "cpu or run on a machine with an NVIDIA GPU and a CUDA build of torch"
+            "`device` cuda: torch.cuda.is_available() is False here; profile with `device` "
+            "cpu or run on a machine with an NVIDIA GPU and a CUDA build of torch",
+            field="device",
         )
     return device
 
@@ -83,9 +84,11 @@ def collect_candidates(
         natural = detect_backend(item) if isinstance(item, (str, Path)) else "torch"
         usable = [b for b in backends if (b in TORCH_BACKENDS if natural == "torch" else b == natural)]
         if not usable:
-            notes.append(f"{item}: skipped, none of --backend {','.join(backends)} runs it (it needs {natural})")
+            notes.append(
+                f"{item}: skipped, none of the backends asked for ({','.join(backends)}) runs it (it needs {natural})"
+            )
         elif natural == "tensorrt" and device.type != "cuda":
-            notes.append(f"{item}: skipped, TensorRT plans need --device cuda")
+            notes.append(f"{item}: skipped, TensorRT plans need a CUDA device")
         elif natural != "torch":
             out.append(_file_candidate(Path(item), natural, device, use_cuda_graph))
         else:
@@ -142,20 +145,20 @@ def budget_notes(measurements: Sequence[Measurement], settings: RunSettings, bud
         short = [m for m in measurements if m.latency.rounds < asked]
         if short:
             notes.append(
-                f"--budget {budget.seconds:g} s: {len(short)} of {len(measurements)} measurements got fewer than "
+                f"the budget of {budget.seconds:g} s: {len(short)} of {len(measurements)} measurements got fewer than "
                 f"the {asked} rounds asked for (down to {min(m.latency.rounds for m in short)}); each one's rounds "
                 "and timed seconds are in the table"
             )
         if spent > budget.seconds:
             notes.append(
-                f"--budget {budget.seconds:g} s: measuring took {spent:.1f} s; the minimum (loading and opening "
+                f"the budget of {budget.seconds:g} s: measuring took {spent:.1f} s; the minimum (loading and opening "
                 "every candidate, its first call and one timed call per batch size) did not fit"
             )
     few = sum(m.latency.rounds < MIN_ROUNDS for m in measurements)
     if few:
         notes.append(
             f"{few} of {len(measurements)} measurements have fewer than {MIN_ROUNDS} rounds: no 95% interval and "
-            f"no verdict for them ('{TOO_FEW}'); ask for more --rounds (or a larger --budget)"
+            f"no verdict for them ('{TOO_FEW}'); ask for more rounds (or a larger budget)"
         )
     return notes
 
@@ -218,7 +221,9 @@ def _read_metrics(path: str | Path) -> dict[str, Any]:
     try:
         return {"file": str(path), **json.loads(path.read_text())}
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--metrics {path}: cannot read it as JSON from mtlora evaluate -o ({exc})") from exc
+        raise ConfigError(
+            f"`metrics` {path}: cannot read it as JSON from mtlora evaluate -o ({exc})", field="metrics"
+        ) from exc
 
 
 def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str], budget: Budget) -> dict[str, str]:
@@ -237,13 +242,13 @@ def _write_plots(report: dict[str, Any], out_dir: Path, notes: list[str], budget
             wanted["accuracy_vs_latency"] = partial(draw.plot_accuracy_vs_latency, points)
         else:
             notes.append(
-                "--metrics: no evaluate result matched a profiled artefact (by path) with a delta-m; "
+                "the metrics given: no evaluate result matched a profiled artefact (by path) with a delta-m; "
                 "accuracy_vs_latency.png not drawn"
             )
     plots = {}
     for name, plot in wanted.items():
         if not budget.has_time_for_a_plot():
-            notes.append(f"{name}.png not drawn: --budget {budget.seconds:g} s spent")
+            notes.append(f"{name}.png not drawn: the budget of {budget.seconds:g} s is spent")
             continue
         plots[name] = str(plot(out_dir / f"{name}.png"))
     return plots

@@ -120,7 +120,7 @@ def torch_candidates(
             if device.type == "cpu" and precision == "fp16":
                 notes.append(
                     f"{source}: {backend} fp16 skipped on the CPU (no fast fp16 kernels; not a deployment "
-                    "path); use --device cuda"
+                    "path); profile it on a CUDA device"
                 )
                 continue
             options = {"backend": backend, "device": device, "precision": precision, "compile_options": compile_options}

@@ -57,7 +57,7 @@ def settings_lines(report: dict[str, Any]) -> list[str]:
     env, run = report["environment"], report["run"]
     runtimes = [f"{name} {env[key]}" for key, name in RUNTIMES if env.get(key)]
     memory = SHORT_METHODS.get(run["memory_method"], run["memory_method"])
-    budget = "" if run.get("budget_s") is None else f" (--budget {run['budget_s']:g} s)"
+    budget = "" if run.get("budget_s") is None else f" (budget {run['budget_s']:g} s)"
     return [
         ", ".join(runtimes) + f"; torch threads: {env['torch_threads']}",
         f"each row: {run['warmup']} warm-up calls; >= {run['duration_s']:g} s and >= {run['min_iterations']} "

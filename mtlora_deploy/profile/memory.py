@@ -31,11 +31,11 @@ CPU_METHOD = (
     "peak RSS of a fresh subprocess that opens the candidate and runs each batch size, above its "
     "baseline after importing torch and the toolkit"
 )
-CPU_OFF = "not measured on the CPU (--memory measures it in one fresh subprocess per candidate)"
+CPU_OFF = "not measured on the CPU (on request it is, in one fresh subprocess per candidate)"
 
 
 SHORT_METHODS = {CUDA_METHOD: "torch allocator peak + weights", CPU_METHOD: "peak RSS in a subprocess"}
-SHORT_METHODS[CPU_OFF] = "not measured on the CPU (--memory)"
+SHORT_METHODS[CPU_OFF] = "not measured on the CPU"
 """Each method in a few words, for the console."""
 
 
@@ -133,7 +133,7 @@ def measure_cpu_peaks(
     context, out = multiprocessing.get_context("spawn"), {}
     for candidate in candidates:
         if until is not None and settings.clock() >= until:
-            notes.append(f"{candidate.label}: no peak RSS (--budget spent)")
+            notes.append(f"{candidate.label}: no peak RSS (the budget is spent)")
             continue
         try:
             payload = pickle.dumps(candidate.portable())

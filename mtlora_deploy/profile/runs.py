@@ -201,7 +201,7 @@ def busy_machine_note() -> str | None:
     return (
         f"the machine was busy when the profile started (1-minute load {load:.1f} on {cores} cores): absolute times "
         "are inflated and noisy, ratios of one group's rounds less so; torch with several threads suffers most "
-        "(--threads 1 keeps its calls from stalling)"
+        "(one torch thread keeps its calls from stalling)"
     )
 
 

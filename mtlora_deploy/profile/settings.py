@@ -43,24 +43,27 @@ class ProfileSettings:
         for name in ("backends", "precisions", "comparisons"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
-        for option, values, allowed in (
-            ("--backend", self.backends, BACKENDS),
-            ("--precision", self.precisions, AUTOCAST_PRECISIONS),
-            ("--comparisons", self.comparisons, COMPARISONS),
+        for name, values, allowed in (
+            ("backends", self.backends, BACKENDS),
+            ("precisions", self.precisions, AUTOCAST_PRECISIONS),
+            ("comparisons", self.comparisons, COMPARISONS),
         ):
             bad = [v for v in values if v not in allowed]
             if bad:
-                raise ConfigError(f"{option}: got {bad[0]!r}, expected any of {', '.join(allowed)}")
+                raise ConfigError(f"got {bad[0]!r}, expected any of {', '.join(allowed)}", field=name)
         if not self.batches or any(b < 1 for b in self.batches):
-            raise ConfigError(f"--batch: got {list(self.batches)}, expected positive batch sizes such as 1,8,32")
+            raise ConfigError(
+                f"got {list(self.batches)}, expected positive batch sizes such as 1,8,32", field="batches"
+            )
         if self.iterations < 1 or self.warmup < 0 or self.duration < 0:
             raise ConfigError(
-                f"--iterations/--warmup/--duration: got {self.iterations}/{self.warmup}/"
+                f"`iterations`/`warmup`/`duration`: got {self.iterations}/{self.warmup}/"
                 f"{self.duration}, expected iterations >= 1, warmup >= 0, duration >= 0"
             )
         if self.rounds < 2:
             raise ConfigError(
-                f"--rounds: got {self.rounds}, expected at least 2 (intervals resample rounds; 10 is a good default)"
+                f"got {self.rounds}, expected at least 2 (intervals resample rounds; 10 is a good default)",
+                field="rounds",
             )
 
     def updated(self, **overrides: Any) -> ProfileSettings:

@@ -28,8 +28,9 @@ def resolve_eval_data(data: str, artefact: Path) -> Path:
             if (folder / "data" / "synthetic.json").is_file():
                 return folder / "data"
     raise ConfigError(
-        f"--data synthetic: no synthetic set found in a run folder around {artefact}; "
-        "pass --data DIR (make one with: mtlora make-dataset synthetic DIR)"
+        f"`data` synthetic: no synthetic set found in a run folder around {artefact}; "
+        "pass `data` DIR (make one with: mtlora make-dataset synthetic DIR)",
+        field="data",
     )
 
 

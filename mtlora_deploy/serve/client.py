@@ -64,7 +64,7 @@ class TritonClient:
     def __init__(self, url: str, timeout: float = 300.0) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"--server: got {url!r}, expected http://HOST:PORT (Triton's HTTP endpoint)")
+            raise ConfigError(f"got {url!r}, expected http://HOST:PORT (Triton's HTTP endpoint)", field="url")
         self.url, self.host, self.port, self.timeout = url, parts.hostname, parts.port or 80, timeout
         self.connection: http.client.HTTPConnection | None = None
 
@@ -99,7 +99,7 @@ class TritonClient:
         try:
             response, body = self._request(method, path, json.dumps(payload).encode() if payload is not None else None)
         except OSError as exc:
-            raise ConfigError(f"--server {self.url}: no Triton answers ({exc})") from exc
+            raise ConfigError(f"`url` {self.url}: no Triton answers ({exc})", field="url") from exc
         if response.status != 200:
             raise InferenceError(response.status, _message(body))
         return json.loads(body) if body else {}

@@ -25,15 +25,18 @@ def served_ensemble(client: TritonClient, name: str | None = None) -> tuple[str,
         try:
             config = client.model_config(candidate)
         except InferenceError as exc:
-            raise ConfigError(f"--served-model {candidate}: {exc.message}") from exc
+            raise ConfigError(f"`served_model` {candidate}: {exc.message}", field="served_model") from exc
         if config.get("platform") == "ensemble" and [i["name"] for i in config.get("input", [])] == [BYTES_INPUT]:
             found.append((candidate, [o["name"] for o in config["output"]]))
     if name and not found:
-        raise ConfigError(f"--served-model {name}: not an ensemble written by mtlora export-triton (input image_bytes)")
+        raise ConfigError(
+            f"`served_model` {name}: not an ensemble written by mtlora export-triton (input image_bytes)",
+            field="served_model",
+        )
     if len(found) != 1:
         listed = ", ".join(f for f, _ in found) or "none"
         raise ConfigError(
-            f"--server {client.url}: {len(found)} mtlora ensembles ({listed}); pick one with --served-model"
+            f"`url` {client.url}: {len(found)} mtlora ensembles ({listed}); pick one with `served_model`", field="url"
         )
     return found[0]
 
@@ -59,7 +62,7 @@ def predict_served(
             try:
                 maps = served_maps(client, ensemble, tasks, path.read_bytes())
             except InferenceError as exc:
-                raise ConfigError(f"--server {url}: {path}: {exc.message}") from exc
+                raise ConfigError(f"`url` {url}: {path}: {exc.message}", field="url") from exc
             panels.append(write_pictures(read_rgb(path), maps, output, name))
         return panels
     finally:

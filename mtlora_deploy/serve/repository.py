@@ -49,15 +49,12 @@ class RepositoryOptions:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.name):
-            raise ConfigError(f"--name: got {self.name!r}, expected letters, digits, '_' or '-'")
-        for option, value, low in (
-            ("--instances", self.instances, 1),
-            ("--max-queue-delay-us", self.max_queue_delay_us, 0),
-        ):
+            raise ConfigError(f"got {self.name!r}, expected letters, digits, '_' or '-'", field="name")
+        for name, value, low in (("instances", self.instances, 1), ("max_queue_delay_us", self.max_queue_delay_us, 0)):
             if value < low:
-                raise ConfigError(f"{option}: got {value}, expected an integer >= {low}")
+                raise ConfigError(f"got {value}, expected an integer >= {low}", field=name)
         if self.max_batch is not None and self.max_batch < 1:
-            raise ConfigError(f"--max-batch: got {self.max_batch}, expected an integer >= 1")
+            raise ConfigError(f"got {self.max_batch}, expected an integer >= 1", field="max_batch")
 
 
 @dataclass
@@ -200,8 +197,10 @@ def _max_batch(source: ModelSource, requested: int | None) -> int:
         return requested or DEFAULT_MAX_BATCH
     if requested is not None and requested > source.max_batch:
         raise ConfigError(
-            f"--max-batch {requested}: the plan {source.path} runs batches up to {source.max_batch} (its batch "
-            "profile); use --max-batch <= that or rebuild it with a larger --batch maximum"
+            f"`max_batch` {requested}: the plan {source.path} runs batches up to {source.max_batch} (its batch "
+            "profile); use `max_batch` <= that, or rebuild the plan with a larger MAX: mtlora build-engine "
+            "MODEL.onnx --batch 1:OPT:MAX",
+            field="max_batch",
         )
     return requested or source.max_batch
 
@@ -340,9 +339,13 @@ def export_triton(model: str | Path, output: str | Path, options: RepositoryOpti
     """
     options, output, model = options or RepositoryOptions(), Path(output), Path(model)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConfigError(f"-o {output} already exists; choose a new folder (nothing is overwritten)")
+        raise ConfigError(
+            f"`output` {output} already exists; choose a new folder (nothing is overwritten)", field="output"
+        )
     if (model / MANIFEST).is_file():
-        raise ConfigError(f"MODEL {model} is already a Triton repository; serve it with: mtlora serve {model}")
+        raise ConfigError(
+            f"`model` {model} is already a Triton repository; serve it with: mtlora serve {model}", field="model"
+        )
     model_config_pb2()  # the schema is needed: fail before any export
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:

@@ -64,7 +64,7 @@ def find_server(triton_env: str | Path | None = None) -> ServerInstall:
     """The tritonserver to run: ``triton_env``/``$MTLORA_TRITON_ENV`` if given, else PATH's, else ``<venv>-triton``."""
     chosen = triton_env or os.environ.get(ENV_VARIABLE)
     if chosen:
-        return _pytriton_install(Path(chosen), "--triton-env" if triton_env else f"${ENV_VARIABLE}")
+        return _pytriton_install(Path(chosen), "`triton_env`" if triton_env else f"${ENV_VARIABLE}")
     on_path = shutil.which("tritonserver")
     if on_path:
         binary = Path(on_path).resolve()
@@ -232,7 +232,7 @@ class TritonServer:
         """Start the process and wait until the server and the ensemble are ready (or fail in one line)."""
         busy = [port for port in (self.ports.http, self.ports.grpc, self.ports.metrics) if port_in_use(port)]
         if busy:
-            raise ConfigError(f"port {busy[0]} is in use; choose free ports (--http-port/--grpc-port/--metrics-port)")
+            raise ConfigError(f"port {busy[0]} is in use; choose free `ports`", field="ports")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.install.environment(), cwd=self.run_dir

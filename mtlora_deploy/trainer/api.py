@@ -28,7 +28,9 @@ def start_run(
     _refuse_run_dir_in_dataset(run_dir, train_config.data)
     if has_checkpoint(run_dir):
         raise ConfigError(
-            f"--run-dir {run_dir} already holds a run; continue it with --resume {run_dir} or pick another folder"
+            f"`run_dir` {run_dir} already holds a run; continue it with: mtlora train --resume {run_dir}, or pick "
+            "another folder",
+            field="run_dir",
         )
     origin = run_origin(preset, config_path, model_overrides)
     return Trainer(model_config, train_config, run_dir, stop_after=stop_after, origin=origin).fit()
@@ -39,7 +41,9 @@ def _refuse_run_dir_in_dataset(run_dir: Path, data: str) -> None:
         return
     root, target = Path(data).resolve(), run_dir.resolve()
     if target == root or root in target.parents:
-        raise ConfigError(f"--run-dir {run_dir} is inside the dataset folder {data}; write runs somewhere else")
+        raise ConfigError(
+            f"`run_dir` {run_dir} is inside the dataset folder {data}; write runs somewhere else", field="run_dir"
+        )
 
 
 def resume_run(
@@ -48,7 +52,7 @@ def resume_run(
     """Continue a run from ``RUN/config.yaml`` and ``RUN/checkpoints/last.*`` exactly where it stopped."""
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
-        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
+        raise ConfigError(f"resuming {run_dir}: no config.yaml there; is it a run folder?")
     saved = yaml.safe_load(config_file.read_text())
     model_config = ModelConfig.from_dict(saved["model"], source=str(config_file))
     train_data = dict(saved["train"])

@@ -189,7 +189,7 @@ def _write_error(run_dir: Path, step: int, exc: OSError, current: Generation | N
     kept = f"the previous checkpoint (step {current.step}) is still current" if current else "no checkpoint was kept"
     return (
         f"cannot write the step-{step} checkpoint into {store_dir(run_dir)}: {describe_os_error(exc)}; {kept}; "
-        f"fix it and continue with --resume {run_dir}"
+        f"fix it and continue with: mtlora train --resume {run_dir}"
     )
 
 

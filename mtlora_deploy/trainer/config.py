@@ -22,7 +22,7 @@ class TrainConfig(DictRoundTrip):
     config_kind = "train config"
 
     data: str = field(default="synthetic", metadata={"help": "PASCAL-MT root folder, or 'synthetic'"})
-    synthetic_images: int = field(default=96, metadata={"help": "images generated for --data synthetic"})
+    synthetic_images: int = field(default=96, metadata={"help": "images generated when data is 'synthetic'"})
     train_split: str = field(default="train", metadata={"help": "split used for training"})
     val_split: str = field(default="val", metadata={"help": "split used for validation"})
     epochs: int = field(default=300, metadata={"help": "training epochs"})
@@ -70,7 +70,7 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"lr_scaling: got {self.lr_scaling!r}, expected linear or none")
 
     def _check_numbers(self) -> None:
-        """Every number in its range before anything is built (``--lr -1`` must not reach the optimizer)."""
+        """Every number in its range before anything is built (``base_lr=-1`` must not reach the optimizer)."""
         positive = ("base_lr", "eps")
         at_least_zero = ("warmup_lr", "min_lr", "weight_decay", "warmup_epochs", "warmup_steps", "num_workers")
         for name in positive:
@@ -117,7 +117,7 @@ def load_run_configs(
         TrainConfig.check_keys(from_yaml, f"config file {yaml_path} (train:)")
         train_data.update(from_yaml)
     overrides = {k: v for k, v in train_overrides.items() if v is not None}
-    TrainConfig.check_keys(overrides, "--train-set")
+    TrainConfig.check_keys(overrides, "`train_overrides`")
     train_data.update(overrides)
     model = resolve_config(preset, yaml_path, model_overrides)
     return model, TrainConfig.from_dict(train_data, source=yaml_path or "train config")

@@ -35,7 +35,7 @@ def resolve_workers(workers: int | None) -> int:
     if workers > cores:
         from mtlora_deploy.errors import warn
 
-        warn(f"--workers {workers} is more than the {cores} CPU cores this process may use; loading may be slower")
+        warn(f"`num_workers` {workers} is more than the {cores} CPU cores this process may use; loading may be slower")
     return workers
 
 

@@ -97,8 +97,9 @@ class Trainer:
         steps_per_epoch = len(train_set) // (cfg.batch_size * ctx.world_size)
         if steps_per_epoch < 1:
             raise TrainingError(
-                f"--batch-size {cfg.batch_size} x {ctx.world_size} process(es) is larger than the "
-                f"{len(train_set)} training images of split {cfg.train_split!r}"
+                f"`batch_size` {cfg.batch_size} x {ctx.world_size} process(es) is larger than the "
+                f"{len(train_set)} training images of split {cfg.train_split!r}",
+                field="batch_size",
             )
         total = cfg.max_steps or cfg.epochs * steps_per_epoch
         model = build_model(self.model_config).to(ctx.device)
@@ -176,7 +177,9 @@ class Trainer:
         except KeyboardInterrupt:
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C waits for the commit, then stops here
                 self._save(setup, progress)
-            self.console.print(f"[yellow]interrupted at step {progress.step}; resume with --resume {self.run_dir}")
+            self.console.print(
+                f"[yellow]interrupted at step {progress.step}; resume with: mtlora train --resume {self.run_dir}"
+            )
             raise
         finally:
             self.logger.close()

@@ -98,7 +98,7 @@ def load_training_state(
         result = _restore(legacy, model, optimizer, scheduler, scaler)
         if isinstance(result, Progress):
             return result
-        raise TrainingError(f"--resume {run_dir}: {legacy} is unusable: {result}; start a new run")
+        raise TrainingError(f"resuming {run_dir}: {legacy} is unusable: {result}; start a new run")
     warn(f"no complete checkpoint in {run_dir}; starting again from step 0 with its config.yaml")
     return None
 

@@ -25,11 +25,12 @@ DEFAULT_BLOCK_SIZE = 32  # divides every reduction width of Swin-T (96 * 2^k) an
 
 
 def check_block_size(block_size: int) -> int:
-    """``--block-size``: one of :data:`BLOCK_SIZES`, checked before any work."""
+    """``block_size``: one of :data:`BLOCK_SIZES`, checked before any work."""
     if block_size not in BLOCK_SIZES:
         raise ConfigError(
-            f"--block-size: got {block_size}, expected one of {', '.join(map(str, BLOCK_SIZES))} "
-            f"(int4 weights per scale along the reduction axis; default {DEFAULT_BLOCK_SIZE})"
+            f"got {block_size}, expected one of {', '.join(map(str, BLOCK_SIZES))} "
+            f"(int4 weights per scale along the reduction axis; default {DEFAULT_BLOCK_SIZE})",
+            field="block_size",
         )
     return block_size
 

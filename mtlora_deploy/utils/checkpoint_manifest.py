@@ -87,5 +87,5 @@ def verified_checkpoint(stem: Path, warn: Callable[[str], None]) -> Path:
             return older / stem.name
     raise WeightsError(
         f"{shown}; no earlier checkpoint set holds a good copy, so it is not used "
-        "(restore the file, or train again with --resume RUN)"
+        "(restore the file, or train again with: mtlora train --resume RUN)"
     )

@@ -46,7 +46,7 @@ EXPORT_WARNINGS = (
     WarningNoise(
         r"You are using the legacy TorchScript-based ONNX export",
         DeprecationWarning,
-        "the TorchScript exporter is the user's choice (--legacy-exporter); torch.export is the default",
+        "the TorchScript exporter is the user's choice (export_onnx(legacy=True)); torch.export is the default",
     ),
     WarningNoise(
         r"The feature will be removed\. Please remove usage of this function",

@@ -312,12 +312,12 @@ def test_exclude_patterns_and_typos(tiny_onnx):
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
     assert select_nodes(model, ["Conv"]) == convs
     assert select_nodes(model, [convs[0]]) == [convs[0]]
-    with pytest.raises(ConfigError, match=r"--exclude 'Conv_99x' matches no node.*did you mean"):
+    with pytest.raises(ConfigError, match=r"`nodes_to_exclude` 'Conv_99x' matches no node.*did you mean"):
         select_nodes(model, ["Conv_99x"])
 
 
 def test_range_settings_reject_unknown_methods():
-    with pytest.raises(ConfigError, match="calibration_method: got 'kl'"):
+    with pytest.raises(ConfigError, match="`calibration_method`: got 'kl'"):
         RangeSettings(method="kl")
     assert RangeSettings(method="max").images_per_run == 1 and RangeSettings(batch=4).images_per_run == 4
 

@@ -175,9 +175,9 @@ def test_fp8_runs_in_onnx_runtime_close_to_fp32(variants, source, images):
 
 def test_bad_low_precision_options_are_refused_before_anything_is_written(source, tmp_path):
     out = tmp_path / "x.onnx"
-    with pytest.raises(ConfigError, match=r"--block-size: got 48, expected one of 16, 32, 64, 128, 256"):
+    with pytest.raises(ConfigError, match=r"`block_size`: got 48, expected one of 16, 32, 64, 128, 256"):
         make_precision_variant(source, "int4-wo", out, block_size=48)
-    with pytest.raises(ConfigError, match=r"fp8 needs calibration images: pass --calib"):
+    with pytest.raises(ConfigError, match=r"fp8 needs calibration images: pass `calibration`"):
         make_precision_variant(source, "fp8", out)
     with pytest.raises(ConfigError, match=r"fp8 graphs are written with ONNX Runtime's quantizer"):
         make_precision_variant(source, "fp8", out, tool="modelopt", calibration_cache=tmp_path / "c.json")

@@ -146,7 +146,7 @@ def test_int8_without_calibration_is_a_clear_error(tiny_onnx, tmp_path):
 
 
 def test_bad_requests_fail_before_any_work(tiny_onnx, int8, tmp_path):
-    with pytest.raises(ConfigError, match="--precision: got 'int4'"):
+    with pytest.raises(ConfigError, match="`precision`: got 'int4'"):
         make_precision_variant(tiny_onnx, "int4", tmp_path / "x.onnx")
     with pytest.raises(ConfigError, match="already a int8 variant"):
         make_precision_variant(int8, "fp16", tmp_path / "x.onnx")

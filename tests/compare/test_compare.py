@@ -173,9 +173,9 @@ def test_rows_always_start_with_the_single_task_runs():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"presets": ("lora", "nope")}, "--presets: got nope"),
-        ({"steps": 0}, "--steps: got 0"),
-        ({"lr": 0}, "--lr: got 0"),
+        ({"presets": ("lora", "nope")}, "`presets`: got nope"),
+        ({"steps": 0}, "`steps`: got 0"),
+        ({"lr": 0}, "`lr`: got 0"),
     ],
 )
 def test_bad_settings_are_one_line(kwargs, match):

@@ -127,7 +127,7 @@ def test_resize_model_keeps_every_tensor():
 
 @pytest.mark.parametrize("size", [96, 100, 0, -64])
 def test_bad_image_size_is_one_line_and_writes_nothing(tmp_path, size):
-    with pytest.raises(ConfigError, match=rf"^--image-size: got {size}; .*use a multiple of 64") as info:
+    with pytest.raises(ConfigError, match=rf"^`image_size`: got {size}; .*use a multiple of 64") as info:
         export_onnx(tiny_model(), tmp_path / "m.onnx", image_size=size)
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
 
@@ -138,9 +138,9 @@ def test_bad_sources_and_options_are_one_line(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"")
     with pytest.raises(ConfigError, match="already an ONNX file"):
         export_onnx(tmp_path / "x.onnx", tmp_path / "m.onnx")
-    with pytest.raises(ConfigError, match="--outputs: got 'probs'"):
+    with pytest.raises(ConfigError, match="`outputs`: got 'probs'"):
         export_onnx(tiny_model(), tmp_path / "m.onnx", outputs="probs")
-    with pytest.raises(ConfigError, match="--opset: got 17, expected >= 18 .*--legacy-exporter"):
+    with pytest.raises(ConfigError, match="`opset`: got 17, expected >= 18 .*`legacy`"):
         export_onnx(tiny_model(), tmp_path / "m.onnx", opset=17)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]
 

@@ -84,7 +84,7 @@ def test_which_sources_need_per_task_export(tmp_path):
 def test_export_onnx_of_a_multi_task_mtl_lora_model_points_to_per_task_export(tmp_path):
     with pytest.raises(ConfigError, match="task-conditioned.*one ONNX graph per task"):
         export_onnx(_mtl_model(), tmp_path / "model.onnx")
-    with pytest.raises(ConfigError, match="--tasks: got edge, expected a subset of semseg,normals"):
+    with pytest.raises(ConfigError, match="`tasks`: got edge, expected a subset of semseg,normals"):
         export_per_task(_mtl_model(), tmp_path / "model.onnx", tasks=["edge"])
     assert list(tmp_path.iterdir()) == []
 

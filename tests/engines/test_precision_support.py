@@ -44,7 +44,7 @@ def test_default_targets_follow_the_precision():
     fp16 = BuildSettings("fp16", runtime=TENSORRT_RTX)
     assert fp16.plan_targets == RTX_DEFAULT_TARGETS and fp16.targets_source == "TensorRT-RTX default"
     given = BuildSettings("int8-wo", runtime=TENSORRT_RTX, targets=("8.6",))
-    assert given.plan_targets == ("8.6",) and given.targets_source == "--target"
+    assert given.plan_targets == ("8.6",) and given.targets_source == "given"
 
 
 @pytest.mark.parametrize(
@@ -62,13 +62,13 @@ def test_a_target_that_cannot_run_the_precision_is_refused_in_one_line(precision
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
-        f"--precision {precision} --target {refused}: TensorRT-RTX runs {precision} only on {runs}"
+        f"`precision` {precision} `targets` {refused}: TensorRT-RTX runs {precision} only on {runs}"
     )
-    assert "--target " + ",".join(f"sm{t.replace('.', '')}" for t in default_targets(precision)) in message
+    assert "`targets` " + ",".join(f"sm{t.replace('.', '')}" for t in default_targets(precision)) in message
 
 
 def test_targets_tensorrt_rtx_cannot_build_for_are_refused_before_the_precision():
-    with pytest.raises(ConfigError, match=r"^--target: TensorRT-RTX cannot build for sm90 .*--runtime tensorrt$"):
+    with pytest.raises(ConfigError, match=r"^`targets`: TensorRT-RTX cannot build for sm90 .*`runtime` tensorrt$"):
         check_precision_targets("fp16", ("9.0",))
 
 
@@ -78,7 +78,7 @@ def test_full_tensorrt_checks_the_gpu_it_builds_on():
     with pytest.raises(ConfigError) as info:
         check_precision_gpu("fp8", "8.6", "NVIDIA A10")
     assert str(info.value) == (
-        "--precision fp8: TensorRT runs it on compute capability 8.9 and later (FP8 tensor cores: Ada (sm89), Hopper "
+        "`precision` fp8: TensorRT runs it on compute capability 8.9 and later (FP8 tensor cores: Ada (sm89), Hopper "
         "(sm90) and later); this GPU (NVIDIA A10) has 8.6 and runs fp32, fp16, bf16, int8, int8-wo, int4-wo"
     )
 

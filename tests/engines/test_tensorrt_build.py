@@ -29,15 +29,15 @@ def test_batch_profile_parsing():
     assert BatchProfile.parse("1:8:32") == BatchProfile(1, 8, 32)
     assert BatchProfile.parse("4") == BatchProfile(4, 4, 4)
     for bad in ("8:1:32", "0:1:2", "a:b:c", "1:2"):
-        with pytest.raises(ConfigError, match="--batch"):
+        with pytest.raises(ConfigError, match="`batch`"):
             BatchProfile.parse(bad)
 
 
 def test_build_settings_are_checked_at_the_boundary():
     assert BuildSettings("fp16").batch == BatchProfile(1, 8, 32)
-    with pytest.raises(ConfigError, match="--precision: got 'fp4'"):
+    with pytest.raises(ConfigError, match="`precision`: got 'fp4'"):
         BuildSettings("fp4")
-    with pytest.raises(ConfigError, match="--opt-level"):
+    with pytest.raises(ConfigError, match="`optimization_level`"):
         BuildSettings("fp16", optimization_level=7)
 
 

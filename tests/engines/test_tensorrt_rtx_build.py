@@ -179,7 +179,7 @@ def test_fp16_plan_through_the_cli_for_one_target(graphs, tmp_path, run_cli):
     assert proc.returncode == 0, proc.stderr
     assert "tensorrt-rtx" in proc.stdout and "needs a supported NVIDIA GPU" in proc.stdout
     manifest = read_manifest(tmp_path / "engines" / "tiny_fp16.plan")
-    assert manifest["target_compute_capabilities"] == ["8.9"] and manifest["builder"]["targets_source"] == "--target"
+    assert manifest["target_compute_capabilities"] == ["8.9"] and manifest["builder"]["targets_source"] == "given"
     assert manifest["precision"] == "fp16" and set(manifest["layer_summary"]["compute_input_types"]) == {"Half"}
     assert _files(tmp_path) == ["engines", "engines/tiny_fp16.plan", "engines/tiny_fp16.plan.json"]
 
@@ -192,7 +192,7 @@ def test_int8_plan_says_what_tensorrt_rtx_computes(int8_build):
     assert summary["tactics_at"] == "load (JIT on the GPU)"
     (note,) = manifest["precision_notes"]
     assert note == int8_build.warnings[0] and "1 of 2 GEMM/convolution layers" in note
-    assert "INT8 tensor-core activations are not guaranteed" in note and "--runtime tensorrt" in note
+    assert "INT8 tensor-core activations are not guaranteed" in note and "full TensorRT (runtime tensorrt)" in note
 
 
 def test_layer_summary_reads_the_builders_layer_list():
@@ -247,7 +247,7 @@ def test_running_out_of_the_workspace_pool_says_which_option_to_change(graphs, t
     manifest_workspace = 1 << 30
     assert run_cli([*args, "--workspace-gib", "1"], tmp_path).returncode == 0  # the same graph fits in 1 GiB
     assert read_manifest(out)["builder"]["workspace_bytes"] == manifest_workspace
-    assert read_manifest(out)["builder"]["workspace_source"] == "--workspace-gib"
+    assert read_manifest(out)["builder"]["workspace_source"] == "given"
 
 
 def test_dynamic_height_and_width_are_refused_in_one_line(tmp_path, run_cli):
@@ -294,11 +294,11 @@ def test_tensorrt_only_options_are_refused_on_tensorrt_rtx(graphs, tmp_path, opt
 
 
 def test_target_options_are_checked(graphs, tmp_path):
-    with pytest.raises(ConfigError, match="--target: TensorRT builds for the GPU it runs on"):
+    with pytest.raises(ConfigError, match="`targets`: TensorRT builds for the GPU it runs on"):
         build_engine(graphs["fp32"], "fp32", tmp_path / "x.plan", runtime="tensorrt", targets="sm89")
-    with pytest.raises(ConfigError, match=r"cannot build for sm90 .*--runtime tensorrt"):
+    with pytest.raises(ConfigError, match=r"cannot build for sm90 .*`runtime` tensorrt"):
         build_engine(graphs["fp32"], "fp32", tmp_path / "x.plan", runtime="tensorrt-rtx", targets="sm90")
-    with pytest.raises(ConfigError, match="--target: got 'ampere'"):
+    with pytest.raises(ConfigError, match="`targets`: got 'ampere'"):
         build_engine(graphs["fp32"], "fp32", tmp_path / "x.plan", runtime="tensorrt-rtx", targets="ampere")
     assert _files(tmp_path) == []
 

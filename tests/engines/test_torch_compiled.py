@@ -52,7 +52,7 @@ def test_inductor_compiles_the_tiny_model_on_this_cpu(model, images):
 
 def test_modes_and_options_are_checked(model):
     assert default_mode(torch.device("cuda")) == "reduce-overhead" and default_mode(torch.device("cpu")) == "default"
-    with pytest.raises(ConfigError, match="--compile-mode: got 'fastest'"):
+    with pytest.raises(ConfigError, match="`compile_mode`: got 'fastest'"):
         TorchCompiledBackend(model, mode="fastest")
 
 

@@ -58,14 +58,14 @@ def test_reference_buffers_are_ignored_but_foreign_keys_are_reported(tmp_path):
 
 def test_reference_rank_mismatch_names_the_key(tmp_path):
     save_reference_checkpoint(tiny_model("mtlora-r16", task_agnostic_rank=8), tmp_path / "ref.pth")
-    with pytest.raises(WeightsError, match=r"lora_shared_A has shape \(8, 24\), expected \(4, 24\); check --preset"):
+    with pytest.raises(WeightsError, match=r"lora_shared_A has shape \(8, 24\), expected \(4, 24\); check `preset`"):
         import_reference_checkpoint(tmp_path / "ref.pth", tiny_config("mtlora-r16"))
 
 
 def test_missing_task_in_reference_is_named(tmp_path):
     save_reference_checkpoint(tiny_model("mtlora-r16", tasks=("semseg",)), tmp_path / "ref.pth")
     with pytest.raises(
-        WeightsError, match=r"missing key backbone\.\S+\.lora_tasks_A\.sal .*check --preset \(rank\) and --tasks"
+        WeightsError, match=r"missing key backbone\.\S+\.lora_tasks_A\.sal .*check `preset` \(rank\) and `tasks`"
     ):
         import_reference_checkpoint(tmp_path / "ref.pth", tiny_config("mtlora-r16", tasks=("semseg", "sal")))
 

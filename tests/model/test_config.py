@@ -33,7 +33,9 @@ def test_unknown_yaml_keys_are_errors_naming_the_nearest_field(tmp_path):
     (tmp_path / "c.yaml").write_text("model:\n  task_agnostic_rnk: 3\n")
     with pytest.raises(ConfigError, match="key .task_agnostic_rnk.; did you mean .task_agnostic_rank."):
         resolve_config(None, str(tmp_path / "c.yaml"))
-    with pytest.raises(ConfigError, match="^--set: unknown model config key 'imagesize'; did you mean 'image_size'"):
+    with pytest.raises(
+        ConfigError, match="^`overrides`: unknown model config key 'imagesize'; did you mean 'image_size'"
+    ):
         resolve_config(None, None, {"imagesize": 64})
 
 
@@ -56,7 +58,7 @@ def test_wrongly_typed_fields_name_the_field_and_type(value, match):
 
 
 def test_image_size_follows_the_export_window_rule():
-    with pytest.raises(ConfigError, match=r"^image_size: got 96; the token grids .* use a multiple of 64"):
+    with pytest.raises(ConfigError, match=r"^`image_size`: got 96; the token grids .* use a multiple of 64"):
         ModelConfig.from_dict({"backbone": "swin_test_tiny", "image_size": 96})
     assert ModelConfig.from_dict({"backbone": "swin_test_tiny", "image_size": 128}).image_size == 128
 
@@ -66,7 +68,7 @@ def test_image_size_follows_the_export_window_rule():
     [
         ({"tasks": ("semseg", "depth")}, "tasks: got 'depth'"),
         ({"adapter": "qlora"}, "adapter: got 'qlora'"),
-        ({"image_size": 450}, "image_size: got 450; .* use a multiple of 224"),
+        ({"image_size": 450}, "`image_size`: got 450; .* use a multiple of 224"),
         ({"lora_dropout": 1.5}, "lora_dropout"),
         ({"task_agnostic_rank": 0}, "task_agnostic_rank"),
         ({"tasks": ()}, "at least one task"),
@@ -78,7 +80,7 @@ def test_bad_configs_give_clear_errors(overrides, match):
 
 
 def test_bad_preset_and_yaml_files(tmp_path):
-    with pytest.raises(ConfigError, match="--preset: got 'nope'"):
+    with pytest.raises(ConfigError, match="`preset`: got 'nope'"):
         resolve_config("nope")
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_config(None, str(tmp_path / "missing.yaml"))

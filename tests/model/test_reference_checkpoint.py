@@ -179,7 +179,7 @@ def test_given_options_must_agree_with_the_stored_config(tmp_path):
 def test_bare_state_dict_needs_options(tmp_path):
     source = tiny_model("mtlora-r16", **SOURCE)
     _write_reference_pth(tmp_path / "bare.pth", source, config=False)
-    with pytest.raises(ConfigError, match="holds no reference config .* pass --preset and --tasks"):
+    with pytest.raises(ConfigError, match="holds no reference config .* pass `preset` and `tasks`"):
         import_reference(tmp_path / "bare.pth", {})
     given = {
         k: (v, f"--set {k}")

@@ -59,7 +59,7 @@ def test_pretrained_timm_offline_without_cache_is_one_line(offline_hub):
         tiny_model(pretrained="timm")
     message = str(info.value)
     assert "\n" not in message
-    assert "timm/swin_tiny_patch4_window7_224.ms_in1k" in message and "--set pretrained=PATH" in message
+    assert "timm/swin_tiny_patch4_window7_224.ms_in1k" in message and "`pretrained`=PATH" in message
     with pytest.raises(ConfigError, match="timm has no hub weights named 'swin_tiny_nonsense'"):
         tiny_model(pretrained="timm:swin_tiny_nonsense")
 

@@ -167,6 +167,6 @@ def test_a_busy_machine_is_noted(monkeypatch):
     cores = os.cpu_count() or 1
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0 * cores, 0.0, 0.0))
     note = busy_machine_note()
-    assert note is not None and f"load {3.0 * cores:.1f} on {cores} cores" in note and "--threads 1" in note
+    assert note is not None and f"load {3.0 * cores:.1f} on {cores} cores" in note and "one torch thread" in note
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5 * cores, 0.0, 0.0))
     assert busy_machine_note() is None

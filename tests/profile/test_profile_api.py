@@ -302,13 +302,13 @@ def test_cli_profile_on_a_checkpoint_folder(model, tmp_path):
 
 
 def test_bad_options_are_one_line_config_errors(model):
-    with pytest.raises(ConfigError, match="--backend: got 'tvm'"):
+    with pytest.raises(ConfigError, match="`backends`: got 'tvm'"):
         run_profile([("tiny", model)], backends=["tvm"])
-    with pytest.raises(ConfigError, match="--batch"):
+    with pytest.raises(ConfigError, match="`batches`"):
         run_profile([("tiny", model)], batches=[0])
     with pytest.raises(ConfigError, match="nothing to profile"):
         run_profile([("tiny", model)], backends=["onnxruntime"])
     with pytest.raises(ConfigError, match="did you mean 'iterations'"):
         run_profile([("tiny", model)], iteration=3)
-    with pytest.raises(ConfigError, match="--rounds"):
+    with pytest.raises(ConfigError, match="`rounds`"):
         run_profile([("tiny", model)], rounds=1)

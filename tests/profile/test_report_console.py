@@ -9,6 +9,7 @@ from rich.console import Console
 
 from mtlora_deploy.profile.comparisons import compute_comparisons
 from mtlora_deploy.profile.console import print_report
+from mtlora_deploy.profile.memory import CPU_OFF
 from mtlora_deploy.profile.report import (
     build_report,
     comparison_rows,
@@ -74,7 +75,7 @@ def _report(rounds=10, notes=("a note [in brackets]",)):
         "min_iterations": 10,
         "rounds": rounds,
         "include_copies": False,
-        "memory_method": "not measured on the CPU (--memory measures it in one fresh subprocess per candidate)",
+        "memory_method": CPU_OFF,
         "percentiles": {"p90": "n >= 100"},
         "budget_s": 60.0,
         "measure_s": 57.5,

@@ -53,7 +53,7 @@ def test_flags_override_the_defaults():
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [({"batch": "1,x"}, "--batch"), ({"rounds": 1}, "--rounds"), ({"precision": "fp8"}, "--precision: got 'fp8'")],
+    [({"batch": "1,x"}, "--batch"), ({"rounds": 1}, "`rounds`"), ({"precision": "fp8"}, "`precisions`: got 'fp8'")],
 )
 def test_bad_flags_are_config_errors(flags, message):
     with pytest.raises(ConfigError, match=message):

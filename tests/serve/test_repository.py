@@ -55,7 +55,7 @@ def test_existing_output_and_bad_options_are_refused(tiny_graph, schema, tmp_pat
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(ConfigError, match="already exists"):
         export_triton(tiny_graph, tmp_path / "taken")
-    with pytest.raises(ConfigError, match="--name"):
+    with pytest.raises(ConfigError, match="`name`"):
         RepositoryOptions(name="a b")
     assert not [p for p in tmp_path.iterdir() if p.name != "taken"]  # nothing half-written
 
@@ -108,7 +108,7 @@ def test_a_tensorrt_plan_becomes_a_tensorrt_plan_step_with_its_batch_profile(tin
         "25.01, 25.02" in report.notes[0]
         and json.loads((report.path / "mtlora_repository.json").read_text())["tensorrt"] == "10.8.0"
     )
-    with pytest.raises(ConfigError, match="--max-batch 32.*up to 16"):
+    with pytest.raises(ConfigError, match="`max_batch` 32.*up to 16"):
         export_triton(plan, tmp_path / "repo2", RepositoryOptions(max_batch=32))
 
 

@@ -78,7 +78,7 @@ def test_nan_loss_stops_naming_the_task_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
     train_tiny_run(tmp_path / "run", max_steps=1, eval_every=100)
-    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+    with pytest.raises(ConfigError, match="already holds a run; continue it with: mtlora train --resume"):
         train_tiny_run(tmp_path / "run", max_steps=1)
 
 

@@ -88,7 +88,7 @@ def test_default_loader_workers_never_exceed_the_cores(monkeypatch):
 
     monkeypatch.setattr(data_setup, "usable_cores", lambda: 2)
     assert data_setup.resolve_workers(None) == 2 and data_setup.resolve_workers(0) == 0
-    with pytest.warns(UserWarning, match="--workers 8 is more than the 2 CPU cores"):
+    with pytest.warns(UserWarning, match="`num_workers` 8 is more than the 2 CPU cores"):
         assert data_setup.resolve_workers(8) == 8
     monkeypatch.setattr(data_setup, "usable_cores", lambda: 16)
     assert data_setup.resolve_workers(None) == data_setup.DEFAULT_WORKERS

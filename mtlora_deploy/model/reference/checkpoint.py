@@ -163,13 +163,13 @@ def resolve_import_config(
 
     Args:
         detected: from :func:`detect_model_config`, or None for a file without a stored config.
-        given: ``{field: (value, option it came from, e.g. '--preset mtlora-r16')}``.
+        given: ``{field: (value, where it came from, e.g. 'preset mtlora-r16')}``.
         source: the checkpoint path, for messages.
     """
     if detected is None and not given:
         raise ConfigError(
-            f"{source} holds no reference config (a bare state dict): pass --preset and --tasks, e.g. "
-            "--preset mtlora-r64 --tasks semseg,human_parts,sal,normals"
+            f"{source} holds no reference config (a bare state dict): pass `preset` and `tasks`, e.g. "
+            "`preset` mtlora-r64 `tasks` semseg,human_parts,sal,normals"
         )
     data = {field: value for field, (value, _) in (detected or {}).items()}
     for field, (value, option) in given.items():

@@ -59,7 +59,7 @@ def ours_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def check_against_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> list[str]:
     """Return the keys of ``state`` that fit nowhere; raise on missing or mis-shaped keys (named)."""
-    return check_state_keys(state, model.state_dict(), source, hint="; check --preset (rank) and --tasks")
+    return check_state_keys(state, model.state_dict(), source, hint="; check `preset` (rank) and `tasks`")
 
 
 def import_reference_checkpoint(
@@ -81,8 +81,7 @@ def load_reference_state(
     unused = check_against_model(state, model, source)
     if unused and not allow_unused:
         raise WeightsError(
-            f"{source}: {len(unused)} keys fit nowhere in the model, first {unused[0]} "
-            "(use --allow-unused to skip them)"
+            f"{source}: {len(unused)} keys fit nowhere in the model, first {unused[0]} (`allow_unused` skips them)"
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
     return model.eval(), unused

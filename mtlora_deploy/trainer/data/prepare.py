@@ -116,13 +116,15 @@ def prepare_pascal_mt(
     """
     archive, output = Path(archive), Path(output)
     if output.exists() and not output.is_dir():
-        raise DataError(f"-o {output} is a file; expected a folder to create")
+        raise DataError(f"`output` {output} is a file; expected a folder to create", field="output")
     if output.is_dir() and any(output.iterdir()):
         try:
             return verify_pascal_mt(output, progress), True
         except DataError as exc:
             raise DataError(
-                f"-o {output} exists and is not a complete PASCAL-MT root ({exc}); remove it or choose another folder"
+                f"`output` {output} exists and is not a complete PASCAL-MT root ({exc}); remove it or choose another "
+                "folder",
+                field="output",
             ) from exc
     if not archive.is_file():
         raise DataError(f"archive {archive} does not exist")
