@@ -24,7 +24,6 @@ from mtlora_deploy.calib.graph import GEMM_OPS
 from mtlora_deploy.calib.tools import CastResult, package_version
 from mtlora_deploy.calib.weight_only import weight_slots, with_opset
 from mtlora_deploy.utils.imports import require
-from mtlora_deploy.utils.noise import quiet_known_noise
 
 E4M3_MAX = 448.0
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
@@ -86,16 +85,8 @@ def with_onnxruntime(
         onnx.save(model, staged)  # at opset 19 already: the quantizer's own upgrade would log a warning
         del model
         cache = int8.write_ort_ranges(ranges, method, Path(tmp) / "ranges.json", q.CalibrationMethod.Distribution)
-        with quiet_known_noise():
-            q.quantize_static(
-                staged,
-                output,
-                calibration_data_reader=None,
-                calibration_cache_path=cache,
-                nodes_to_exclude=list(nodes_to_exclude),
-                **{**settings, "extra_options": {**settings["extra_options"], "TensorQuantOverrides": overrides}},
-            )
-        model = onnx.load(output)
+        extra = {**settings["extra_options"], "TensorQuantOverrides": overrides}
+        model = int8.quantize_from_cache(staged, output, cache, nodes_to_exclude, {**settings, "extra_options": extra})
     recorded = {
         **settings,
         "quant_format": "QDQ",

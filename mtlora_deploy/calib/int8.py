@@ -130,25 +130,33 @@ def write_ort_ranges(ranges: dict[str, list[float]], method: str, path: Path, or
     return path
 
 
+def quantize_from_cache(
+    source: Path, output: Path, cache: Path, nodes_to_exclude: list[str], settings: dict[str, Any]
+) -> onnx.ModelProto:
+    """ONNX Runtime's ``quantize_static`` from ``source`` to ``output`` with the ranges of calibration ``cache`` (no
+    data reader: it never calibrates itself), its known log noise held back; returns the written graph."""
+    q = require("onnxruntime.quantization")
+    with quiet_known_noise():  # its "consider pre-processing" log line is not for our users
+        q.quantize_static(
+            source,
+            output,
+            calibration_data_reader=None,
+            calibration_cache_path=cache,
+            nodes_to_exclude=list(nodes_to_exclude),
+            **settings,
+        )
+    return onnx.load(output)
+
+
 def with_onnxruntime(
     source: Path, ranges: dict[str, list[float]], method: str, nodes_to_exclude: list[str], per_channel: bool = True
 ) -> CastResult:
     """``quantize_static`` writes the Q/DQ graph from precomputed ``ranges`` (it never calibrates itself)."""
-    q = require("onnxruntime.quantization")
     settings = ort_settings(method, per_channel)
     with tempfile.TemporaryDirectory(prefix="mtlora_int8_") as tmp:
         output = Path(tmp) / "int8.onnx"
         cache = write_ort_ranges(ranges, method, Path(tmp) / "ranges.json")
-        with quiet_known_noise():  # its "consider pre-processing" log line is not for our users
-            q.quantize_static(
-                source,
-                output,
-                calibration_data_reader=None,
-                calibration_cache_path=cache,
-                nodes_to_exclude=list(nodes_to_exclude),
-                **settings,
-            )
-        model = onnx.load(output)
+        model = quantize_from_cache(source, output, cache, nodes_to_exclude, settings)
     recorded = {
         **settings,
         "quant_format": "QDQ",
