@@ -9,8 +9,6 @@ in tests/engines/test_tensorrt.py and are marked ``cuda``/``tensorrt``.
 import hashlib
 import importlib.util
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -88,26 +86,6 @@ def _tiny_graph(path, precision="fp32"):
 
 def _files(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """``mtlora ARGS`` in this process (its own process costs ~15 s of imports on this machine): (rc, out, err)."""
-    from mtlora_deploy.cli.main import main
-
-    def run(args, cwd):
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["mtlora", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
 
 
 @pytest.fixture(scope="module")

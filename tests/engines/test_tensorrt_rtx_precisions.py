@@ -7,8 +7,6 @@ refused ones (a few seconds each).
 """
 
 import importlib.util
-import subprocess
-import sys
 import warnings
 from collections import Counter
 
@@ -65,26 +63,6 @@ def folder(tmp_path_factory):
     images = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
     np.savez(folder / "calib.npz", image=images)
     return folder
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """``mtlora ARGS`` in this process: (rc, out, err)."""
-    from mtlora_deploy.cli.main import main
-
-    def run(args, cwd):
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["mtlora", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
 
 
 @pytest.mark.slow
