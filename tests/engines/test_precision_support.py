@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from mtlora_deploy.engines.plan_layers import layer_summary, parse_layers, precision_notes
 from mtlora_deploy.engines.runtimes import (
     PRECISION_SUPPORT,
     RTX_DEFAULT_TARGETS,
@@ -22,7 +23,7 @@ from mtlora_deploy.engines.runtimes import (
     rtx_targets,
     runs_on,
 )
-from mtlora_deploy.engines.tensorrt_build import BuildSettings, layer_summary, parse_layers, precision_notes
+from mtlora_deploy.engines.tensorrt_build import BuildSettings
 from mtlora_deploy.errors import ConfigError
 from mtlora_deploy.utils.artifacts import PRECISIONS
 

@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mtlora_deploy.engine_pipeline import build_engine
 from mtlora_deploy.engines.manifest import manifest_path, read_manifest
-from mtlora_deploy.engines.tensorrt_build import EngineBuildError, layer_summary
+from mtlora_deploy.engines.plan_layers import layer_summary
+from mtlora_deploy.engines.tensorrt_build import EngineBuildError
 from mtlora_deploy.errors import ConfigError, MissingDependencyError
 
 pytestmark = [
