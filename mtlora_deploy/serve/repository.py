@@ -276,10 +276,10 @@ def repository_manifest(
 
 def repository_files(repository: Path) -> dict[str, dict[str, Any]]:
     """Every file of a repository (its manifest aside) by relative path: its size and sha256."""
-    from mtlora_deploy.utils.hashing import file_sha256
+    from mtlora_deploy.utils.checkpoint_manifest import file_record
 
     files = sorted(p for p in repository.rglob("*") if p.is_file() and p.name != MANIFEST)
-    return {p.relative_to(repository).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+    return {p.relative_to(repository).as_posix(): file_record(p) for p in files}
 
 
 def read_repository_manifest(repository: str | Path) -> dict[str, Any]:
@@ -300,22 +300,6 @@ def read_repository_manifest(repository: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def repository_problem(repository: str | Path, manifest: dict[str, Any]) -> str | None:
-    """None when every file the manifest records is in ``repository`` with its size and sha256 (a repository written
-    before files were recorded: None); else what is wrong with the first that is not."""
-    from mtlora_deploy.utils.hashing import file_sha256
-
-    for name, entry in (manifest.get("files") or {}).items():
-        path = Path(repository) / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != entry["bytes"]:
-            return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
-        if file_sha256(path) != entry["sha256"]:
-            return f"{name} differs from the sha256 {MANIFEST} records"
-    return None
-
-
 def verify_repository(repository: str | Path) -> dict[str, Any]:
     """The repository's manifest, after checking every file it records (before a server loads any of them).
 
@@ -323,8 +307,11 @@ def verify_repository(repository: str | Path) -> dict[str, Any]:
         ConfigError: no readable manifest.
         WeightsError: a recorded file is missing, truncated or changed.
     """
+    from mtlora_deploy.utils.checkpoint_manifest import verify_files
+
     manifest = read_repository_manifest(repository)
-    problem = repository_problem(repository, manifest)
+    # a repository written before files were recorded has none to check
+    problem = verify_files(Path(repository), manifest.get("files") or {}, manifest_name=MANIFEST)
     if problem:
         raise WeightsError(f"{repository}: {problem}; export the repository again with mtlora export-triton")
     return manifest

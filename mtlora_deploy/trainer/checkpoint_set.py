@@ -28,9 +28,16 @@ from pathlib import Path
 
 from mtlora_deploy.errors import OutputError
 from mtlora_deploy.utils.atomic import describe_os_error
-from mtlora_deploy.utils.checkpoint_manifest import FORMAT, LINK, MANIFEST, STORE, read_manifest, verify_files
+from mtlora_deploy.utils.checkpoint_manifest import (
+    FORMAT,
+    LINK,
+    MANIFEST,
+    STORE,
+    file_record,
+    read_manifest,
+    verify_files,
+)
 from mtlora_deploy.utils.faults import fault_point
-from mtlora_deploy.utils.hashing import file_sha256
 
 KEEP = 2  # generations kept: the current one and one fallback
 
@@ -216,7 +223,7 @@ def _migrate_plain_folder(run_dir: Path) -> None:
         os.rename(link, store_dir(run_dir) / f"orphaned-{os.getpid()}")
         return
     files = sorted(p for p in link.iterdir() if p.is_file() and not p.name.startswith("."))
-    entries = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+    entries = {p.name: file_record(p) for p in files}
     try:
         step = int(json.loads((link / "last.json").read_text())["metadata"]["step"])
     except (OSError, ValueError, KeyError, TypeError):

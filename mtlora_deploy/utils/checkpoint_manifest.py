@@ -34,21 +34,31 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest if ok else None
 
 
+def file_record(path: Path) -> dict[str, Any]:
+    """A file's manifest entry, what :func:`verify_files` checks it against: its size and sha256."""
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
 def verify_files(
-    folder: Path, files: dict[str, dict], names: Iterable[str] | None = None, hashes: bool = True
+    folder: Path,
+    files: dict[str, dict],
+    names: Iterable[str] | None = None,
+    hashes: bool = True,
+    manifest_name: str = MANIFEST,
 ) -> str | None:
     """None if each file of ``names`` (default: all of ``files``) is in ``folder`` with its manifest size and
-    (``hashes``) sha256; else what is wrong with the first that is not, e.g. ``best.json is missing``."""
+    (``hashes``) sha256; else what is wrong with the first that is not, e.g. ``best.json is missing``.
+    ``manifest_name`` is the manifest the messages name (a checkpoint set's by default; a Triton repository's)."""
     for name in files if names is None else names:
         entry, path = files.get(name), Path(folder) / name
         if entry is None:
-            return f"{name} is not listed in {MANIFEST}"
+            return f"{name} is not listed in {manifest_name}"
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != entry["bytes"]:
             return f"{name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)"
         if hashes and file_sha256(path) != entry["sha256"]:
-            return f"{name} is corrupt (sha256 differs from {MANIFEST})"
+            return f"{name} is corrupt (sha256 differs from {manifest_name})"
     return None
 
 

@@ -61,7 +61,7 @@ def test_a_changed_file_fails_inspect_and_serve(tiny_repository, tmp_path):
     assert line.startswith("Error: ") and f"mtlora_model/1/{graph.name}: sha256 differs" in line, inspected.stderr
     served = _mtlora("serve", str(repo), "--duration", "0")
     assert served.returncode == 1
-    message = f"mtlora_model/1/{graph.name} differs from the sha256 {MANIFEST} records"
+    message = f"mtlora_model/1/{graph.name} is corrupt (sha256 differs from {MANIFEST})"
     assert message in served.stderr and len(served.stderr.strip().splitlines()) == 1, served.stderr
     assert "ready" not in served.stdout  # refused before any server started
     try:
