@@ -97,16 +97,14 @@ def train(
     start_run(preset, config_path, model_overrides, overrides, run_dir, stop_after=stop_after)
 
 
-FLAG_OF = {"base_lr": "--lr", "num_workers": "--workers"}
-
-
 def train_overrides(flags: dict, train_items: tuple[str, ...]) -> dict:
     """The train config fields given on the command line: ``--train-set KEY=VALUE`` and the flags, a field given
     both ways being an error (neither may be dropped silently)."""
+    from mtlora_deploy.cli.flags import current_command, flag_for
     from mtlora_deploy.errors import ConfigError
 
     items, given = parse_set(train_items), {k: v for k, v in flags.items() if v is not None}
     for key in sorted(set(items) & set(given)):
-        flag = FLAG_OF.get(key, "--" + key.replace("_", "-"))
+        flag = flag_for(current_command(), key)
         raise ConfigError(f"--train-set {key}={items[key]} and {flag} {given[key]} both set {key}; keep one")
     return {**items, **given}
