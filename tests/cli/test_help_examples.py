@@ -29,9 +29,10 @@ from mtlora_deploy.cli.main import COMMANDS, cli
 # Examples that read what another example writes come after it (export-reference writes a model of the train
 # example's run, import-checkpoint reads it back); the rest keep the command table's order.
 ORDER = ("export-reference", "import-checkpoint")
-# The server's example runs in the background; the client's example needs it (both use the examples' port 8000).
+# The server's example runs in the background; the client's example needs it (both use the examples' port 8000,
+# and the server Triton's default gRPC and metrics ports 8001 and 8002).
 SERVER, CLIENT = "serve", "bench-serve"
-READY_URL = "http://127.0.0.1:8000/v2/health/ready"
+EXAMPLE_PORTS = (8000, 8001, 8002)
 
 
 def help_example(name: str | None) -> list[str]:
@@ -56,12 +57,12 @@ def _run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=1800)
 
 
-def _ready(server: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """Whether the server answers ready on the example's port before it exits or ``timeout`` seconds pass."""
+def _ready(server: subprocess.Popen, url: str, timeout: float = 300.0) -> bool:
+    """Whether the server answers ready at ``url`` before it exits or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         try:
-            with urllib.request.urlopen(READY_URL, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
                     return True
         except OSError:
@@ -70,27 +71,40 @@ def _ready(server: subprocess.Popen, timeout: float = 300.0) -> bool:
     return False
 
 
+def _served_words() -> tuple[list[str], list[str], int]:
+    """The serve and bench-serve examples' words and the HTTP port they use: as written, or, where something on
+    this machine already holds one of the examples' ports, moved to free loopback ports (the same examples)."""
+    from mtlora_deploy.serve.server import Ports, port_in_use
+
+    server, client = help_example(SERVER), help_example(CLIENT)
+    if not any(port_in_use(port) for port in EXAMPLE_PORTS):
+        return server, client, EXAMPLE_PORTS[0]
+    ports = Ports.free()
+    server = [str(ports.http) if w == str(EXAMPLE_PORTS[0]) else w for w in server]
+    server += ["--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)]
+    client = [w.replace(f":{EXAMPLE_PORTS[0]}", f":{ports.http}") for w in client]
+    return server, client, ports.http
+
+
 def _served_example(cwd: Path) -> list[str]:
     """Run the serve example in the background, the bench-serve example against it, then stop the server with
     SIGTERM; the failures found (empty when both examples did what their help says)."""
     failures = []
-    command, env = _command(help_example(SERVER))
+    server_words, client_words, port = _served_words()
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    command, env = _command(server_words)
     server = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if not _ready(server):
-            failures.append(f"mtlora {shlex.join(help_example(SERVER))}: not ready on {READY_URL}")
+        if not _ready(server, url):
+            failures.append(f"mtlora {shlex.join(server_words)}: not ready on {url}")
         else:
-            proc = _run(help_example(CLIENT), cwd)
+            proc = _run(client_words, cwd)
             if proc.returncode != 0:
-                failures.append(
-                    f"mtlora {shlex.join(help_example(CLIENT))}: exit {proc.returncode}: {proc.stderr[-400:]}"
-                )
+                failures.append(f"mtlora {shlex.join(client_words)}: exit {proc.returncode}: {proc.stderr[-400:]}")
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=120)
         if server.returncode != 0:
-            failures.append(
-                f"mtlora {shlex.join(help_example(SERVER))}: SIGTERM gave exit {server.returncode}: {err[-400:]}"
-            )
+            failures.append(f"mtlora {shlex.join(server_words)}: SIGTERM gave exit {server.returncode}: {err[-400:]}")
     finally:
         if server.poll() is None:
             server.kill()
